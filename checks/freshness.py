@@ -1,0 +1,111 @@
+"""Freshness audit: one row per document with a status and a reason, plus the verdict."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, timedelta
+from typing import Any, Protocol
+
+from checks.result import CheckResult, worst
+
+STATUSES = ("fresh", "review-overdue", "missing", "orphaned", "superseded-but-indexed", "index-stale",
+            "unreadable", "model-mismatch")
+WARN_STATUSES = {"review-overdue", "orphaned", "superseded-but-indexed", "index-stale", "unreadable"}
+
+
+class _Row(Protocol):
+    doc_id: str
+    at_source: bool
+    indexed: bool
+    source_hash: str | None
+    indexed_hash: str | None
+    metadata: dict[str, Any]
+    error: str | None
+    model_fingerprint: str | None
+
+
+class _ManifestEntry(Protocol):
+    pattern: str
+    is_glob: bool
+    owner: str | None
+    review_every_days: int | None
+    required: bool
+
+    def matches(self, doc_id: str) -> bool: ...
+
+
+class _Manifest(Protocol):
+    entries: list
+    review_every_days: int
+
+    def entry_for(self, doc_id: str) -> _ManifestEntry | None: ...
+
+
+def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fingerprint: str) -> CheckResult:
+    """Classify every document. Precedence when several apply: the one that most changes what users are shown."""
+    documents: list[dict[str, Any]] = []
+    for row in sorted(rows, key=lambda r: r.doc_id):
+        entry = manifest.entry_for(row.doc_id)
+        owner = row.metadata.get("owner") or (entry.owner if entry else None)
+        status, reason, days_over = _classify(row, entry, manifest, today, model_fingerprint)
+        documents.append({
+            "doc_id": row.doc_id, "status": status, "reason": reason, "owner": owner,
+            "required": bool(entry.required) if entry else False, "days_overdue": days_over,
+            "last_reviewed": row.metadata.get("last_reviewed"),
+        })
+    present = {r.doc_id for r in rows if r.at_source}
+    for entry in manifest.entries:
+        found = any(entry.matches(d) for d in present)
+        if not found:
+            kind = "no document matches the pattern" if entry.is_glob else "listed in the manifest, absent at the source"
+            documents.append({
+                "doc_id": entry.pattern, "status": "missing",
+                "reason": f"{kind}{' (required)' if entry.required else ''}",
+                "owner": entry.owner, "required": entry.required, "days_overdue": None, "last_reviewed": None,
+            })
+
+    counts = Counter(d["status"] for d in documents)
+    required_missing = [d["doc_id"] for d in documents if d["status"] == "missing" and d["required"]]
+    status = "pass"
+    findings = []
+    for d in documents:
+        if d["status"] == "fresh":
+            continue
+        level = "fail" if d["status"] == "model-mismatch" or (d["status"] == "missing" and d["required"]) else "warn"
+        status = worst(status, level)
+        findings.append(f"{d['doc_id']}: {d['status']} — {d['reason']}")
+    metrics = {"documents": len(documents), **{s: counts.get(s, 0) for s in STATUSES},
+               "required_missing": len(required_missing)}
+    return CheckResult(
+        name="freshness", status=status, metrics=metrics, items=tuple(documents), findings=tuple(findings),
+    )
+
+
+def _classify(row: _Row, entry: _ManifestEntry | None, manifest: _Manifest, today: date,
+              model_fingerprint: str) -> tuple[str, str, int | None]:
+    if row.indexed and row.model_fingerprint and row.model_fingerprint != model_fingerprint:
+        return "model-mismatch", (f"indexed with embedding model fingerprint {row.model_fingerprint}, "
+                                  f"current model is {model_fingerprint}"), None
+    if row.at_source and row.error:
+        kept = "previous version still indexed" if row.indexed else "never indexed"
+        return "unreadable", f"{row.error} ({kept})", None
+    if not row.at_source:
+        return "orphaned", "indexed but no longer at the source", None
+    if not row.indexed:
+        return "index-stale", "at the source but not indexed yet", None
+    if row.source_hash != row.indexed_hash:
+        return "index-stale", "changed at the source since it was indexed", None
+    superseded_by = row.metadata.get("superseded_by")
+    if superseded_by:
+        return "superseded-but-indexed", f"superseded by {superseded_by} but still indexed and retrievable", None
+    last_reviewed = row.metadata.get("last_reviewed")
+    every = row.metadata.get("review_every_days") or (entry.review_every_days if entry else None) \
+        or manifest.review_every_days
+    if last_reviewed:
+        due = date.fromisoformat(str(last_reviewed)) + timedelta(days=int(every))
+        if due < today:
+            days = (today - due).days
+            return "review-overdue", (f"last reviewed {last_reviewed}, review due every {every} days: "
+                                      f"{days} days overdue (due {due.isoformat()})"), days
+        return "fresh", f"reviewed {last_reviewed}, next review due {due.isoformat()}", None
+    return "fresh", "no review date recorded (last_reviewed missing)", None

@@ -1,0 +1,71 @@
+"""Where run artifacts live: reports, snapshots and the baseline pointer. Local folder or an S3 prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class ArtifactStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Store bytes under key; returns the URI of the stored object."""
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under key, or None when absent."""
+
+    def uri(self, key: str) -> str: ...
+
+
+class LocalArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def uri(self, key: str) -> str:
+        return str((self.root / key).resolve())
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # atomic: a reader never sees half a report or half a baseline pointer
+        return self.uri(key)
+
+    def get(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+
+class S3ArtifactStore:
+    """An S3 prefix. The client is passed in (boto3 honours AWS_ENDPOINT_URL for S3-compatible servers)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
+        return self.uri(key)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:  # some S3-compatible servers answer a bare 404 ClientError
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+
+def s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")

@@ -1,0 +1,214 @@
+"""Incremental ingest: list the source, skip what is unchanged, embed what changed, never lose the last good version.
+
+New chunks of a changed document are written under new ids (the content hash is part of the id) before the old
+ones are deleted, so an interrupted run leaves the previous version searchable; the ledger picks the newest
+complete version and the next run removes leftovers.
+"""
+
+from __future__ import annotations
+
+import time
+from fnmatch import fnmatchcase
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from rag_health.chunking import Chunk, Chunker, ends_mid_sentence
+from rag_health.documents import DocumentError, ParsedDocument, content_hash, is_supported, parse_document
+from rag_health.embedding import Embedder
+from rag_health.sources import DocumentSource, SourceEntry
+from rag_health.store import ChunkIndex, LedgerEntry
+
+
+@dataclass
+class IngestError:
+    doc_id: str
+    reason: str
+
+
+@dataclass
+class IngestResult:
+    source: str
+    documents: int = 0
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    read: int = 0
+    chunks_embedded: int = 0
+    chunks_deleted: int = 0
+    skipped: list[IngestError] = field(default_factory=list)
+    errors: list[IngestError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return "warn" if self.errors else "pass"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["added"], data["changed"], data["removed"] = len(self.added), len(self.changed), len(self.removed)
+        data["added_ids"], data["changed_ids"], data["removed_ids"] = self.added, self.changed, self.removed
+        data["status"] = self.status
+        return data
+
+
+@dataclass
+class _Pending:
+    doc: ParsedDocument
+    entry: SourceEntry
+    chunks: list[Chunk]
+    replaces: list[str]
+    is_new: bool
+
+
+def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: int, entry: SourceEntry,
+                   index: ChunkIndex, ingested_at: str, chunker: Chunker) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "doc_id": doc.doc_id,
+        "content_hash": doc.content_hash,
+        "source_version": entry.version,
+        "chunk_index": chunk.index,
+        "n_chunks": n_chunks,
+        "n_chars": len(chunk.text),
+        "n_tokens": n_tokens,
+        "ends_mid_sentence": ends_mid_sentence(chunk.text),
+        "title": doc.title,
+        "ingested_at": ingested_at,
+        "chunker": chunker.config,
+        **index.model.as_metadata(),
+    }
+    # Front-matter fields travel with each chunk (prefixed) so metadata filters and audits work from the store.
+    meta.update({f"fm_{k}": v for k, v in doc.metadata.items()})
+    return meta
+
+
+def chunk_id(doc: ParsedDocument, index: int) -> str:
+    return f"{doc.doc_id}#{doc.content_hash[:12]}:{index:04d}"
+
+
+def ingest(
+    source: DocumentSource,
+    index: ChunkIndex,
+    embedder: Embedder,
+    chunker: Chunker,
+    *,
+    only: list[str] | None = None,
+    remove_deleted: bool = True,
+    max_delete_fraction: float = 0.5,
+    write_batch_chunks: int = 512,
+) -> IngestResult:
+    """Bring the index in line with the source. Returns what changed; errors never remove what was indexed."""
+    started = time.perf_counter()
+    index.check_model()
+    result = IngestResult(source=source.uri)
+    ledger = index.ledger()
+    ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    seen: set[str] = set()
+    pending: list[_Pending] = []
+    pending_chunks = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_chunks
+        if pending:
+            _write(pending, index, embedder, chunker, ingested_at, result)
+        pending, pending_chunks = [], 0
+
+    for entry in source.list():
+        if only and not _selected(entry.doc_id, only):
+            continue
+        if not is_supported(entry.doc_id):
+            result.skipped.append(IngestError(entry.doc_id, "unsupported file type"))
+            continue
+        seen.add(entry.doc_id)
+        result.documents += 1
+        known = ledger.get(entry.doc_id)
+        if known and known.leftover_ids:
+            index.delete(known.leftover_ids)
+            result.chunks_deleted += len(known.leftover_ids)
+        if known and known.source_version == entry.version:
+            result.unchanged += 1
+            continue
+        try:
+            data = source.read(entry.doc_id)
+            result.read += 1
+        except OSError as exc:
+            result.errors.append(IngestError(entry.doc_id, f"cannot read: {exc.strerror or exc}"))
+            continue
+        if known and known.content_hash == content_hash(data):
+            # Same bytes, new mtime (a touch, a checkout): remember the version so the next run skips the read.
+            index.update_metadata(known.chunk_ids, {"source_version": entry.version})
+            result.unchanged += 1
+            continue
+        try:
+            doc = parse_document(entry.doc_id, data)
+            chunks = chunker.split(doc)
+            if not chunks:
+                raise DocumentError("no text to index after chunking")
+        except DocumentError as exc:
+            result.errors.append(IngestError(entry.doc_id, str(exc)))
+            continue
+        except Exception as exc:  # a parser bug on one document must not stop the run
+            result.errors.append(IngestError(entry.doc_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        pending.append(_Pending(doc, entry, chunks, known.chunk_ids if known else [], known is None))
+        pending_chunks += len(chunks)
+        if pending_chunks >= write_batch_chunks:
+            flush()
+    flush()
+
+    if remove_deleted and not only:
+        _remove_deleted(ledger, seen, index, result, max_delete_fraction)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _selected(doc_id: str, only: list[str]) -> bool:
+    return any(doc_id == o or doc_id.startswith(o.rstrip("/") + "/") or fnmatchcase(doc_id, o) for o in only)
+
+
+def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunker: Chunker,
+           ingested_at: str, result: IngestResult) -> None:
+    """Embed all pending chunks in one batched call, add them, then delete the versions they replace."""
+    texts = [c.embed_text for p in pending for c in p.chunks]
+    token_counts = embedder.count_tokens(texts)
+    vectors = embedder.embed(texts)
+    ids, docs, metas = [], [], []
+    position = 0
+    for p in pending:
+        for chunk in p.chunks:
+            ids.append(chunk_id(p.doc, chunk.index))
+            docs.append(chunk.text)
+            metas.append(chunk_metadata(p.doc, chunk, len(p.chunks), token_counts[position], p.entry, index,
+                                        ingested_at, chunker))
+            position += 1
+    index.add(ids, vectors, docs, metas)
+    result.chunks_embedded += len(ids)
+    stale = [cid for p in pending for cid in p.replaces if cid not in set(ids)]
+    if stale:
+        index.delete(stale)
+        result.chunks_deleted += len(stale)
+    for p in pending:
+        (result.added if p.is_new else result.changed).append(p.doc.doc_id)
+
+
+def _remove_deleted(ledger: dict[str, LedgerEntry], seen: set[str], index: ChunkIndex, result: IngestResult,
+                    max_delete_fraction: float) -> None:
+    gone = sorted(set(ledger) - seen)
+    if not gone:
+        return
+    if ledger and (not seen or len(gone) / len(ledger) > max_delete_fraction):
+        # A source that suddenly lists (almost) nothing is far more often a broken mount or a wrong path than a
+        # real mass deletion: keep the index and say so.
+        for doc_id in gone:
+            result.errors.append(IngestError(
+                doc_id,
+                f"gone from the source but kept in the index: {len(gone)} of {len(ledger)} indexed documents "
+                f"vanished at once (over the max_delete_fraction of {max_delete_fraction:.0%})",
+            ))
+        return
+    for doc_id in gone:
+        entry = ledger[doc_id]
+        index.delete(entry.chunk_ids + entry.leftover_ids)
+        result.chunks_deleted += len(entry.chunk_ids) + len(entry.leftover_ids)
+        result.removed.append(doc_id)

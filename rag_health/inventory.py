@@ -1,0 +1,64 @@
+"""The document inventory: the source listing joined with the index ledger, reading only what changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag_health.documents import DocumentError, content_hash, is_supported, parse_document
+from rag_health.sources import DocumentSource
+from rag_health.store import LedgerEntry
+
+
+@dataclass(frozen=True)
+class InventoryRow:
+    doc_id: str
+    at_source: bool
+    indexed: bool
+    source_hash: str | None = None
+    indexed_hash: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    model_fingerprint: str | None = None
+    ingested_at: str | None = None
+
+
+def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry]) -> list[InventoryRow]:
+    """One row per document at the source or in the index. Unchanged documents are not read again."""
+    rows: list[InventoryRow] = []
+    listed: set[str] = set()
+    for entry in source.list():
+        if not is_supported(entry.doc_id):
+            continue
+        listed.add(entry.doc_id)
+        known = ledger.get(entry.doc_id)
+        indexed = {
+            "indexed": known is not None,
+            "indexed_hash": known.content_hash if known else None,
+            "model_fingerprint": known.model_fingerprint if known else None,
+            "ingested_at": known.ingested_at if known else None,
+        }
+        if known and known.source_version == entry.version:
+            rows.append(InventoryRow(entry.doc_id, True, source_hash=known.content_hash,
+                                     metadata=dict(known.metadata), **indexed))
+            continue
+        try:
+            data = source.read(entry.doc_id)
+        except OSError as exc:
+            rows.append(InventoryRow(entry.doc_id, True, error=f"cannot read: {exc.strerror or exc}",
+                                     metadata=dict(known.metadata) if known else {}, **indexed))
+            continue
+        try:
+            doc = parse_document(entry.doc_id, data)
+        except DocumentError as exc:
+            rows.append(InventoryRow(entry.doc_id, True, source_hash=content_hash(data), error=str(exc),
+                                     metadata=dict(known.metadata) if known else {}, **indexed))
+            continue
+        rows.append(InventoryRow(entry.doc_id, True, source_hash=doc.content_hash, metadata=doc.metadata,
+                                 **indexed))
+    for doc_id, known in ledger.items():
+        if doc_id not in listed:
+            rows.append(InventoryRow(doc_id, at_source=False, indexed=True, indexed_hash=known.content_hash,
+                                     metadata=dict(known.metadata), model_fingerprint=known.model_fingerprint,
+                                     ingested_at=known.ingested_at))
+    return rows

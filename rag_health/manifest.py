@@ -1,0 +1,133 @@
+"""The manifest: which documents the organisation expects, who owns them and how often they must be reviewed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rag_health.settings import ConfigError
+
+_ENTRY_KEYS = {"id", "glob", "owner", "review_every_days", "required", "classification", "title"}
+_DEFAULT_KEYS = {"review_every_days", "required", "owner", "classification"}
+
+
+class ManifestError(ConfigError):
+    """An invalid manifest: names the file, the line and the reason."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    pattern: str
+    is_glob: bool
+    owner: str | None = None
+    review_every_days: int | None = None
+    required: bool = True
+    classification: str | None = None
+    line: int = 0
+
+    def matches(self, doc_id: str) -> bool:
+        return fnmatchcase(doc_id, self.pattern) if self.is_glob else doc_id == self.pattern
+
+
+@dataclass(frozen=True)
+class Manifest:
+    entries: list[ManifestEntry] = field(default_factory=list)
+    review_every_days: int = 365
+    path: str | None = None
+
+    def entry_for(self, doc_id: str) -> ManifestEntry | None:
+        """Exact ids win over globs; among globs the first listed wins."""
+        for entry in self.entries:
+            if not entry.is_glob and entry.matches(doc_id):
+                return entry
+        return next((e for e in self.entries if e.is_glob and e.matches(doc_id)), None)
+
+
+def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Manifest:
+    if path is None:
+        return Manifest(review_every_days=default_review_days)
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise ManifestError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if root is None:
+        return Manifest(review_every_days=default_review_days, path=str(path))
+    data = yaml.safe_load(text)
+    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
+        raise ManifestError(f"{path}: line {root.start_mark.line + 1}: the manifest must be a mapping "
+                            "with 'defaults' and 'documents'")
+    nodes = {k.value: v for k, v in root.value}
+    unknown = set(data) - {"defaults", "documents"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ManifestError(f"{path}: line {_key_line(root, key)}: unknown top-level key {key!r}")
+
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ManifestError(f"{path}: line {nodes['defaults'].start_mark.line + 1}: 'defaults' must be a mapping")
+    for key in defaults:
+        if key not in _DEFAULT_KEYS:
+            raise ManifestError(f"{path}: line {_key_line(nodes['defaults'], key)}: unknown default {key!r}")
+    review_default = _positive_int(defaults.get("review_every_days", default_review_days), path,
+                                   nodes.get("defaults"), "review_every_days")
+    required_default = defaults.get("required", True)
+
+    docs = data.get("documents") or []
+    if not isinstance(docs, list):
+        raise ManifestError(f"{path}: line {nodes['documents'].start_mark.line + 1}: 'documents' must be a list")
+    entries = []
+    seen: dict[str, int] = {}
+    for raw, node in zip(docs, nodes["documents"].value if docs else []):
+        line = node.start_mark.line + 1
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{path}: line {line}: each document must be a mapping with 'id' or 'glob'")
+        for key in raw:
+            if key not in _ENTRY_KEYS:
+                raise ManifestError(f"{path}: line {_key_line(node, key)}: unknown field {key!r}")
+        if ("id" in raw) == ("glob" in raw):
+            raise ManifestError(f"{path}: line {line}: give exactly one of 'id' or 'glob'")
+        pattern = str(raw.get("id") or raw.get("glob") or "").strip()
+        if not pattern:
+            raise ManifestError(f"{path}: line {line}: empty document id")
+        if pattern in seen:
+            raise ManifestError(f"{path}: line {line}: {pattern!r} is listed twice (first at line {seen[pattern]})")
+        seen[pattern] = line
+        required = raw.get("required", required_default)
+        if not isinstance(required, bool):
+            raise ManifestError(f"{path}: line {_key_line(node, 'required')}: 'required' must be true or false")
+        entries.append(ManifestEntry(
+            pattern=pattern,
+            is_glob="glob" in raw,
+            owner=str(raw["owner"]) if raw.get("owner") else defaults.get("owner"),
+            review_every_days=_positive_int(raw["review_every_days"], path, node, "review_every_days")
+            if "review_every_days" in raw else None,
+            required=required,
+            classification=raw.get("classification") or defaults.get("classification"),
+            line=line,
+        ))
+    return Manifest(entries=entries, review_every_days=review_default, path=str(path))
+
+
+def _key_line(node: Any, key: str) -> int:
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if k.value == key:
+                return k.start_mark.line + 1
+    return (node.start_mark.line + 1) if node is not None else 1
+
+
+def _positive_int(value: Any, path: Path, node: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ManifestError(f"{path}: line {_key_line(node, key)}: {key!r} must be a positive whole number of days, "
+                            f"got {value!r}")
+    return value

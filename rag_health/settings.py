@@ -1,0 +1,118 @@
+"""One settings object for rag-health: environment variables with the RAG_HEALTH_ prefix, overridable per call."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATASET = REPO_ROOT / "datasets"
+SAMPLE_DOCS = SAMPLE_DATASET / "docs"
+SAMPLE_MANIFEST = SAMPLE_DATASET / "manifest.yaml"
+SAMPLE_PROBES = SAMPLE_DATASET / "probes" / "golden.jsonl"
+
+
+class ConfigError(ValueError):
+    """Bad usage or configuration: the CLI turns it into exit code 2."""
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know. Flow parameters and CLI options override these; they never duplicate them."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_HEALTH_", extra="ignore")
+
+    docs: str = str(SAMPLE_DOCS)
+    manifest: Path | None = None
+    probes: list[Path] = Field(default_factory=list)
+    state_dir: Path = Path(".rag-health")
+
+    # Vector store
+    chroma_mode: Literal["embedded", "http"] = "embedded"
+    chroma_host: str = "127.0.0.1"
+    chroma_port: int = 8000
+    collection: str = "rag-health"
+
+    # Embedding model and chunking
+    embed_model: str = "all-MiniLM-L6-v2"
+    embed_device: str = "cpu"
+    embed_batch_size: int = 32
+    chunk_size: int = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
+    chunk_overlap: int = 24
+    write_batch_chunks: int = 512
+
+    # Ingest safety
+    remove_deleted: bool = True
+    max_delete_fraction: float = 0.5
+
+    # Freshness
+    review_every_days: int = 365
+    today: date | None = None
+
+    # Quality
+    max_overflow_fraction: float = 0.05
+    max_mid_sentence_fraction: float = 0.5
+
+    # Probes
+    probe_top_k: int = 10
+    probe_chunk_depth: int = 60
+    hit_at_5_warn: float = 0.8
+    hit_at_5_fail: float = 0.5
+
+    # Drift report and publishing
+    drift_sample_rows: int = 500
+    drift_threshold: float = 0.2
+    s3_bucket: str | None = None
+    s3_prefix: str = "rag-health"
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _split_probe_list(cls, value):
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
+        return value
+
+    @property
+    def docs_is_sample(self) -> bool:
+        return not self.docs.startswith("s3://") and Path(self.docs).resolve() == SAMPLE_DOCS.resolve()
+
+    def effective_manifest(self) -> Path | None:
+        """The configured manifest, or the sample one when the docs are the sample corpus."""
+        if self.manifest is not None:
+            return self.manifest
+        return SAMPLE_MANIFEST if self.docs_is_sample else None
+
+    def effective_probes(self) -> list[Path]:
+        if self.probes:
+            return list(self.probes)
+        return [SAMPLE_PROBES] if self.docs_is_sample else []
+
+    def audit_date(self) -> date:
+        return self.today or date.today()
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit non-None overrides applied on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except Exception as exc:  # pydantic's ValidationError names the field and the reason
+        raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def disable_telemetry() -> None:
+    """Offline by default: no analytics calls from Prefect, Chroma or Hugging Face."""
+    for key, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "ANONYMIZED_TELEMETRY": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,161 @@
+"""The five stages of a health run as plain functions over a Runtime. Prefect flows wrap these and nothing more."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from checks.chunk_quality import chunk_quality
+from checks.embedding_quality import embedding_quality, vector_table
+from checks.freshness import audit_freshness
+from checks.result import worst
+from checks.retrieval import retrieval_check
+from rag_health.drift import Baselines, drift_report, publish_report, snapshot_frame
+from rag_health.ingest import ingest
+from rag_health.inventory import build_inventory
+from rag_health.manifest import load_manifest
+from rag_health.probes import load_probe_set, run_probes, unique_set_names
+from rag_health.runtime import Runtime
+
+STAGES = ("ingest", "freshness", "quality", "probes", "drift")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def ingest_stage(rt: Runtime, only: list[str] | None = None) -> dict[str, Any]:
+    s = rt.settings
+    result = ingest(rt.source(), rt.index, rt.embedder, rt.chunker, only=only, remove_deleted=s.remove_deleted,
+                    max_delete_fraction=s.max_delete_fraction, write_batch_chunks=s.write_batch_chunks)
+    return result.as_dict()
+
+
+def freshness_stage(rt: Runtime) -> dict[str, Any]:
+    s = rt.settings
+    manifest = load_manifest(s.effective_manifest(), s.review_every_days)
+    rows = build_inventory(rt.source(), rt.index.ledger())
+    result = audit_freshness(rows, manifest, s.audit_date(), rt.embedder.info.fingerprint)
+    return {"status": result.status, "as_of": s.audit_date().isoformat(), "manifest": manifest.path,
+            "summary": result.metrics, "documents": list(result.items), "findings": list(result.findings)}
+
+
+def chunk_table(rt: Runtime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-chunk statistics (from metadata written at ingest: tokens are counted once) and the vector table."""
+    rows, ids, text_hashes, pages = [], [], [], []
+    for records, vectors in rt.index.iter_chunks(with_embeddings=True):
+        for r in records:
+            m = r.metadata
+            rows.append({"chunk_id": r.chunk_id, "doc_id": r.doc_id, "chunk_index": int(m.get("chunk_index", 0)),
+                         "n_chars": int(m.get("n_chars", len(r.text))), "n_tokens": int(m.get("n_tokens", 0)),
+                         "ends_mid_sentence": bool(m.get("ends_mid_sentence", False))})
+            ids.append(r.chunk_id)
+            text_hashes.append(hashlib.blake2b(r.text.encode(), digest_size=16).digest())
+        pages.append(vectors)
+    chunks = pd.DataFrame(rows, columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
+                                         "ends_mid_sentence"])
+    vectors = vector_table(np.vstack(pages), ids, text_hashes) if pages else pd.DataFrame()
+    return chunks, vectors
+
+
+def quality_stage(rt: Runtime, run_id: str | None = None) -> dict[str, Any]:
+    s = rt.settings
+    chunks, vectors = chunk_table(rt)
+    chunk_result = chunk_quality(chunks, rt.embedder.info.max_tokens,
+                                 max_overflow_fraction=s.max_overflow_fraction,
+                                 max_mid_sentence_fraction=s.max_mid_sentence_fraction)
+    vector_result = embedding_quality(vectors, rt.embedder.info.dimension)
+    out: dict[str, Any] = {
+        "status": worst(chunk_result.status, vector_result.status),
+        "chunks": chunk_result.as_dict(),
+        "embeddings": vector_result.as_dict(),
+        "tokens_lost": chunk_result.metrics.get("tokens_lost", 0),
+    }
+    if run_id:
+        key = f"runs/{run_id}/chunks.csv"
+        out["chunk_table"] = rt.local_store.put(key, chunks.to_csv(index=False).encode(), "text/csv")
+    return out
+
+
+def probes_stage(rt: Runtime) -> dict[str, Any]:
+    s = rt.settings
+    paths = s.effective_probes()
+    if not paths:
+        return {"status": "skip", "reason": "no probe sets configured (--probes)", "sets": {}, "per_probe": []}
+    sets = [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
+    probes = [p for ps in sets for p in ps.probes]
+    indexed = set(rt.index.ledger())
+    outcomes = run_probes(rt.index, rt.embedder, probes, indexed, top_k=s.probe_top_k,
+                          chunk_depth=s.probe_chunk_depth)
+    check = retrieval_check([o.as_ranks() for o in outcomes], hit_at_5_warn=s.hit_at_5_warn,
+                            hit_at_5_fail=s.hit_at_5_fail)
+    errors = [e for ps in sets for e in ps.errors]
+    return {
+        "status": worst(check.status, "warn" if errors else "pass"),
+        "sets": check.metrics["sets"], "overall": check.metrics["overall"],
+        "per_probe": [o.as_dict() for o in outcomes], "errors": errors, "findings": list(check.findings),
+        "files": {ps.name: ps.path for ps in sets},
+    }
+
+
+def drift_stage(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str = "") -> dict[str, Any]:
+    """Snapshot this run, compare with the baseline, write the HTML locally and publish it when S3 is set."""
+    s = rt.settings
+    baselines = Baselines(rt.shared_store)
+    current = snapshot_frame(rt.index, s.drift_sample_rows)
+    if current.empty:
+        return {"status": "skip", "reason": "the index is empty"}
+    baselines.save_snapshot(run_id, current)
+    baselines.record_latest(run_id)
+    baseline_run = baselines.baseline_run()
+    if baseline_run is None or promote_baseline:
+        baselines.promote(run_id)
+        promoted = True
+        baseline_run = baseline_run if (baseline_run and not promote_baseline) else run_id
+    else:
+        promoted = False
+    reference = baselines.load_snapshot(baseline_run)
+    if reference is None or reference.empty:
+        reference, baseline_run = current, run_id
+    title = f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {rt.index.name}"
+    html_text, figures = drift_report(reference, current, title)
+    entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
+             "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score")}
+    local_path = publish_report(rt.local_store, run_id, html_text, entry)
+    out: dict[str, Any] = {
+        "html": local_path, "run_id": run_id, "baseline_run": baseline_run, "baseline_promoted": promoted,
+        "drift": figures, "sample_rows": int(len(current)), "reference_rows": int(len(reference)),
+    }
+    if rt.s3_store is not None:
+        out["s3_uri"] = publish_report(rt.s3_store, run_id, html_text, entry)
+        out["s3_index"] = rt.s3_store.uri("reports/index.html")
+    drifted = figures.get("embedding_drift") or figures.get("drifted_share", 0) > 0.5
+    out["status"] = "warn" if drifted and baseline_run != run_id else "pass"
+    return out
+
+
+def promote_baseline(rt: Runtime, run_id: str | None = None) -> str:
+    baselines = Baselines(rt.shared_store)
+    run_id = run_id or baselines.latest_run()
+    if not run_id:
+        raise ValueError("no run has been recorded yet: run the suite first")
+    baselines.promote(run_id)
+    return run_id
+
+
+def save_run_result(rt: Runtime, run_id: str, result: dict[str, Any]) -> str:
+    data = json.dumps(result, indent=1, default=str).encode()
+    rt.local_store.put(f"runs/{run_id}/result.json", data, "application/json")
+    if rt.shared_store is not rt.local_store:
+        rt.shared_store.put(f"runs/{run_id}/result.json", data, "application/json")
+    return rt.local_store.uri(f"runs/{run_id}/result.json")
+
+
+def overall_verdict(stage_statuses: dict[str, str]) -> str:
+    return worst(*[st for st in stage_statuses.values() if st in ("pass", "warn", "fail")])

@@ -1,0 +1,187 @@
+"""The Chroma collection and the ledger of what is indexed, read back from chunk metadata alone.
+
+Every chunk carries its document id, content hash, source version and the embedding model's fingerprint, so
+any worker pointed at the same Chroma can tell what is indexed without a local side file.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag_health.embedding import ModelInfo
+
+PAGE = 2000
+
+
+class ModelMismatchError(RuntimeError):
+    """The collection was built with another embedding model; writing to it would mix vector spaces."""
+
+
+@dataclass
+class LedgerEntry:
+    """What the index holds for one document (its current version) plus leftovers of interrupted writes."""
+
+    doc_id: str
+    content_hash: str
+    source_version: str
+    ingested_at: str
+    model_fingerprint: str
+    chunk_ids: list[str]
+    metadata: dict[str, Any]
+    leftover_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    chunk_id: str
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def open_client(settings) -> Any:
+    """Embedded PersistentClient under the state directory, or an HttpClient for a shared Chroma server."""
+    import chromadb
+
+    chroma_settings = chromadb.Settings(anonymized_telemetry=False)
+    if settings.chroma_mode == "http":
+        return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+    path = Path(settings.state_dir) / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+class ChunkIndex:
+    """One Chroma collection bound to one embedding model."""
+
+    def __init__(self, client: Any, name: str, model: ModelInfo):
+        self.client = client
+        self.model = model
+        self.collection = client.get_or_create_collection(
+            name=name,
+            embedding_function=None,
+            metadata={"hnsw:space": "cosine", **model.as_metadata()},
+        )
+        self.max_batch = int(client.get_max_batch_size()) if hasattr(client, "get_max_batch_size") else 5000
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+    def stored_model(self) -> dict[str, Any]:
+        meta = self.collection.metadata or {}
+        return {k: meta.get(k) for k in ("model_name", "model_dimension", "model_max_tokens", "model_fingerprint")}
+
+    def check_model(self) -> None:
+        """Refuse to write vectors of one model into a collection built with another."""
+        stored = self.stored_model()
+        if stored.get("model_fingerprint") not in (None, self.model.fingerprint) or (
+            stored.get("model_dimension") not in (None, self.model.dimension)
+        ):
+            raise ModelMismatchError(
+                f"collection {self.name!r} was built with {stored.get('model_name')} "
+                f"(dimension {stored.get('model_dimension')}, fingerprint {stored.get('model_fingerprint')}), "
+                f"not {self.model.name} (dimension {self.model.dimension}, fingerprint {self.model.fingerprint}); "
+                "use another collection or re-ingest into a new one"
+            )
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    def iter_metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        offset = 0
+        while True:
+            page = self.collection.get(include=["metadatas"], limit=PAGE, offset=offset)
+            ids = page["ids"]
+            if not ids:
+                return
+            yield from zip(ids, page["metadatas"])
+            offset += len(ids)
+
+    def iter_chunks(
+        self, with_embeddings: bool = False, page_size: int = PAGE
+    ) -> Iterator[tuple[list[ChunkRecord], np.ndarray | None]]:
+        """Pages of chunks (and their vectors), so a whole corpus never sits in memory at once."""
+        include = ["metadatas", "documents"] + (["embeddings"] if with_embeddings else [])
+        offset = 0
+        while True:
+            page = self.collection.get(include=include, limit=page_size, offset=offset)
+            ids = page["ids"]
+            if not ids:
+                return
+            records = [
+                ChunkRecord(chunk_id=i, doc_id=str(m.get("doc_id")), text=d or "", metadata=m)
+                for i, m, d in zip(ids, page["metadatas"], page["documents"])
+            ]
+            vectors = np.asarray(page["embeddings"], dtype=np.float32) if with_embeddings else None
+            yield records, vectors
+            offset += len(ids)
+
+    def ledger(self) -> dict[str, LedgerEntry]:
+        """Per document: the newest complete version in the store, plus ids of any older or partial versions."""
+        versions: dict[str, dict[str, list[tuple[str, dict[str, Any]]]]] = defaultdict(lambda: defaultdict(list))
+        for chunk_id, meta in self.iter_metadata():
+            versions[str(meta.get("doc_id"))][str(meta.get("content_hash"))].append((chunk_id, meta))
+        ledger: dict[str, LedgerEntry] = {}
+        for doc_id, by_hash in versions.items():
+            def rank(item):
+                chunks = item[1]
+                meta = chunks[0][1]
+                complete = len(chunks) == int(meta.get("n_chunks", len(chunks)))
+                return (complete, str(meta.get("ingested_at", "")))
+
+            ordered = sorted(by_hash.items(), key=rank, reverse=True)
+            current_hash, chunks = ordered[0]
+            chunks.sort(key=lambda c: int(c[1].get("chunk_index", 0)))
+            meta = chunks[0][1]
+            ledger[doc_id] = LedgerEntry(
+                doc_id=doc_id,
+                content_hash=current_hash,
+                source_version=str(meta.get("source_version", "")),
+                ingested_at=str(meta.get("ingested_at", "")),
+                model_fingerprint=str(meta.get("model_fingerprint", "")),
+                chunk_ids=[c[0] for c in chunks],
+                metadata={k[3:]: v for k, v in meta.items() if k.startswith("fm_")},
+                leftover_ids=[cid for _, other in ordered[1:] for cid, _ in other],
+            )
+        return ledger
+
+    # --- writing -------------------------------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], metadatas: Sequence[dict]) -> None:
+        self.check_model()
+        for start in range(0, len(ids), self.max_batch):
+            end = start + self.max_batch
+            self.collection.add(
+                ids=list(ids[start:end]), embeddings=vectors[start:end],
+                documents=list(texts[start:end]), metadatas=list(metadatas[start:end]),
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        ids = list(ids)
+        for start in range(0, len(ids), self.max_batch):
+            self.collection.delete(ids=ids[start:start + self.max_batch])
+
+    def update_metadata(self, ids: Sequence[str], patch: dict[str, Any]) -> None:
+        """Merge `patch` into the metadata of the given chunks (Chroma merges keys on update)."""
+        ids = list(ids)
+        for start in range(0, len(ids), self.max_batch):
+            batch = ids[start:start + self.max_batch]
+            self.collection.update(ids=batch, metadatas=[dict(patch) for _ in batch])
+
+    # --- querying ------------------------------------------------------------------------------------------
+
+    def query(self, vectors: np.ndarray, n_results: int, where: dict | None = None) -> dict[str, list]:
+        n_results = max(1, min(n_results, self.count()))
+        result = self.collection.query(
+            query_embeddings=vectors, n_results=n_results, where=where, include=["metadatas", "distances"],
+        )
+        return result
