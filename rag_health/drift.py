@@ -11,6 +11,7 @@ import hashlib
 import html
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -110,7 +111,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, title: str) -> 
     ref_ds = Dataset.from_pandas(reference[STAT_COLUMNS + emb_cols], data_definition=definition)
     cur_ds = Dataset.from_pandas(current[STAT_COLUMNS + emb_cols], data_definition=definition)
     report = Report([DataDriftPreset(columns=STAT_COLUMNS), EmbeddingsDrift(embeddings_name="chunk_embeddings")])
-    snapshot = report.run(reference_data=ref_ds, current_data=cur_ds)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # Constant columns (e.g. no chunk ends mid-sentence) make Evidently's correlations divide by zero.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(reference_data=ref_ds, current_data=cur_ds)
     figures: dict[str, Any] = {"columns": {}}
     for metric in snapshot.dict()["metrics"]:
         config, value = metric["config"], metric["value"]

@@ -159,3 +159,34 @@ def save_run_result(rt: Runtime, run_id: str, result: dict[str, Any]) -> str:
 
 def overall_verdict(stage_statuses: dict[str, str]) -> str:
     return worst(*[st for st in stage_statuses.values() if st in ("pass", "warn", "fail")])
+
+
+def assemble_result(run_id: str, rt: Runtime, outputs: dict[str, dict[str, Any]],
+                    timings: dict[str, float]) -> dict[str, Any]:
+    """The run's JSON document: the CLI contract. Later versions add keys; they never rename these."""
+    statuses = {name: out.get("status", "pass") for name, out in outputs.items()}
+    findings: list[str] = []
+    ingest_out = outputs.get("ingest") or {}
+    findings += [f"ingest error {e['doc_id']}: {e['reason']}" for e in ingest_out.get("errors", [])]
+    findings += (outputs.get("freshness") or {}).get("findings", [])
+    quality = outputs.get("quality") or {}
+    findings += quality.get("chunks", {}).get("findings", []) + quality.get("embeddings", {}).get("findings", [])
+    findings += (outputs.get("probes") or {}).get("findings", [])
+    drift = outputs.get("drift") or {}
+    if drift.get("status") == "warn":
+        findings.append(f"drift against baseline {drift.get('baseline_run')}: "
+                        f"embedding drift score {drift['drift'].get('embedding_drift_score')}")
+    result: dict[str, Any] = {
+        "run_id": run_id,
+        "verdict": overall_verdict(statuses),
+        "stages": statuses,
+        "findings": findings,
+        "docs": rt.settings.docs,
+        "collection": rt.index.name,
+        "model": rt.embedder.info.as_metadata(),
+        **outputs,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    if "drift" in outputs:
+        result["report"] = {k: drift[k] for k in ("html", "s3_uri", "s3_index", "baseline_run") if k in drift}
+    return result

@@ -1,0 +1,36 @@
+# Two commands a new user needs: `make run` (set up + run the suite on the sample corpus) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export ANONYMIZED_TELEMETRY ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup run test test-all bench clean
+
+setup: $(STAMP)
+
+# torch first and pinned: an unpinned torch requested by a dependency pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/rag-health run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ''
+
+bench: $(STAMP)
+	$(PY) benchmarks/prometheus_runbooks.py
+
+clean:
+	rm -rf .rag-health .pytest_cache

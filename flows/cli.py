@@ -1,0 +1,185 @@
+"""The rag-health command line: each command runs the matching Prefect flow and prints its result.
+
+Exit codes: 0 healthy (pass or warn), 1 a check failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EPILOG = """examples:
+  rag-health run                                  # the sample corpus in datasets/, state in .rag-health/
+  rag-health run --docs ./policies --manifest manifest.yaml --probes golden.jsonl --json
+  rag-health ingest --only runbooks/kafka-consumer-lag.md   # ad-hoc re-ingest after a document update
+  rag-health baseline promote                     # make the latest run the drift baseline
+"""
+
+
+def _common(p: argparse.ArgumentParser, docs: bool = True) -> None:
+    if docs:
+        p.add_argument("--docs", help="document folder (default: the sample corpus in datasets/docs)")
+    p.add_argument("--state", dest="state_dir", help="state directory (default: .rag-health)")
+    p.add_argument("--collection", help="Chroma collection name (default: rag-health)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag-health", description="Keep the data path of a RAG system healthy.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole suite: ingest, freshness, quality, probes, drift",
+                         epilog="example: rag-health run --docs ./docs --manifest manifest.yaml --probes p.jsonl --json")
+    _common(run)
+    run.add_argument("--manifest", help="manifest of expected documents (YAML)")
+    run.add_argument("--probes", action="append", help="probe set (JSONL); repeatable")
+    run.add_argument("--today", help="audit date YYYY-MM-DD (default: today)")
+    run.add_argument("--promote-baseline", action="store_true", help="make this run the drift baseline")
+
+    ing = sub.add_parser("ingest", help="re-ingest the source incrementally",
+                         epilog="example: rag-health ingest --only runbooks/ --only policies/kyc-escalation.md")
+    _common(ing)
+    ing.add_argument("--only", action="append", help="doc id, folder prefix or glob to re-ingest; repeatable")
+
+    fresh = sub.add_parser("freshness", help="audit stale, missing, orphaned and index-stale documents",
+                           epilog="example: rag-health freshness --manifest datasets/manifest.yaml --today 2026-12-01")
+    _common(fresh)
+    fresh.add_argument("--manifest", help="manifest of expected documents (YAML)")
+    fresh.add_argument("--today", help="audit date YYYY-MM-DD (default: today)")
+
+    qual = sub.add_parser("quality", help="score chunk and embedding quality", epilog="example: rag-health quality")
+    _common(qual, docs=False)
+
+    probes = sub.add_parser("probes", help="run retrieval hit-rate probes",
+                            epilog="example: rag-health probes --probes datasets/probes/golden.jsonl")
+    _common(probes)
+    probes.add_argument("--probes", action="append", help="probe set (JSONL); repeatable")
+
+    drift = sub.add_parser("drift", help="build the drift report against the baseline",
+                           epilog="example: rag-health drift --promote-baseline")
+    _common(drift, docs=False)
+    drift.add_argument("--promote-baseline", action="store_true", help="make this run the drift baseline")
+
+    base = sub.add_parser("baseline", help="manage the drift baseline", epilog="example: rag-health baseline promote")
+    base_sub = base.add_subparsers(dest="baseline_command", required=True)
+    promote = base_sub.add_parser("promote", help="make a run (default: the latest) the drift baseline")
+    _common(promote, docs=False)
+    promote.add_argument("--run", dest="run_id", help="run id to promote (default: the latest run)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rag_health.settings import disable_telemetry
+
+    disable_telemetry()
+    try:
+        result = _dispatch(args)
+    except Exception as exc:  # library errors become one clean line and an exit code
+        code = 2 if _is_config_error(exc) else 1
+        message = f"rag-health: error: {exc}"
+        if args.json:
+            print(json.dumps({"verdict": "error", "error": str(exc), "exit_code": code}))
+        print(message, file=sys.stderr)
+        return code
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        print(_human(args.command, result))
+    status = result.get("verdict", result.get("status", "pass"))
+    return 1 if status == "fail" else 0
+
+
+def _is_config_error(exc: Exception) -> bool:
+    from rag_health.settings import ConfigError
+    from rag_health.store import ModelMismatchError
+
+    return isinstance(exc, (ConfigError, ModelMismatchError, FileNotFoundError))
+
+
+def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
+    from flows import stages as stage_flows
+    from flows.resources import runtime_for, settings_from
+    from flows.suite import suite_flow
+
+    common = {"state_dir": args.state_dir, "collection": args.collection}
+    docs = getattr(args, "docs", None)
+    overrides = {"today": args.today} if getattr(args, "today", None) else None
+    # Validate settings and paths up front so bad configuration fails fast with exit 2.
+    settings = settings_from({**common, "docs": docs, "manifest": getattr(args, "manifest", None),
+                              "probes": getattr(args, "probes", None)}, overrides)
+    _preflight(settings, args.command)
+    if args.command == "run":
+        state = suite_flow(docs=docs, manifest=args.manifest, probes=args.probes,
+                           promote_baseline=args.promote_baseline, settings_overrides=overrides,
+                           return_state=True, **common)
+        return state.result(raise_on_failure=False) if not _raised(state) else state.result()
+    if args.command == "ingest":
+        return stage_flows.ingest_flow(docs=docs, only=args.only, **common)
+    if args.command == "freshness":
+        return stage_flows.freshness_flow(docs=docs, manifest=args.manifest, settings_overrides=overrides, **common)
+    if args.command == "quality":
+        return stage_flows.quality_flow(**common)
+    if args.command == "probes":
+        return stage_flows.probes_flow(docs=docs, probes=args.probes, **common)
+    if args.command == "drift":
+        return stage_flows.drift_flow(promote_baseline=args.promote_baseline, **common)
+    if args.command == "baseline":
+        from rag_health.stages import promote_baseline
+
+        run_id = promote_baseline(runtime_for(settings), args.run_id)
+        return {"status": "pass", "baseline_run": run_id}
+    raise SystemExit(2)
+
+
+def _raised(state) -> bool:
+    """A flow run that failed with an exception (not with a fail verdict) has no result data to show."""
+    data = state.result(raise_on_failure=False)
+    return isinstance(data, BaseException)
+
+
+def _preflight(settings, command: str) -> None:
+    from pathlib import Path
+
+    from rag_health.manifest import load_manifest
+    from rag_health.settings import ConfigError
+    from rag_health.sources import open_source
+
+    if command in ("run", "ingest", "freshness", "probes"):
+        open_source(settings.docs)
+    if command in ("run", "freshness"):
+        load_manifest(settings.effective_manifest(), settings.review_every_days)
+    if command in ("run", "probes"):
+        for p in settings.effective_probes():
+            if not Path(p).is_file():
+                raise ConfigError(f"probe file {p} not found")
+
+
+def _human(command: str, result: dict[str, Any]) -> str:
+    if command != "run":
+        return json.dumps({k: v for k, v in result.items() if k not in ("per_probe", "documents", "items")},
+                          indent=1, default=str)
+    lines = [f"rag-health verdict: {result['verdict'].upper()}  (run {result['run_id']})", ""]
+    lines += [f"  {stage:<10} {status}" for stage, status in result["stages"].items()]
+    ing = result.get("ingest", {})
+    lines += ["", f"ingest: {ing.get('documents')} documents, {ing.get('added')} added, {ing.get('changed')} changed, "
+              f"{ing.get('removed')} removed, {ing.get('unchanged')} unchanged, "
+              f"{ing.get('chunks_embedded')} chunks embedded"]
+    for name, m in (result.get("probes", {}).get("sets") or {}).items():
+        lines.append(f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} "
+                     f"hit@10={m['hit@10']:.3f} MRR={m['mrr']:.3f} nDCG@10={m['ndcg@10']:.3f}")
+    if result.get("findings"):
+        lines += ["", "findings:"] + [f"  - {f}" for f in result["findings"]]
+    report = result.get("report") or {}
+    if report.get("html"):
+        lines += ["", f"drift report: {report['html']}"]
+    if report.get("s3_uri"):
+        lines.append(f"published:    {report['s3_uri']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

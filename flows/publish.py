@@ -1,0 +1,81 @@
+"""Turning stage results into Prefect artifacts (stable kebab-case keys) and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+MAX_ROWS = 200
+
+
+def _table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    if rows:
+        create_table_artifact(key=key, table=rows[:MAX_ROWS], description=description)
+
+
+def publish_ingest(result: dict[str, Any]) -> None:
+    lines = [f"## Ingest: {result['status']}",
+             f"{result['documents']} documents at `{result['source']}`: {result['added']} added, "
+             f"{result['changed']} changed, {result['removed']} removed, {result['unchanged']} unchanged; "
+             f"{result['chunks_embedded']} chunks embedded in {result['seconds']} s."]
+    lines += [f"- **error** `{e['doc_id']}`: {e['reason']}" for e in result["errors"]]
+    create_markdown_artifact(key="ingest-summary", markdown="\n\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]))
+
+
+def publish_freshness(result: dict[str, Any]) -> None:
+    stale = [d for d in result["documents"] if d["status"] != "fresh"]
+    _table("stale-docs", [{k: d[k] for k in ("doc_id", "status", "reason", "owner")} for d in stale],
+           f"Documents that are not fresh as of {result['as_of']}")
+    counts = ", ".join(f"{k}: {v}" for k, v in result["summary"].items() if v)
+    create_markdown_artifact(key="freshness-verdict", markdown=f"## Freshness: {result['status']}\n\n{counts}")
+
+
+def publish_quality(result: dict[str, Any]) -> None:
+    rows = result["chunks"]["items"] + result["embeddings"]["items"]
+    _table("chunk-quality", rows, "Chunks and vectors that failed a quality expectation, worst first")
+    m = result["chunks"]["metrics"]
+    findings = "\n".join(f"- {f}" for f in result["chunks"]["findings"] + result["embeddings"]["findings"])
+    create_markdown_artifact(key="quality-verdict", markdown=(
+        f"## Chunk and embedding quality: {result['status']}\n\n{m.get('chunks', 0)} chunks, "
+        f"{m.get('overflow_chunks', 0)} over the token window ({m.get('tokens_lost', 0)} tokens never embedded), "
+        f"{m.get('mid_sentence_fraction', 0):.1%} end mid-sentence.\n\n{findings}"))
+
+
+def publish_probes(result: dict[str, Any]) -> None:
+    if result["status"] == "skip":
+        return
+    _table("retrieval-hit-rate", [{"set": name, **m} for name, m in result["sets"].items()],
+           "Document-level retrieval metrics per probe set")
+    _table("missed-probes", [
+        {"probe_id": p["probe_id"], "set": p["set"], "query": p["query"], "rank": p["rank"],
+         "relevant": ", ".join(p["relevant"]), "retrieved": ", ".join(p["retrieved"][:3])}
+        for p in result["per_probe"] if p["rank"] is None or p["rank"] > 5
+    ], "Probes whose relevant document is not in the top 5")
+
+
+def publish_drift(result: dict[str, Any]) -> None:
+    if "html" not in result:
+        return
+    if result.get("s3_uri"):
+        create_link_artifact(key="drift-report", link=result["s3_uri"], link_text="Evidently drift report (S3)")
+    create_link_artifact(key="drift-report-local", link=f"file://{result['html']}",
+                         link_text="Evidently drift report (state directory)")
+
+
+def publish_verdict(result: dict[str, Any]) -> None:
+    lines = [f"# rag-health verdict: **{result['verdict']}**", "", "| stage | status |", "|---|---|"]
+    lines += [f"| {stage} | {status} |" for stage, status in result["stages"].items()]
+    if result.get("findings"):
+        lines += ["", "## Findings"] + [f"- {f}" for f in result["findings"][:50]]
+    create_markdown_artifact(key="health-verdict", markdown="\n".join(lines))
+
+
+def emit_failure(result: dict[str, Any]) -> None:
+    from prefect.events import emit_event
+
+    emit_event(
+        event="rag-health.check.failed",
+        resource={"prefect.resource.id": f"rag-health.collection.{result.get('collection', 'unknown')}"},
+        payload={"verdict": result["verdict"], "stages": result["stages"], "findings": result.get("findings", [])[:20]},
+    )

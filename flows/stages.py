@@ -1,0 +1,103 @@
+"""One Prefect flow per stage. Each opens the runtime from settings, calls one core function in one task,
+publishes artifacts, and returns the stage's result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows import publish
+from flows.resources import runtime_for, settings_from
+from rag_health import stages
+
+
+@task(name="ingest-documents", retries=1, retry_delay_seconds=5)
+def ingest_documents(params: dict[str, Any], overrides: dict[str, Any] | None, only: list[str] | None):
+    result = stages.ingest_stage(runtime_for(settings_from(params, overrides)), only=only)
+    publish.publish_ingest(result)
+    return result
+
+
+@task(name="audit-freshness")
+def audit_freshness(params: dict[str, Any], overrides: dict[str, Any] | None):
+    result = stages.freshness_stage(runtime_for(settings_from(params, overrides)))
+    publish.publish_freshness(result)
+    return result
+
+
+@task(name="score-quality")
+def score_quality(params: dict[str, Any], overrides: dict[str, Any] | None, run_id: str | None):
+    result = stages.quality_stage(runtime_for(settings_from(params, overrides)), run_id)
+    publish.publish_quality(result)
+    return result
+
+
+@task(name="run-probes")
+def run_probe_sets(params: dict[str, Any], overrides: dict[str, Any] | None):
+    result = stages.probes_stage(runtime_for(settings_from(params, overrides)))
+    publish.publish_probes(result)
+    return result
+
+
+@task(name="drift-report", retries=1, retry_delay_seconds=5)
+def build_drift_report(params: dict[str, Any], overrides: dict[str, Any] | None, run_id: str,
+                       promote_baseline: bool, verdict: str):
+    result = stages.drift_stage(runtime_for(settings_from(params, overrides)), run_id, promote_baseline, verdict)
+    publish.publish_drift(result)
+    return result
+
+
+def _log(stage: str, result: dict[str, Any]) -> None:
+    get_run_logger().info("%s: %s", stage, result.get("status"))
+
+
+@flow(name="rag-health-ingest", flow_run_name="ingest {docs}", log_prints=True)
+def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_dir: str | None = None,
+                collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally."""
+    params = {"docs": docs, "state_dir": state_dir, "collection": collection}
+    result = ingest_documents(params, settings_overrides, only)
+    _log("ingest", result)
+    return result
+
+
+@flow(name="rag-health-freshness", flow_run_name="freshness {docs}")
+def freshness_flow(docs: str | None = None, manifest: str | None = None, state_dir: str | None = None,
+                   collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stale, missing, orphaned, superseded and index-stale documents."""
+    params = {"docs": docs, "manifest": manifest, "state_dir": state_dir, "collection": collection}
+    result = audit_freshness(params, settings_overrides)
+    _log("freshness", result)
+    return result
+
+
+@flow(name="rag-health-quality")
+def quality_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
+                 settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Great Expectations suites over the chunk and vector tables of the collection."""
+    result = score_quality({"state_dir": state_dir, "collection": collection}, settings_overrides, run_id)
+    _log("quality", result)
+    return result
+
+
+@flow(name="rag-health-probes")
+def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_dir: str | None = None,
+                collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hit-rate probes: hit@k, MRR, nDCG@10 per probe set, one row per probe."""
+    params = {"docs": docs, "probes": probes or None, "state_dir": state_dir, "collection": collection}
+    result = run_probe_sets(params, settings_overrides)
+    _log("probes", result)
+    return result
+
+
+@flow(name="rag-health-drift")
+def drift_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
+               promote_baseline: bool = False, verdict: str = "",
+               settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evidently drift report of this run against the baseline, written locally and published to S3."""
+    run_id = run_id or stages.new_run_id()
+    result = build_drift_report({"state_dir": state_dir, "collection": collection}, settings_overrides, run_id,
+                                promote_baseline, verdict)
+    _log("drift", result)
+    return result
