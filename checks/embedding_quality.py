@@ -35,7 +35,7 @@ def vector_table(vectors: np.ndarray, chunk_ids: Sequence[str], texts: Sequence[
         "dimension": vectors.shape[1],
         "norm": norms.astype(float),
         "has_nan": has_nan,
-        "is_zero": norms < 1e-8,
+        "is_zero": (norms < 1e-8) & ~has_nan,
         "shares_vector_with": shared_with,
     })
 
