@@ -25,6 +25,8 @@ from rag_health.store import ChunkIndex
 STAT_COLUMNS = ["n_chars", "n_tokens", "ends_mid_sentence", "chunk_index"]
 EMBEDDING_DRIFT_THRESHOLD = 0.55  # Evidently's default for its classifier-based embedding drift (ROC AUC)
 BASELINE_KEY = "baseline.json"
+# Evidently's embedding plot runs t-SNE (perplexity 30), which needs more rows than that on each side.
+MIN_ROWS_FOR_EMBEDDING_DRIFT = 40
 
 
 def snapshot_frame(index: ChunkIndex, sample_rows: int) -> pd.DataFrame:
@@ -110,12 +112,22 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, title: str) -> 
     definition = DataDefinition(numerical_columns=STAT_COLUMNS + emb_cols, embeddings={"chunk_embeddings": emb_cols})
     ref_ds = Dataset.from_pandas(reference[STAT_COLUMNS + emb_cols], data_definition=definition)
     cur_ds = Dataset.from_pandas(current[STAT_COLUMNS + emb_cols], data_definition=definition)
-    report = Report([DataDriftPreset(columns=STAT_COLUMNS), EmbeddingsDrift(embeddings_name="chunk_embeddings")])
+    metrics: list[Any] = [DataDriftPreset(columns=STAT_COLUMNS)]
+    smallest = min(len(reference), len(current))
+    if smallest >= MIN_ROWS_FOR_EMBEDDING_DRIFT:
+        metrics.append(EmbeddingsDrift(embeddings_name="chunk_embeddings"))
+    report = Report(metrics)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         # Constant columns (e.g. no chunk ends mid-sentence) make Evidently's correlations divide by zero.
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = report.run(reference_data=ref_ds, current_data=cur_ds)
-    figures: dict[str, Any] = {"columns": {}}
+    figures: dict[str, Any] = {"columns": {}, "embedding_drift_score": None, "embedding_drift": False,
+                               "mean_vector_cosine_distance": _mean_vector_distance(reference[ref_emb],
+                                                                                     current[emb_cols])}
+    if smallest < MIN_ROWS_FOR_EMBEDDING_DRIFT:
+        figures["embedding_drift_note"] = (
+            f"only {smallest} chunks on one side: too few for Evidently's classifier-based embedding drift "
+            f"(needs {MIN_ROWS_FOR_EMBEDDING_DRIFT}); see mean_vector_cosine_distance")
     for metric in snapshot.dict()["metrics"]:
         config, value = metric["config"], metric["value"]
         kind = config["type"].rsplit(":", 1)[-1]
@@ -129,9 +141,22 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, title: str) -> 
             figures["embedding_drift_score"] = round(float(value), 4)
             figures["embedding_drift"] = float(value) > EMBEDDING_DRIFT_THRESHOLD
     body = snapshot.get_html_str(as_iframe=False)
+    emb = figures["embedding_drift_score"]
+    summary = (f"{len(current)} current chunks vs {len(reference)} baseline chunks (sampled). "
+               f"Chunk statistics drifted: {figures.get('drifted_columns', 0)} of {len(STAT_COLUMNS)} columns. "
+               + (f"Embedding drift score (classifier ROC AUC): {emb} — "
+                  f"{'DRIFT' if figures['embedding_drift'] else 'no drift'} at {EMBEDDING_DRIFT_THRESHOLD}. "
+                  if emb is not None else figures.get("embedding_drift_note", "") + ". ")
+               + f"Cosine distance between mean vectors: {figures['mean_vector_cosine_distance']}.")
     banner = (f"<div style='font-family:sans-serif;padding:8px 16px;background:#f3f4f6'>"
-              f"<h2 style='margin:4px 0'>{html.escape(title)}</h2></div>")
+              f"<h2 style='margin:4px 0'>{html.escape(title)}</h2><p>{html.escape(summary)}</p></div>")
     return body.replace("<body>", "<body>" + banner, 1) if "<body>" in body else banner + body, figures
+
+
+def _mean_vector_distance(reference: pd.DataFrame, current: pd.DataFrame) -> float:
+    a, b = reference.to_numpy(dtype=np.float64).mean(axis=0), current.to_numpy(dtype=np.float64).mean(axis=0)
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return round(1.0 - float(a @ b) / denom, 6) if denom else 0.0
 
 
 def report_index_html(entries: list[dict[str, Any]]) -> str:

@@ -1,0 +1,128 @@
+"""Flow smoke tests under the Prefect test harness, and the CLI contract in-process and as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def harness(embedder):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.resources import use_embedder
+
+    use_embedder(embedder)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+    use_embedder(None)
+
+
+@pytest.fixture
+def probes_file(tmp_path):
+    path = tmp_path / "golden.jsonl"
+    path.write_text(json.dumps({"id": "k1", "query": "payments consumer group is behind",
+                                "relevant": ["runbooks/kafka-lag.md"]}) + "\n")
+    return path
+
+
+def manifest_file(tmp_path, required_missing: bool) -> Path:
+    path = tmp_path / "manifest.yaml"
+    path.write_text("defaults:\n  review_every_days: 365\ndocuments:\n  - id: runbooks/kafka-lag.md\n"
+                    f"  - id: runbooks/absent.md\n    required: {'true' if required_missing else 'false'}\n")
+    return path
+
+
+def test_suite_flow_runs_every_stage(harness, small_corpus, tmp_path, probes_file):
+    from flows.suite import suite_flow
+
+    state = suite_flow(docs=str(small_corpus), manifest=str(manifest_file(tmp_path, False)),
+                       probes=[str(probes_file)], state_dir=str(tmp_path / "state"),
+                       settings_overrides={"today": "2026-11-28"}, return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result["verdict"] == "warn"
+    assert set(result["stages"]) == {"ingest", "freshness", "quality", "probes", "drift"}
+    statuses = {d["doc_id"]: d["status"] for d in result["freshness"]["documents"]}
+    assert statuses["runbooks/absent.md"] == "missing" and statuses["policies/chargebacks.md"] == "review-overdue"
+    assert result["probes"]["sets"]["golden"]["n"] == 1
+    assert Path(result["report"]["html"]).is_file()
+    assert set(result["timings"]) == set(result["stages"])
+
+
+def test_fail_verdict_fails_the_flow_run(harness, small_corpus, tmp_path):
+    from flows.suite import suite_flow
+
+    state = suite_flow(docs=str(small_corpus), manifest=str(manifest_file(tmp_path, True)),
+                       state_dir=str(tmp_path / "state"), return_state=True)
+    assert state.is_failed()
+    assert state.result(raise_on_failure=False)["verdict"] == "fail"
+
+
+def test_cli_json_and_exit_codes(harness, small_corpus, tmp_path, probes_file, capsys):
+    from flows.cli import main
+
+    state = str(tmp_path / "state")
+    code = main(["run", "--docs", str(small_corpus), "--manifest", str(manifest_file(tmp_path, True)),
+                 "--probes", str(probes_file), "--state", state, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["verdict"] == "fail"
+    assert main(["ingest", "--docs", str(small_corpus), "--state", state, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["chunks_embedded"] == 0 and again["unchanged"] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--docs", "/nonexistent/folder"], "does not exist"),
+    (["run", "--probes", "/nonexistent.jsonl"], "probe file"),
+    (["freshness", "--manifest", "BAD"], "bad.yaml: line 3: 'review_every_days' must be a positive"),
+])
+def test_cli_configuration_errors_exit_2(args, message, tmp_path, capsys, small_corpus):
+    from flows.cli import main
+
+    if "BAD" in args:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("documents:\n  - id: a.md\n    review_every_days: soon\n")
+        args = [a if a != "BAD" else str(bad) for a in args] + ["--docs", str(small_corpus)]
+    assert main(args + ["--state", str(tmp_path / "s")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_usage_error_exits_2():
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--no-such-option"])
+    assert exit_info.value.code == 2
+
+
+def test_rag_health_run_on_the_sample_corpus(tmp_path):
+    """The README's main job as a real subprocess: the planted findings appear in the JSON contract."""
+    env = {**os.environ, "RAG_HEALTH_TODAY": "2026-11-28"}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [str(Path(sys.executable).parent / "rag-health"), "run", "--state", str(tmp_path / "state"), "--json"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["verdict"] == "warn"
+    docs = {d["doc_id"]: d for d in result["freshness"]["documents"]}
+    assert sum(d["status"] == "review-overdue" for d in docs.values()) == 5
+    assert [d for d in docs if docs[d]["status"] == "superseded-but-indexed"] == ["policies/chargeback-handling-2023.md"]
+    assert {d for d in docs if docs[d]["status"] == "missing"} == {"runbooks/ach-return-rate-spike.md",
+                                                                   "policies/model-risk-management.md"}
+    ingest = result["ingest"]
+    assert ingest["documents"] == ingest["added"] == 31 and ingest["errors"] == []
+    golden = result["probes"]["sets"]["golden"]
+    assert golden["n"] == 68 and set(golden) >= {"hit@1", "hit@3", "hit@5", "hit@10", "mrr", "ndcg@10"}
+    per = result["probes"]["per_probe"]
+    assert len(per) == 68 and {"probe_id", "set", "rank", "retrieved", "relevant_missing"} <= set(per[0])
+    assert sum(p["relevant_missing"] for p in per) == 2
+    hits = sum(1 for p in per if p["rank"] is not None and p["rank"] <= 5)
+    assert golden["hit@5"] == pytest.approx(hits / 68, abs=1e-4)
+    assert Path(result["report"]["html"]).is_file()
+    assert set(result["timings"]) == {"ingest", "freshness", "quality", "probes", "drift"}
