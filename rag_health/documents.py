@@ -24,6 +24,14 @@ class DocumentError(ValueError):
     """A document that cannot be read or parsed; the message is the reason shown to the user."""
 
 
+class EmptyDocument(DocumentError):
+    """No body text. With front-matter only (a Hugo section page, say) it is metadata, not a broken document."""
+
+    def __init__(self, message: str, front_matter_only: bool):
+        super().__init__(message)
+        self.front_matter_only = front_matter_only
+
+
 @dataclass(frozen=True)
 class ParsedDocument:
     doc_id: str
@@ -41,13 +49,18 @@ def content_hash(data: bytes) -> str:
 
 
 def is_supported(doc_id: str) -> bool:
-    return PurePosixPath(doc_id).suffix.lower() in SUPPORTED_SUFFIXES
+    """Markdown and text by extension; a file with no extension is read as Markdown if it decodes as text."""
+    return _suffix(doc_id) in SUPPORTED_SUFFIXES or _suffix(doc_id) == ""
+
+
+def _suffix(doc_id: str) -> str:
+    return PurePosixPath(doc_id).suffix.lower()
 
 
 def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
     """Parse Markdown (with optional YAML front-matter) or plain text. Raises DocumentError with the reason."""
     if not is_supported(doc_id):
-        raise DocumentError(f"unsupported file type {PurePosixPath(doc_id).suffix or '(none)'}")
+        raise DocumentError(f"unsupported file type {_suffix(doc_id)}")
     try:
         raw = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -57,7 +70,7 @@ def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
 
     metadata: dict[str, Any] = {}
     body = raw
-    if PurePosixPath(doc_id).suffix.lower() in (".md", ".markdown"):
+    if _suffix(doc_id) in (".md", ".markdown", ""):
         match = _FRONT_MATTER.match(raw)
         if match:
             metadata = _parse_front_matter(match.group(1))
@@ -70,7 +83,9 @@ def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
                 metadata["title"] = heading.group(1).strip()
     text = body.strip()
     if not text:
-        raise DocumentError("no text to index (the document body is empty)")
+        if metadata and body is not raw:
+            raise EmptyDocument("front-matter only, no body text to index", front_matter_only=True)
+        raise EmptyDocument("empty document: no text to index", front_matter_only=False)
     return ParsedDocument(doc_id=doc_id, text=text, content_hash=content_hash(data), metadata=metadata)
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence
-from rag_health.documents import DocumentError, ParsedDocument, content_hash, is_supported, parse_document
+from rag_health.documents import DocumentError, EmptyDocument, ParsedDocument, content_hash, is_supported, parse_document
 from rag_health.embedding import Embedder
 from rag_health.sources import DocumentSource, SourceEntry
 from rag_health.store import ChunkIndex, LedgerEntry
@@ -145,6 +145,12 @@ def ingest(
             chunks = chunker.split(doc)
             if not chunks:
                 raise DocumentError("no text to index after chunking")
+        except EmptyDocument as exc:
+            if exc.front_matter_only and not known:
+                result.skipped.append(IngestError(entry.doc_id, str(exc)))
+            else:  # an indexed document whose body vanished is suspicious: keep the last good version
+                result.errors.append(IngestError(entry.doc_id, str(exc)))
+            continue
         except DocumentError as exc:
             result.errors.append(IngestError(entry.doc_id, str(exc)))
             continue

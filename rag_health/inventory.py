@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag_health.documents import DocumentError, content_hash, is_supported, parse_document
+from rag_health.documents import DocumentError, EmptyDocument, content_hash, is_supported, parse_document
 from rag_health.sources import DocumentSource
 from rag_health.store import LedgerEntry
 
@@ -51,6 +51,8 @@ def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry]) -> l
         try:
             doc = parse_document(entry.doc_id, data)
         except DocumentError as exc:
+            if isinstance(exc, EmptyDocument) and exc.front_matter_only and not known:
+                continue  # metadata-only pages (section indexes) are not documents to audit
             rows.append(InventoryRow(entry.doc_id, True, source_hash=content_hash(data), error=str(exc),
                                      metadata=dict(known.metadata) if known else {}, **indexed))
             continue

@@ -22,7 +22,8 @@ def test_title_falls_back_to_heading_then_file_name():
     (b"---\n- a\n- b\n---\nbody", "must be a mapping"),
     (b"---\nlast_reviewed: last spring\n---\nbody", "not a date"),
     (b"---\nreview_every_days: -3\n---\nbody", "positive whole number"),
-    (b"---\ntitle: x\n---\n   \n", "empty"),
+    (b"---\ntitle: x\n---\n   \n", "front-matter only, no body text"),
+    (b"  \n", "empty document"),
     (b"\xff\xfe\x00bad", "not valid UTF-8"),
 ])
 def test_bad_documents_name_the_reason(data, reason):

@@ -168,3 +168,34 @@ def test_chunks_fit_the_model_window(sample_docs_copy, make_runtime):
                                         for recs, _ in rt.index.iter_chunks() for r in recs][:5])
     stored = [r.metadata["n_tokens"] for recs, _ in rt.index.iter_chunks() for r in recs][:5]
     assert counted == stored
+
+
+def test_front_matter_only_pages_are_skipped_not_errors(small_corpus, make_runtime):
+    """Hugo section pages (_index.md with a title only) are metadata, not broken documents."""
+    write_doc(small_corpus, "runbooks/_index.md", "", title="Runbooks")
+    rt = make_runtime(small_corpus)
+    result = ingest(rt)
+    assert result["errors"] == []
+    assert result["skipped"] == [{"doc_id": "runbooks/_index.md", "reason": "front-matter only, no body text to index"}]
+    statuses = {d["doc_id"] for d in stages.freshness_stage(rt)["documents"]}
+    assert "runbooks/_index.md" not in statuses
+
+
+def test_indexed_document_emptied_keeps_its_chunks(small_corpus, make_runtime):
+    rt = make_runtime(small_corpus)
+    ingest(rt)
+    before = rt.index.ledger()["runbooks/kafka-lag.md"].chunk_ids
+    (small_corpus / "runbooks/kafka-lag.md").write_text("---\ntitle: Kafka consumer lag\n---\n")
+    result = ingest(rt)
+    assert result["errors"][0]["doc_id"] == "runbooks/kafka-lag.md"
+    assert rt.index.ledger()["runbooks/kafka-lag.md"].chunk_ids == before
+
+
+def test_file_without_extension_is_read_as_markdown(small_corpus, make_runtime):
+    (small_corpus / "runbooks" / "SyncFailed").write_text("# SyncFailed\n\n## Meaning\n\nSync of components failed.\n")
+    rt = make_runtime(small_corpus)
+    result = ingest(rt)
+    assert "runbooks/SyncFailed" in result["added_ids"] and result["errors"] == []
+    (small_corpus / "runbooks" / "blob").write_bytes(b"\x00\x01\x02binary")
+    broken = ingest(rt)
+    assert broken["errors"][0]["doc_id"] == "runbooks/blob"
