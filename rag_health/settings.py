@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATASET = REPO_ROOT / "datasets"
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
 
     docs: str = str(SAMPLE_DOCS)
     manifest: Path | None = None
-    probes: list[Path] = Field(default_factory=list)
+    probes: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     state_dir: Path = Path(".rag-health")
 
     # Vector store
@@ -73,6 +74,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_probe_list(cls, value):
         if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [p for p in value.split(os.pathsep) if p]
         return value
 
