@@ -34,6 +34,8 @@ def publish_freshness(result: dict[str, Any]) -> None:
 def publish_quality(result: dict[str, Any]) -> None:
     rows = result["chunks"]["items"] + result["embeddings"]["items"]
     _table("chunk-quality", rows, "Chunks and vectors that failed a quality expectation, worst first")
+    _table("chunk-table", result.get("worst_chunks", []),
+           "Per-chunk table (worst first): characters, model tokens, mid-sentence ending")
     m = result["chunks"]["metrics"]
     findings = "\n".join(f"- {f}" for f in result["chunks"]["findings"] + result["embeddings"]["findings"])
     create_markdown_artifact(key="quality-verdict", markdown=(

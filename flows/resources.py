@@ -38,3 +38,15 @@ def runtime_for(settings: Settings) -> Runtime:
     embedder = _injected_embedder or _embedder(settings.embed_model, settings.embed_device, settings.embed_batch_size)
     client = _client(settings.chroma_mode, str(settings.state_dir), settings.chroma_host, settings.chroma_port)
     return build_runtime(settings, embedder=embedder, chroma_client=client)
+
+
+def run_name(prefix: str):
+    """A flow_run_name callable: '<prefix> <docs>' with the default docs spelled out rather than 'None'."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        docs = (flow_run.parameters or {}).get("docs") or "default docs"
+        return f"{prefix} {docs}"
+
+    return name

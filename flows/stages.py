@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows import publish
-from flows.resources import runtime_for, settings_from
+from flows.resources import run_name, runtime_for, settings_from
 from rag_health import stages
 
 
@@ -52,7 +52,7 @@ def _log(stage: str, result: dict[str, Any]) -> None:
     get_run_logger().info("%s: %s", stage, result.get("status"))
 
 
-@flow(name="rag-health-ingest", flow_run_name="ingest {docs}", log_prints=True)
+@flow(name="rag-health-ingest", flow_run_name=run_name("ingest"), log_prints=True)
 def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_dir: str | None = None,
                 collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally."""
@@ -62,7 +62,7 @@ def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_di
     return result
 
 
-@flow(name="rag-health-freshness", flow_run_name="freshness {docs}")
+@flow(name="rag-health-freshness", flow_run_name=run_name("freshness"))
 def freshness_flow(docs: str | None = None, manifest: str | None = None, state_dir: str | None = None,
                    collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Stale, missing, orphaned, superseded and index-stale documents."""

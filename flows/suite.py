@@ -9,12 +9,12 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from flows import publish
-from flows.resources import runtime_for, settings_from
+from flows.resources import run_name, runtime_for, settings_from
 from flows.stages import drift_flow, freshness_flow, ingest_flow, probes_flow, quality_flow
 from rag_health import stages
 
 
-@flow(name="rag-health-suite", flow_run_name="suite {docs}")
+@flow(name="rag-health-suite", flow_run_name=run_name("suite"))
 def suite_flow(docs: str | None = None, manifest: str | None = None, probes: list[str] | None = None,
                state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
                settings_overrides: dict[str, Any] | None = None):

@@ -76,6 +76,9 @@ def quality_stage(rt: Runtime, run_id: str | None = None) -> dict[str, Any]:
         "chunks": chunk_result.as_dict(),
         "embeddings": vector_result.as_dict(),
         "tokens_lost": chunk_result.metrics.get("tokens_lost", 0),
+        # Worst first: mid-sentence endings, then the chunks closest to (or past) the token window.
+        "worst_chunks": json.loads(chunks.sort_values(["ends_mid_sentence", "n_tokens"], ascending=False)
+                                   .head(20).to_json(orient="records")),
     }
     if run_id:
         key = f"runs/{run_id}/chunks.csv"
