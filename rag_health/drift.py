@@ -156,7 +156,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, title: str) -> 
 def _mean_vector_distance(reference: pd.DataFrame, current: pd.DataFrame) -> float:
     a, b = reference.to_numpy(dtype=np.float64).mean(axis=0), current.to_numpy(dtype=np.float64).mean(axis=0)
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return round(1.0 - float(a @ b) / denom, 6) if denom else 0.0
+    return max(0.0, round(1.0 - float(a @ b) / denom, 6)) if denom else 0.0
 
 
 def report_index_html(entries: list[dict[str, Any]]) -> str:

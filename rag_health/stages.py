@@ -126,7 +126,9 @@ def drift_stage(rt: Runtime, run_id: str, promote_baseline: bool = False, verdic
     reference = baselines.load_snapshot(baseline_run)
     if reference is None or reference.empty:
         reference, baseline_run = current, run_id
-    title = f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {rt.index.name}"
+    title = (f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {rt.index.name}"
+             if baseline_run != run_id else
+             f"rag-health drift: run {run_id} is the baseline (first run or promoted) — collection {rt.index.name}")
     html_text, figures = drift_report(reference, current, title)
     entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
              "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score")}
