@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from rag_health.alert_rules import strip_templating  # noqa: E402
 CORPUS = REPO.parent / "shared" / "corpora" / "prometheus-runbooks"
-_TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
-
-
-def strip_templating(text: str) -> str:
-    """Remove Prometheus templating ({{ $labels.x }}, {{ $value | humanize }}) and tidy what it leaves behind."""
-    text = _TEMPLATE.sub(" ", text or "")
-    text = re.sub(r"\s+([.,:;)])", r"\1", text)
-    text = re.sub(r"\(\s*\)|\s/\s|/\s*(?=[\s.,])", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def alert_probes(golden_alerts: Path, out: Path) -> dict[str, int]:
     """Convert golden_probes_from_kube-prometheus_alerts.jsonl into rag-health probes (doc ids under content/).
 

@@ -10,7 +10,7 @@ from checks.result import CheckResult, worst
 
 STATUSES = ("fresh", "review-overdue", "missing", "orphaned", "superseded-but-indexed", "index-stale",
             "unreadable", "model-mismatch")
-WARN_STATUSES = {"review-overdue", "orphaned", "superseded-but-indexed", "index-stale", "unreadable"}
+ALWAYS_WARN = {"missing", "orphaned", "superseded-but-indexed", "index-stale", "unreadable"}
 
 
 class _Row(Protocol):
@@ -33,6 +33,8 @@ class _ManifestEntry(Protocol):
 
     def matches(self, doc_id: str) -> bool: ...
 
+    def defaults(self) -> dict[str, Any]: ...
+
 
 class _Manifest(Protocol):
     entries: list
@@ -41,17 +43,19 @@ class _Manifest(Protocol):
     def entry_for(self, doc_id: str) -> _ManifestEntry | None: ...
 
 
-def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fingerprint: str) -> CheckResult:
+def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fingerprint: str, *,
+                    max_overdue_fraction: float = 0.0) -> CheckResult:
     """Classify every document. Precedence when several apply: the one that most changes what users are shown."""
     documents: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: r.doc_id):
         entry = manifest.entry_for(row.doc_id)
         owner = row.metadata.get("owner") or (entry.owner if entry else None)
+        last_reviewed = row.metadata.get("last_reviewed") or (entry.defaults().get("last_reviewed") if entry else None)
         status, reason, days_over = _classify(row, entry, manifest, today, model_fingerprint)
         documents.append({
             "doc_id": row.doc_id, "status": status, "reason": reason, "owner": owner,
             "required": bool(entry.required) if entry else False, "days_overdue": days_over,
-            "last_reviewed": row.metadata.get("last_reviewed"),
+            "last_reviewed": last_reviewed,
         })
     present = {r.doc_id for r in rows if r.at_source}
     for entry in manifest.entries:
@@ -65,24 +69,51 @@ def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fi
             })
 
     counts = Counter(d["status"] for d in documents)
-    required_missing = [d["doc_id"] for d in documents if d["status"] == "missing" and d["required"]]
-    status = "pass"
-    findings = []
-    for d in documents:
-        if d["status"] == "fresh":
-            continue
-        level = "fail" if d["status"] == "model-mismatch" or (d["status"] == "missing" and d["required"]) else "warn"
-        status = worst(status, level)
-        findings.append(f"{d['doc_id']}: {d['status']} — {d['reason']}")
+    status, findings = _verdict(documents, max_overdue_fraction)
+    findings += [f"{d['doc_id']}: {d['status']} — {d['reason']}" for d in documents if d["status"] != "fresh"]
     metrics = {"documents": len(documents), **{s: counts.get(s, 0) for s in STATUSES},
-               "required_missing": len(required_missing)}
+               "required_missing": sum(1 for d in documents if d["status"] == "missing" and d["required"])}
     return CheckResult(
         name="freshness", status=status, metrics=metrics, items=tuple(documents), findings=tuple(findings),
     )
 
 
+def _verdict(documents: list[dict[str, Any]], max_overdue_fraction: float) -> tuple[str, list[str]]:
+    """The thresholds, declared as a Great Expectations suite over the inventory table."""
+    if not documents:
+        return "pass", []
+    import great_expectations as gx
+    import pandas as pd
+
+    from checks.expectations import validate_frame
+
+    table = pd.DataFrame({
+        "doc_id": [d["doc_id"] for d in documents],
+        "status": [d["status"] for d in documents],
+        "required_missing": [d["status"] == "missing" and bool(d["required"]) for d in documents],
+    })
+    E = gx.expectations
+    expectations = [
+        (E.ExpectColumnValuesToBeInSet(column="required_missing", value_set=[False]), "fail",
+         "no required document is missing"),
+        (E.ExpectColumnValuesToNotBeInSet(column="status", value_set=["model-mismatch"]), "fail",
+         "every document is indexed with the current embedding model"),
+        (E.ExpectColumnValuesToNotBeInSet(column="status", value_set=["review-overdue"],
+                                          mostly=max(0.0, 1.0 - max_overdue_fraction)), "warn",
+         f"at most {max_overdue_fraction:.0%} of documents are overdue for review"),
+        (E.ExpectColumnValuesToNotBeInSet(column="status", value_set=sorted(ALWAYS_WARN)), "warn",
+         "no document is missing, unreadable, orphaned, superseded-but-indexed or index-stale"),
+    ]
+    outcomes = validate_frame(table, "freshness", expectations)
+    failed = [o for o in outcomes if not o.success]
+    return worst(*(o.severity for o in failed)), [
+        f"{o.description}: {o.unexpected_count} document(s) do not ({o.severity})" for o in failed]
+
+
 def _classify(row: _Row, entry: _ManifestEntry | None, manifest: _Manifest, today: date,
               model_fingerprint: str) -> tuple[str, str, int | None]:
+    # The manifest supplies metadata for formats without front-matter; the document's own fields win.
+    metadata = {**(entry.defaults() if entry else {}), **row.metadata}
     if row.indexed and row.model_fingerprint and row.model_fingerprint != model_fingerprint:
         return "model-mismatch", (f"indexed with embedding model fingerprint {row.model_fingerprint}, "
                                   f"current model is {model_fingerprint}"), None
@@ -95,12 +126,11 @@ def _classify(row: _Row, entry: _ManifestEntry | None, manifest: _Manifest, toda
         return "index-stale", "at the source but not indexed yet", None
     if row.source_hash != row.indexed_hash:
         return "index-stale", "changed at the source since it was indexed", None
-    superseded_by = row.metadata.get("superseded_by")
+    superseded_by = metadata.get("superseded_by")
     if superseded_by:
         return "superseded-but-indexed", f"superseded by {superseded_by} but still indexed and retrievable", None
-    last_reviewed = row.metadata.get("last_reviewed")
-    every = row.metadata.get("review_every_days") or (entry.review_every_days if entry else None) \
-        or manifest.review_every_days
+    last_reviewed = metadata.get("last_reviewed")
+    every = metadata.get("review_every_days") or manifest.review_every_days
     if last_reviewed:
         due = date.fromisoformat(str(last_reviewed)) + timedelta(days=int(every))
         if due < today:

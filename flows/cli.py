@@ -26,6 +26,13 @@ def _common(p: argparse.ArgumentParser, docs: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
 
 
+def _rule_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", action="append",
+                   help="Prometheus rule file or folder (groups[].rules[] or PrometheusRule); repeatable")
+    p.add_argument("--runbook-url-prefix", action="append", dest="runbook_url_prefix",
+                   help="runbook URL prefix mapped to the docs root, or URL=FOLDER; repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-health", description="Keep the data path of a RAG system healthy.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--manifest", help="manifest of expected documents (YAML)")
     run.add_argument("--probes", action="append", help="probe set (JSONL); repeatable")
+    _rule_options(run)
     run.add_argument("--today", help="audit date YYYY-MM-DD (default: today)")
     run.add_argument("--promote-baseline", action="store_true", help="make this run the drift baseline")
 
@@ -49,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(fresh)
     fresh.add_argument("--manifest", help="manifest of expected documents (YAML)")
     fresh.add_argument("--today", help="audit date YYYY-MM-DD (default: today)")
+
+    cov = sub.add_parser("coverage", help="check that every alert's runbook exists; generate alert probes",
+                         epilog="example: rag-health coverage --docs ./content --rules rules/ "
+                                "--runbook-url-prefix https://runbooks.example.com/")
+    _common(cov)
+    _rule_options(cov)
 
     qual = sub.add_parser("quality", help="score chunk and embedding quality", epilog="example: rag-health quality")
     _common(qual, docs=False)
@@ -109,11 +123,12 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     docs = getattr(args, "docs", None)
     overrides = {"today": args.today} if getattr(args, "today", None) else None
     # Validate settings and paths up front so bad configuration fails fast with exit 2.
-    settings = settings_from({**common, "docs": docs, "manifest": getattr(args, "manifest", None),
+    rules = {"rules": getattr(args, "rules", None), "runbook_url_prefix": getattr(args, "runbook_url_prefix", None)}
+    settings = settings_from({**common, **rules, "docs": docs, "manifest": getattr(args, "manifest", None),
                               "probes": getattr(args, "probes", None)}, overrides)
     _preflight(settings, args.command)
     if args.command == "run":
-        state = suite_flow(docs=docs, manifest=args.manifest, probes=args.probes,
+        state = suite_flow(docs=docs, manifest=args.manifest, probes=args.probes, **rules,
                            promote_baseline=args.promote_baseline, settings_overrides=overrides,
                            return_state=True, **common)
         return state.result(raise_on_failure=False) if not _raised(state) else state.result()
@@ -121,6 +136,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
         return stage_flows.ingest_flow(docs=docs, only=args.only, **common)
     if args.command == "freshness":
         return stage_flows.freshness_flow(docs=docs, manifest=args.manifest, settings_overrides=overrides, **common)
+    if args.command == "coverage":
+        return stage_flows.coverage_flow(docs=docs, **rules, **common)
     if args.command == "quality":
         return stage_flows.quality_flow(**common)
     if args.command == "probes":
@@ -148,8 +165,14 @@ def _preflight(settings, command: str) -> None:
     from rag_health.settings import ConfigError
     from rag_health.sources import open_source
 
-    if command in ("run", "ingest", "freshness", "probes"):
+    if command in ("run", "ingest", "freshness", "probes", "coverage"):
         open_source(settings.docs)
+    if command in ("run", "coverage"):
+        from rag_health.alert_rules import UrlMapping, rule_files
+
+        rule_files(settings.rules)
+        for prefix in settings.runbook_url_prefix:
+            UrlMapping.parse(prefix)
     if command in ("run", "freshness"):
         load_manifest(settings.effective_manifest(), settings.review_every_days)
     if command in ("run", "probes"):
@@ -164,6 +187,11 @@ def _human(command: str, result: dict[str, Any]) -> str:
                           indent=1, default=str)
     lines = [f"rag-health verdict: {result['verdict'].upper()}  (run {result['run_id']})", ""]
     lines += [f"  {stage:<10} {status}" for stage, status in result["stages"].items()]
+    cov = result.get("coverage", {})
+    if cov.get("rules"):
+        lines += ["", f"coverage: {cov['covered_rules']} of {cov['rules']} alert rules have a runbook; "
+                  f"{len(cov['alerts_missing_runbook'])} alerts without one; "
+                  f"{len(cov['runbooks_without_alert'])} runbooks no alert points to"]
     ing = result.get("ingest", {})
     lines += ["", f"ingest: {ing.get('documents')} documents, {ing.get('added')} added, {ing.get('changed')} changed, "
               f"{ing.get('removed')} removed, {ing.get('unchanged')} unchanged, "

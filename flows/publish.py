@@ -31,6 +31,18 @@ def publish_freshness(result: dict[str, Any]) -> None:
     create_markdown_artifact(key="freshness-verdict", markdown=f"## Freshness: {result['status']}\n\n{counts}")
 
 
+def publish_coverage(result: dict[str, Any]) -> None:
+    if result["status"] == "skip":
+        return
+    _table("alerts-missing-runbook", [a for a in result["alerts"] if a["status"] != "covered"],
+           "Alerting rules whose runbook is missing or unmapped")
+    create_markdown_artifact(key="alert-coverage", markdown=(
+        f"## Alert-rule coverage: {result['status']}\n\n{result['covered_rules']} of {result['rules']} rules "
+        f"point at an existing runbook; {len(result['alerts_missing_runbook'])} alerts have none; "
+        f"{len(result['runbooks_without_alert'])} runbooks are not pointed to by any alert; "
+        f"{result['probes_generated']} probes generated."))
+
+
 def publish_quality(result: dict[str, Any]) -> None:
     rows = result["chunks"]["items"] + result["embeddings"]["items"]
     _table("chunk-quality", rows, "Chunks and vectors that failed a quality expectation, worst first")

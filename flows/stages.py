@@ -26,6 +26,13 @@ def audit_freshness(params: dict[str, Any], overrides: dict[str, Any] | None):
     return result
 
 
+@task(name="check-alert-coverage")
+def check_alert_coverage(params: dict[str, Any], overrides: dict[str, Any] | None):
+    result = stages.coverage_stage(runtime_for(settings_from(params, overrides)))
+    publish.publish_coverage(result)
+    return result
+
+
 @task(name="score-quality")
 def score_quality(params: dict[str, Any], overrides: dict[str, Any] | None, run_id: str | None):
     result = stages.quality_stage(runtime_for(settings_from(params, overrides)), run_id)
@@ -34,8 +41,9 @@ def score_quality(params: dict[str, Any], overrides: dict[str, Any] | None, run_
 
 
 @task(name="run-probes")
-def run_probe_sets(params: dict[str, Any], overrides: dict[str, Any] | None):
-    result = stages.probes_stage(runtime_for(settings_from(params, overrides)))
+def run_probe_sets(params: dict[str, Any], overrides: dict[str, Any] | None,
+                   extra_sets: dict[str, list[dict[str, Any]]] | None):
+    result = stages.probes_stage(runtime_for(settings_from(params, overrides)), extra_sets)
     publish.publish_probes(result)
     return result
 
@@ -72,6 +80,18 @@ def freshness_flow(docs: str | None = None, manifest: str | None = None, state_d
     return result
 
 
+@flow(name="rag-health-coverage", flow_run_name=run_name("coverage"))
+def coverage_flow(docs: str | None = None, rules: list[str] | None = None,
+                  runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
+                  collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Alert-rule coverage: alerts whose runbook is missing, runbooks no alert points to, one probe per alert."""
+    params = {"docs": docs, "rules": rules or None, "runbook_url_prefix": runbook_url_prefix or None,
+              "state_dir": state_dir, "collection": collection}
+    result = check_alert_coverage(params, settings_overrides)
+    _log("coverage", result)
+    return result
+
+
 @flow(name="rag-health-quality")
 def quality_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
                  settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -83,10 +103,11 @@ def quality_flow(state_dir: str | None = None, collection: str | None = None, ru
 
 @flow(name="rag-health-probes")
 def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_dir: str | None = None,
-                collection: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Hit-rate probes: hit@k, MRR, nDCG@10 per probe set, one row per probe."""
+                collection: str | None = None, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
+                settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hit-rate probes: hit@k, MRR, nDCG@10 per probe set, one row per probe. `extra_sets` are generated sets."""
     params = {"docs": docs, "probes": probes or None, "state_dir": state_dir, "collection": collection}
-    result = run_probe_sets(params, settings_overrides)
+    result = run_probe_sets(params, settings_overrides, extra_sets)
     _log("probes", result)
     return result
 

@@ -10,16 +10,18 @@ from prefect.states import Completed, Failed
 
 from flows import publish
 from flows.resources import run_name, runtime_for, settings_from
-from flows.stages import drift_flow, freshness_flow, ingest_flow, probes_flow, quality_flow
+from flows.stages import coverage_flow, drift_flow, freshness_flow, ingest_flow, probes_flow, quality_flow
 from rag_health import stages
 
 
 @flow(name="rag-health-suite", flow_run_name=run_name("suite"))
 def suite_flow(docs: str | None = None, manifest: str | None = None, probes: list[str] | None = None,
+               rules: list[str] | None = None, runbook_url_prefix: list[str] | None = None,
                state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
                settings_overrides: dict[str, Any] | None = None):
-    """Ingest, freshness, quality, probes and drift against one collection. Returns the run's JSON result."""
-    settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "state_dir": state_dir,
+    """Ingest, freshness, coverage, quality, probes and drift against one collection. Returns the JSON result."""
+    settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
+                              "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
                               "collection": collection}, settings_overrides)
     # Subflows get the resolved settings so every stage sees exactly the same configuration.
     resolved = settings.model_dump(mode="json")
@@ -37,9 +39,11 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
     timed("ingest", ingest_flow, docs=settings.docs, **common)
     timed("freshness", freshness_flow, docs=settings.docs,
           manifest=str(m) if (m := settings.effective_manifest()) else None, **common)
+    timed("coverage", coverage_flow, docs=settings.docs, **common)
     timed("quality", quality_flow, run_id=run_id, **common)
+    generated = {"alerts": outputs["coverage"].get("probes", [])}
     timed("probes", probes_flow, docs=settings.docs, probes=[str(p) for p in settings.effective_probes()] or None,
-          **common)
+          extra_sets=generated, **common)
     verdict_so_far = stages.overall_verdict({k: v.get("status", "pass") for k, v in outputs.items()})
     timed("drift", drift_flow, run_id=run_id, promote_baseline=promote_baseline, verdict=verdict_so_far, **common)
 

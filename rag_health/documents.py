@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt")
+MARKDOWN_SUFFIXES = (".md", ".markdown", "")  # no extension: read as Markdown if it decodes as text
+SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 DATE_FIELDS = ("last_reviewed", "effective_date")
 INT_FIELDS = ("review_every_days",)
 STRING_FIELDS = ("title", "owner", "superseded_by", "classification", "jurisdiction", "product")
@@ -49,7 +50,7 @@ def content_hash(data: bytes) -> str:
 
 
 def is_supported(doc_id: str) -> bool:
-    """Markdown and text by extension; a file with no extension is read as Markdown if it decodes as text."""
+    """Markdown, text, HTML, PDF and DOCX by extension; a file with no extension is tried as Markdown."""
     return _suffix(doc_id) in SUPPORTED_SUFFIXES or _suffix(doc_id) == ""
 
 
@@ -57,20 +58,43 @@ def _suffix(doc_id: str) -> str:
     return PurePosixPath(doc_id).suffix.lower()
 
 
-def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
-    """Parse Markdown (with optional YAML front-matter) or plain text. Raises DocumentError with the reason."""
+def parse_document(doc_id: str, data: bytes, defaults: dict[str, Any] | None = None) -> ParsedDocument:
+    """Text plus metadata for one document, or DocumentError with the reason.
+
+    `defaults` (from the manifest) fill metadata fields the document itself does not carry: formats without
+    front-matter get their owner, review date and classification that way.
+    """
+    suffix = _suffix(doc_id)
     if not is_supported(doc_id):
-        raise DocumentError(f"unsupported file type {_suffix(doc_id)}")
+        raise DocumentError(f"unsupported file type {suffix}")
+    if suffix in (".html", ".htm"):
+        text, metadata = _read_html(data)
+    elif suffix == ".pdf":
+        text, metadata = _read_pdf(data)
+    elif suffix == ".docx":
+        text, metadata = _read_docx(data)
+    else:
+        text, metadata = _read_text(data, markdown=suffix in MARKDOWN_SUFFIXES)
+    if defaults:
+        metadata = {**normalise_metadata(defaults), **metadata}
+    return ParsedDocument(doc_id=doc_id, text=text, content_hash=content_hash(data), metadata=metadata)
+
+
+def _decode(data: bytes) -> str:
     try:
         raw = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DocumentError(f"not valid UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     if "\x00" in raw:
         raise DocumentError("binary content (NUL bytes) in a text document")
+    return raw
 
+
+def _read_text(data: bytes, markdown: bool) -> tuple[str, dict[str, Any]]:
+    raw = _decode(data)
     metadata: dict[str, Any] = {}
     body = raw
-    if _suffix(doc_id) in (".md", ".markdown", ""):
+    if markdown:
         match = _FRONT_MATTER.match(raw)
         if match:
             metadata = _parse_front_matter(match.group(1))
@@ -86,7 +110,118 @@ def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
         if metadata and body is not raw:
             raise EmptyDocument("front-matter only, no body text to index", front_matter_only=True)
         raise EmptyDocument("empty document: no text to index", front_matter_only=False)
-    return ParsedDocument(doc_id=doc_id, text=text, content_hash=content_hash(data), metadata=metadata)
+    return text, metadata
+
+
+_HTML_DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "footer")
+_BLOCKS = ("p", "div", "section", "article", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table",
+           "br", "ul", "ol", "blockquote")
+
+
+def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Visible text and the title; <meta name=...> tags for known fields become metadata."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(data, "html.parser")
+    metadata: dict[str, Any] = {}
+    for tag in soup.find_all("meta"):
+        name, content = (tag.get("name") or "").strip().lower(), tag.get("content")
+        if name in DATE_FIELDS + INT_FIELDS + STRING_FIELDS and content:
+            metadata[name] = int(content) if name in INT_FIELDS and content.strip().isdigit() else content
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for tag in soup.find_all(_HTML_DROP):
+        tag.decompose()
+    if not title and (h1 := soup.find("h1")):
+        title = h1.get_text(" ", strip=True)
+    for level in range(1, 7):  # keep headings visible to the splitter and to heading-aware checks
+        for h in soup.find_all(f"h{level}"):
+            h.insert_before("\n\n" + "#" * level + " ")
+            h.insert_after("\n\n")
+    for block in soup.find_all(_BLOCKS):
+        block.insert_after("\n")
+    text = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", soup.get_text()))
+    text = "\n".join(line.strip() for line in text.splitlines()).strip()
+    if title:
+        metadata.setdefault("title", title)
+    if not text:
+        raise EmptyDocument("HTML page has no visible text", front_matter_only=False)
+    return text, normalise_metadata(metadata)
+
+
+def _read_pdf(data: bytes) -> tuple[str, dict[str, Any]]:
+    """The PDF's text layer. A PDF without one (a scan) is an error, never an empty document in the index."""
+    import io
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            raise DocumentError("encrypted PDF: cannot read its text")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        info = reader.metadata or {}
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise DocumentError(f"corrupt or unreadable PDF: {exc}") from exc
+    if not pages:
+        raise DocumentError("corrupt or unreadable PDF: no pages")
+    if not any(pages):
+        raise DocumentError(f"PDF has no text layer ({len(pages)} page(s) of images only: scanned?); "
+                            "it needs OCR before it can be indexed")
+    metadata: dict[str, Any] = {}
+    title = str(info.get("/Title") or "").strip()
+    if title:
+        metadata["title"] = title
+    return "\n\n".join(p for p in pages if p), metadata
+
+
+def _read_docx(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Paragraphs (headings as Markdown headings) and tables, in document order."""
+    import io
+    import zipfile
+
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise DocumentError(f"corrupt or unreadable DOCX: {exc}") from exc
+    except Exception as exc:  # python-docx raises its own PackageNotFoundError for non-DOCX bytes
+        raise DocumentError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
+    lines: list[str] = []
+    body = document.element.body
+    for child in body.iterchildren():
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            para = docx.text.paragraph.Paragraph(child, document)
+            text = para.text.strip()
+            if not text:
+                continue
+            style = (para.style.name or "") if para.style is not None else ""
+            if style.startswith("Heading") and style[-1:].isdigit():
+                lines.append("#" * int(style[-1]) + " " + text)
+            elif style == "Title":
+                lines.append("# " + text)
+            else:
+                lines.append(text)
+        elif tag == "tbl":
+            table = docx.table.Table(child, document)
+            for row in table.rows:
+                lines.append("| " + " | ".join(c.text.strip() for c in row.cells) + " |")
+    metadata: dict[str, Any] = {}
+    title = (document.core_properties.title or "").strip()
+    if not title:
+        title = next((ln.lstrip("# ") for ln in lines if ln.startswith("# ")), "")
+    if title:
+        metadata["title"] = title
+    text = "\n\n".join(lines).strip()
+    if not text:
+        raise EmptyDocument("DOCX has no text", front_matter_only=False)
+    return text, metadata
 
 
 def _parse_front_matter(block: str) -> dict[str, Any]:

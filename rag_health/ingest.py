@@ -11,6 +11,7 @@ import time
 from fnmatch import fnmatchcase
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence
@@ -97,6 +98,7 @@ def ingest(
     remove_deleted: bool = True,
     max_delete_fraction: float = 0.5,
     write_batch_chunks: int = 512,
+    metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
 ) -> IngestResult:
     """Bring the index in line with the source. Returns what changed; errors never remove what was indexed."""
     started = time.perf_counter()
@@ -141,7 +143,7 @@ def ingest(
             result.unchanged += 1
             continue
         try:
-            doc = parse_document(entry.doc_id, data)
+            doc = parse_document(entry.doc_id, data, metadata_defaults(entry.doc_id) if metadata_defaults else None)
             chunks = chunker.split(doc)
             if not chunks:
                 raise DocumentError("no text to index after chunking")

@@ -11,7 +11,9 @@ import yaml
 
 from rag_health.settings import ConfigError
 
-_ENTRY_KEYS = {"id", "glob", "owner", "review_every_days", "required", "classification", "title"}
+# Fields a manifest entry may carry for documents without front-matter (PDF, DOCX, HTML, plain text).
+_METADATA_KEYS = {"title", "last_reviewed", "effective_date", "superseded_by", "jurisdiction", "product"}
+_ENTRY_KEYS = {"id", "glob", "owner", "review_every_days", "required", "classification"} | _METADATA_KEYS
 _DEFAULT_KEYS = {"review_every_days", "required", "owner", "classification"}
 
 
@@ -28,6 +30,15 @@ class ManifestEntry:
     required: bool = True
     classification: str | None = None
     line: int = 0
+    metadata: tuple[tuple[str, Any], ...] = ()
+
+    def defaults(self) -> dict[str, Any]:
+        """Metadata this entry supplies to a matching document (the document's own front-matter wins)."""
+        out = dict(self.metadata)
+        for key in ("owner", "review_every_days", "classification"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
     def matches(self, doc_id: str) -> bool:
         return fnmatchcase(doc_id, self.pattern) if self.is_glob else doc_id == self.pattern
@@ -45,6 +56,10 @@ class Manifest:
             if not entry.is_glob and entry.matches(doc_id):
                 return entry
         return next((e for e in self.entries if e.is_glob and e.matches(doc_id)), None)
+
+    def defaults_for(self, doc_id: str) -> dict[str, Any]:
+        entry = self.entry_for(doc_id)
+        return entry.defaults() if entry else {}
 
 
 def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Manifest:
@@ -114,8 +129,20 @@ def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Ma
             required=required,
             classification=raw.get("classification") or defaults.get("classification"),
             line=line,
+            metadata=_entry_metadata(raw, path, node),
         ))
     return Manifest(entries=entries, review_every_days=review_default, path=str(path))
+
+
+def _entry_metadata(raw: dict[str, Any], path: Path, node: Any) -> tuple[tuple[str, Any], ...]:
+    from rag_health.documents import DocumentError, normalise_metadata
+
+    fields = {k: v for k, v in raw.items() if k in _METADATA_KEYS}
+    try:
+        return tuple(sorted(normalise_metadata(fields).items()))
+    except DocumentError as exc:
+        key = next((k for k in fields if repr(k) in str(exc)), "id")
+        raise ManifestError(f"{path}: line {_key_line(node, key)}: {str(exc).replace('front-matter ', '')}") from exc
 
 
 def _key_line(node: Any, key: str) -> int:

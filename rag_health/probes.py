@@ -63,6 +63,12 @@ def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
     return probe_set
 
 
+def probe_set_from_rows(name: str, rows: list[dict[str, Any]]) -> ProbeSet:
+    """A generated probe set (from alert rules or the corpus itself), in the same shape as a JSONL file."""
+    return ProbeSet(name=name, path=f"(generated: {name})", probes=[
+        Probe(str(r["id"]), str(r["query"]), tuple(r["relevant"]), name) for r in rows])
+
+
 def unique_set_names(paths: list[Path]) -> list[str]:
     """Set names from file stems, made unique when two files share a stem."""
     names: list[str] = []

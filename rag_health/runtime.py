@@ -23,9 +23,10 @@ class Runtime:
     local_store: LocalArtifactStore  # reports are always also written here
     shared_store: ArtifactStore  # snapshots, baseline pointer, run results: S3 when configured
     s3_store: S3ArtifactStore | None
+    s3: Any = None  # the boto3 client, when the docs or the artifacts live in S3
 
     def source(self) -> DocumentSource:
-        return open_source(self.settings.docs)
+        return open_source(self.settings.docs, self.s3)
 
 
 def build_runtime(settings: Settings, *, embedder: Embedder | None = None, chroma_client: Any = None,
@@ -35,10 +36,12 @@ def build_runtime(settings: Settings, *, embedder: Embedder | None = None, chrom
     index = ChunkIndex(client, settings.collection, embedder.info)
     local = LocalArtifactStore(Path(settings.state_dir))
     s3_store = None
+    if s3 is None and (settings.s3_bucket or settings.docs.startswith("s3://")):
+        s3 = s3_client()
     if settings.s3_bucket:
-        s3_store = S3ArtifactStore(s3 or s3_client(), settings.s3_bucket, settings.s3_prefix)
+        s3_store = S3ArtifactStore(s3, settings.s3_bucket, settings.s3_prefix)
     return Runtime(
         settings=settings, embedder=embedder, index=index,
         chunker=Chunker(embedder, settings.chunk_size, settings.chunk_overlap),
-        local_store=local, shared_store=s3_store or local, s3_store=s3_store,
+        local_store=local, shared_store=s3_store or local, s3_store=s3_store, s3=s3,
     )

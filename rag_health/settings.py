@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     manifest: Path | None = None
     probes: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     state_dir: Path = Path(".rag-health")
+    # Alert-rule coverage: Prometheus rule files or folders, and runbook URL prefixes ("URL" or "URL=FOLDER")
+    rules: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    runbook_url_prefix: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Vector store
     chroma_mode: Literal["embedded", "http"] = "embedded"
@@ -53,6 +56,7 @@ class Settings(BaseSettings):
     # Freshness
     review_every_days: int = 365
     today: date | None = None
+    max_overdue_fraction: float = 0.05  # more documents overdue than this is a warn
 
     # Quality
     max_overflow_fraction: float = 0.05
@@ -70,7 +74,14 @@ class Settings(BaseSettings):
     s3_bucket: str | None = None
     s3_prefix: str = "rag-health"
 
-    @field_validator("probes", mode="before")
+    @field_validator("runbook_url_prefix", mode="before")
+    @classmethod
+    def _split_prefixes(cls, value):
+        if isinstance(value, str):  # URLs hold colons: the environment form is comma-separated
+            return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("probes", "rules", mode="before")
     @classmethod
     def _split_probe_list(cls, value):
         if isinstance(value, str):

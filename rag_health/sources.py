@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rag_health.settings import ConfigError
 
@@ -48,7 +48,61 @@ class LocalFolderSource:
         return (self.root / doc_id).read_bytes()
 
 
-def open_source(uri: str) -> DocumentSource:
+class S3Source:
+    """Objects under an S3 prefix; doc ids are keys relative to the prefix. The listing (paginated) gives each
+    object's ETag, so unchanged objects are skipped before anything is downloaded."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.downloads = 0
+        try:
+            client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise ConfigError(f"S3 source {self.uri}: bucket not reachable ({_s3_reason(exc)})") from exc
+
+    def list(self) -> Iterator[SourceEntry]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        start = f"{self.prefix}/" if self.prefix else ""
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                doc_id = key[len(start):]
+                if not doc_id or key.endswith("/") or any(p.startswith(".") for p in doc_id.split("/")):
+                    continue
+                yield SourceEntry(doc_id=doc_id, version=obj["ETag"].strip('"'), size=int(obj.get("Size", 0)))
+
+    def read(self, doc_id: str) -> bytes:
+        key = f"{self.prefix}/{doc_id}" if self.prefix else doc_id
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:  # surfaced as an unreadable document, never a crashed run
+            raise OSError(f"s3://{self.bucket}/{key}: {_s3_reason(exc)}") from exc
+        self.downloads += 1
+        return body
+
+
+def _s3_reason(exc: Exception) -> str:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return f"{error.get('Code')}: {error.get('Message')}" if error else str(exc)
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ConfigError(f"{uri}: an S3 source needs a bucket (s3://bucket/prefix)")
+    return bucket, prefix
+
+
+def open_source(uri: str, s3_client: Any = None) -> DocumentSource:
     if uri.startswith("s3://"):
-        raise ConfigError("S3 sources are not supported yet; use a local folder")
+        bucket, prefix = parse_s3_uri(uri)
+        if s3_client is None:
+            from rag_health.artifacts import s3_client as make_client
+
+            s3_client = make_client()
+        return S3Source(s3_client, bucket, prefix)
     return LocalFolderSource(uri)

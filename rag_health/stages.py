@@ -20,10 +20,10 @@ from rag_health.drift import Baselines, drift_report, publish_report, snapshot_f
 from rag_health.ingest import ingest
 from rag_health.inventory import build_inventory
 from rag_health.manifest import load_manifest
-from rag_health.probes import load_probe_set, run_probes, unique_set_names
+from rag_health.probes import load_probe_set, probe_set_from_rows, run_probes, unique_set_names
 from rag_health.runtime import Runtime
 
-STAGES = ("ingest", "freshness", "quality", "probes", "drift")
+STAGES = ("ingest", "freshness", "coverage", "quality", "probes", "drift")
 
 
 def new_run_id() -> str:
@@ -32,8 +32,10 @@ def new_run_id() -> str:
 
 def ingest_stage(rt: Runtime, only: list[str] | None = None) -> dict[str, Any]:
     s = rt.settings
+    manifest = load_manifest(s.effective_manifest(), s.review_every_days)
     result = ingest(rt.source(), rt.index, rt.embedder, rt.chunker, only=only, remove_deleted=s.remove_deleted,
-                    max_delete_fraction=s.max_delete_fraction, write_batch_chunks=s.write_batch_chunks)
+                    max_delete_fraction=s.max_delete_fraction, write_batch_chunks=s.write_batch_chunks,
+                    metadata_defaults=manifest.defaults_for)
     return result.as_dict()
 
 
@@ -41,9 +43,47 @@ def freshness_stage(rt: Runtime) -> dict[str, Any]:
     s = rt.settings
     manifest = load_manifest(s.effective_manifest(), s.review_every_days)
     rows = build_inventory(rt.source(), rt.index.ledger())
-    result = audit_freshness(rows, manifest, s.audit_date(), rt.embedder.info.fingerprint)
+    result = audit_freshness(rows, manifest, s.audit_date(), rt.embedder.info.fingerprint,
+                             max_overdue_fraction=s.max_overdue_fraction)
     return {"status": result.status, "as_of": s.audit_date().isoformat(), "manifest": manifest.path,
             "summary": result.metrics, "documents": list(result.items), "findings": list(result.findings)}
+
+
+def coverage_stage(rt: Runtime) -> dict[str, Any]:
+    """Alert rules → runbooks: alerts whose runbook is missing, runbooks no alert points to, and one probe per
+    covered alert (handed to the probes stage as the set "alerts")."""
+    from checks.coverage import alert_coverage
+    from rag_health.alert_rules import RunbookResolver, UrlMapping, alert_probes, load_rules
+
+    s = rt.settings
+    if not s.rules:
+        return {"status": "skip", "reason": "no alert rule files configured (--rules)", "probes": []}
+    rules, errors = load_rules(s.rules)
+    mappings = [UrlMapping.parse(p) for p in s.runbook_url_prefix]
+    docs = [r.doc_id for r in build_inventory(rt.source(), rt.index.ledger()) if r.at_source and not r.error]
+    resolver = RunbookResolver(docs, mappings)
+    alerts, resolved = [], {}
+    for i, rule in enumerate(rules):
+        doc_id, status = resolver.resolve(rule.runbook_url)
+        if doc_id:
+            resolved[i] = doc_id
+        alerts.append({"alert": rule.name, "severity": rule.severity, "group": rule.group,
+                       "source_file": rule.source_file, "runbook_url": rule.runbook_url, "doc_id": doc_id,
+                       "status": status})
+    folders = [m.folder for m in mappings if m.folder]
+    runbooks = [d for d in docs if not folders or any(d.startswith(f + "/") for f in folders)]
+    check = alert_coverage(alerts, runbooks)
+    probes = alert_probes(rules, resolved)
+    m = check.metrics
+    return {
+        "status": worst(check.status, "warn" if errors else "pass"),
+        "rules": m["rules"], "covered_rules": m["covered_rules"],
+        "alerts_missing_runbook": m["alerts_missing_runbook"], "alerts_unmapped_url": m["alerts_unmapped_url"],
+        "alerts_without_runbook_url": m["alerts_without_runbook_url"],
+        "runbooks_without_alert": m["runbooks_without_alert"], "probes_generated": len(probes),
+        "alerts": list(check.items), "errors": errors, "findings": list(check.findings),
+        "probes": [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)} for p in probes],
+    }
 
 
 def chunk_table(rt: Runtime) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,12 +126,15 @@ def quality_stage(rt: Runtime, run_id: str | None = None) -> dict[str, Any]:
     return out
 
 
-def probes_stage(rt: Runtime) -> dict[str, Any]:
+def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """extra_sets: generated probe sets by name (e.g. "alerts" from the coverage stage), as probe dicts."""
     s = rt.settings
     paths = s.effective_probes()
-    if not paths:
+    extra_sets = {name: rows for name, rows in (extra_sets or {}).items() if rows}
+    if not paths and not extra_sets:
         return {"status": "skip", "reason": "no probe sets configured (--probes)", "sets": {}, "per_probe": []}
     sets = [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
+    sets += [probe_set_from_rows(name, rows) for name, rows in extra_sets.items()]
     probes = [p for ps in sets for p in ps.probes]
     indexed = set(rt.index.ledger())
     outcomes = run_probes(rt.index, rt.embedder, probes, indexed, top_k=s.probe_top_k,
@@ -174,6 +217,7 @@ def assemble_result(run_id: str, rt: Runtime, outputs: dict[str, dict[str, Any]]
     ingest_out = outputs.get("ingest") or {}
     findings += [f"ingest error {e['doc_id']}: {e['reason']}" for e in ingest_out.get("errors", [])]
     findings += (outputs.get("freshness") or {}).get("findings", [])
+    findings += (outputs.get("coverage") or {}).get("findings", [])
     quality = outputs.get("quality") or {}
     findings += quality.get("chunks", {}).get("findings", []) + quality.get("embeddings", {}).get("findings", [])
     findings += (outputs.get("probes") or {}).get("findings", [])
@@ -189,7 +233,8 @@ def assemble_result(run_id: str, rt: Runtime, outputs: dict[str, dict[str, Any]]
         "docs": rt.settings.docs,
         "collection": rt.index.name,
         "model": rt.embedder.info.as_metadata(),
-        **outputs,
+        **{k: ({kk: vv for kk, vv in v.items() if kk != "probes"} if k == "coverage" else v)
+           for k, v in outputs.items()},
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     if "drift" in outputs:

@@ -67,3 +67,25 @@ def test_glob_entry_is_missing_only_when_nothing_matches():
     manifest = Manifest(entries=[ManifestEntry("runbooks/*.md", True), ManifestEntry("policies/*.md", True)])
     result = audit_freshness(rows, manifest, TODAY, FP)
     assert statuses(result) == {"runbooks/x.md": "fresh", "policies/*.md": "missing"}
+
+
+def test_overdue_share_threshold_is_declarative():
+    """'At most 5% overdue' is an expectation with severity warn: 1 of 30 passes, 3 of 30 warns."""
+    fresh = [row(f"d{i}.md") for i in range(27)]
+    overdue = [row(f"o{i}.md", metadata={"last_reviewed": "2024-01-01", "review_every_days": 30}) for i in range(3)]
+    empty = Manifest()
+    assert audit_freshness(fresh + overdue[:1] + [row("x.md"), row("y.md")], empty, TODAY, FP,
+                           max_overdue_fraction=0.05).status == "pass"
+    result = audit_freshness(fresh + overdue, empty, TODAY, FP, max_overdue_fraction=0.05)
+    assert result.status == "warn" and result.metrics["review-overdue"] == 3
+    assert any("at most 5% of documents are overdue" in f for f in result.findings)
+
+
+def test_manifest_supplies_review_metadata_for_documents_without_front_matter():
+    """A PDF has no front-matter: its review date comes from its manifest entry."""
+    rows = [row("scan.pdf", metadata={})]
+    manifest = Manifest(entries=[ManifestEntry("scan.pdf", False, review_every_days=30,
+                                               metadata=(("last_reviewed", "2026-01-01"),))])
+    result = audit_freshness(rows, manifest, TODAY, FP)
+    doc = result.items[0]
+    assert doc["status"] == "review-overdue" and doc["last_reviewed"] == "2026-01-01"

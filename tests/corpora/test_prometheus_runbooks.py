@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from benchmarks.prometheus_runbooks import alert_probes, strip_templating
+from benchmarks.prometheus_runbooks import alert_probes
+from rag_health.alert_rules import strip_templating
 from rag_health import stages
 from tests.conftest import shared_corpus
 

@@ -1,0 +1,58 @@
+"""HTML, PDF and DOCX documents: visible text and titles; broken files are errors naming the reason."""
+
+import pytest
+
+from rag_health.documents import DocumentError, parse_document
+from tests.support.fixtures import docx_bytes, html_bytes, pdf_bytes, scanned_pdf_bytes
+
+
+def test_html_visible_text_title_and_meta():
+    data = html_bytes("Wire transfer cut-off policy",
+                      "<h1>Cut-off times</h1><p>Outgoing wires after 16:00 CET settle the next business day.</p>",
+                      meta={"owner": "treasury@example.com", "last_reviewed": "2026-10-01"})
+    doc = parse_document("policies/wires.html", data)
+    assert doc.title == "Wire transfer cut-off policy"
+    assert "settle the next business day" in doc.text and "# Cut-off times" in doc.text
+    assert "secret" not in doc.text and "color:red" not in doc.text and "Copyright" not in doc.text
+    assert doc.metadata["owner"] == "treasury@example.com" and doc.metadata["last_reviewed"] == "2026-10-01"
+
+
+def test_pdf_text_layer_and_title():
+    data = pdf_bytes("Card dispute evidence", ["Merchants must upload delivery proof within ten days.",
+                                               "Evidence packs are reviewed by the disputes desk."])
+    doc = parse_document("policies/disputes.pdf", data)
+    assert doc.title == "Card dispute evidence"
+    assert "delivery proof within ten days" in doc.text
+
+
+def test_pdf_without_text_layer_is_reported_not_indexed_empty():
+    with pytest.raises(DocumentError, match="no text layer"):
+        parse_document("scans/signed-policy.pdf", scanned_pdf_bytes())
+
+
+@pytest.mark.parametrize("data", [b"%PDF-1.7\nthis is not really a pdf", b"garbage", b""])
+def test_corrupt_pdf(data):
+    with pytest.raises(DocumentError, match="PDF"):
+        parse_document("x.pdf", data)
+
+
+def test_docx_headings_paragraphs_tables():
+    data = docx_bytes("Vendor onboarding", {"Due diligence": ["Every vendor completes a security questionnaire."]},
+                      table=[["Tier", "Review"], ["Critical", "Annual on-site audit"]])
+    doc = parse_document("policies/vendors.docx", data)
+    assert doc.title == "Vendor onboarding"
+    assert "## Due diligence" in doc.text and "security questionnaire" in doc.text
+    assert "| Critical | Annual on-site audit |" in doc.text
+
+
+def test_corrupt_docx():
+    with pytest.raises(DocumentError, match="corrupt or unreadable DOCX"):
+        parse_document("x.docx", b"PK\x03\x04 truncated zip")
+
+
+def test_manifest_defaults_fill_metadata_front_matter_wins():
+    pdf = parse_document("p.pdf", pdf_bytes("T", ["Body text here."]),
+                         defaults={"owner": "risk", "last_reviewed": "2026-01-01", "review_every_days": 90})
+    assert pdf.metadata["owner"] == "risk" and pdf.metadata["review_every_days"] == 90
+    md = parse_document("m.md", b"---\nowner: ops\n---\nBody.", defaults={"owner": "risk"})
+    assert md.metadata["owner"] == "ops"
