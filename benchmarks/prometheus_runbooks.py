@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from rag_health.alert_rules import strip_templating  # noqa: E402
+
 CORPUS = REPO.parent / "shared" / "corpora" / "prometheus-runbooks"
 def alert_probes(golden_alerts: Path, out: Path) -> dict[str, int]:
     """Convert golden_probes_from_kube-prometheus_alerts.jsonl into rag-health probes (doc ids under content/).

@@ -22,6 +22,8 @@ class _Row(Protocol):
     metadata: dict[str, Any]
     error: str | None
     model_fingerprint: str | None
+    complete: bool
+    supported: bool
 
 
 class _ManifestEntry(Protocol):
@@ -49,6 +51,8 @@ def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fi
     documents: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: r.doc_id):
         entry = manifest.entry_for(row.doc_id)
+        if not row.supported and entry is None:
+            continue  # an image or a slide deck nobody listed: not a document we audit
         owner = row.metadata.get("owner") or (entry.owner if entry else None)
         last_reviewed = row.metadata.get("last_reviewed") or (entry.defaults().get("last_reviewed") if entry else None)
         status, reason, days_over = _classify(row, entry, manifest, today, model_fingerprint)
@@ -59,7 +63,7 @@ def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fi
         })
     present = {r.doc_id for r in rows if r.at_source}
     for entry in manifest.entries:
-        found = any(entry.matches(d) for d in present)
+        found = any(entry.matches(d) for d in present) if entry.is_glob else entry.pattern in present
         if not found:
             kind = "no document matches the pattern" if entry.is_glob else "listed in the manifest, absent at the source"
             documents.append({
@@ -124,6 +128,8 @@ def _classify(row: _Row, entry: _ManifestEntry | None, manifest: _Manifest, toda
         return "orphaned", "indexed but no longer at the source", None
     if not row.indexed:
         return "index-stale", "at the source but not indexed yet", None
+    if not row.complete:
+        return "index-stale", "only part of its chunks are in the index (an interrupted write)", None
     if row.source_hash != row.indexed_hash:
         return "index-stale", "changed at the source since it was indexed", None
     superseded_by = metadata.get("superseded_by")

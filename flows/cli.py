@@ -127,35 +127,30 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_from({**common, **rules, "docs": docs, "manifest": getattr(args, "manifest", None),
                               "probes": getattr(args, "probes", None)}, overrides)
     _preflight(settings, args.command)
+    unwrap = stage_flows.unwrap
     if args.command == "run":
-        state = suite_flow(docs=docs, manifest=args.manifest, probes=args.probes, **rules,
-                           promote_baseline=args.promote_baseline, settings_overrides=overrides,
-                           return_state=True, **common)
-        return state.result(raise_on_failure=False) if not _raised(state) else state.result()
+        return unwrap(suite_flow(docs=docs, manifest=args.manifest, probes=args.probes, **rules,
+                                 promote_baseline=args.promote_baseline, settings_overrides=overrides,
+                                 return_state=True, **common))
     if args.command == "ingest":
-        return stage_flows.ingest_flow(docs=docs, only=args.only, **common)
+        return unwrap(stage_flows.ingest_flow(docs=docs, only=args.only, return_state=True, **common))
     if args.command == "freshness":
-        return stage_flows.freshness_flow(docs=docs, manifest=args.manifest, settings_overrides=overrides, **common)
+        return unwrap(stage_flows.freshness_flow(docs=docs, manifest=args.manifest, settings_overrides=overrides,
+                                                 return_state=True, **common))
     if args.command == "coverage":
-        return stage_flows.coverage_flow(docs=docs, **rules, **common)
+        return unwrap(stage_flows.coverage_flow(docs=docs, **rules, return_state=True, **common))
     if args.command == "quality":
-        return stage_flows.quality_flow(**common)
+        return unwrap(stage_flows.quality_flow(return_state=True, **common))
     if args.command == "probes":
-        return stage_flows.probes_flow(docs=docs, probes=args.probes, **common)
+        return unwrap(stage_flows.probes_flow(docs=docs, probes=args.probes, return_state=True, **common))
     if args.command == "drift":
-        return stage_flows.drift_flow(promote_baseline=args.promote_baseline, **common)
+        return unwrap(stage_flows.drift_flow(promote_baseline=args.promote_baseline, return_state=True, **common))
     if args.command == "baseline":
         from rag_health.stages import promote_baseline
 
         run_id = promote_baseline(runtime_for(settings), args.run_id)
         return {"status": "pass", "baseline_run": run_id}
     raise SystemExit(2)
-
-
-def _raised(state) -> bool:
-    """A flow run that failed with an exception (not with a fail verdict) has no result data to show."""
-    data = state.result(raise_on_failure=False)
-    return isinstance(data, BaseException)
 
 
 def _preflight(settings, command: str) -> None:
@@ -170,8 +165,9 @@ def _preflight(settings, command: str) -> None:
     if command in ("run", "coverage"):
         from rag_health.alert_rules import UrlMapping, rule_files
 
-        rule_files(settings.rules)
-        for prefix in settings.runbook_url_prefix:
+        rule_paths, prefixes = settings.effective_rules()
+        rule_files(rule_paths)
+        for prefix in prefixes:
             UrlMapping.parse(prefix)
     if command in ("run", "freshness"):
         load_manifest(settings.effective_manifest(), settings.review_every_days)

@@ -73,8 +73,11 @@ def publish_drift(result: dict[str, Any]) -> None:
         return
     if result.get("s3_uri"):
         create_link_artifact(key="drift-report", link=result["s3_uri"], link_text="Evidently drift report (S3)")
-    create_link_artifact(key="drift-report-local", link=f"file://{result['html']}",
-                         link_text="Evidently drift report (state directory)")
+        create_link_artifact(key="drift-report-local", link=f"file://{result['html']}",
+                             link_text="Evidently drift report (state directory)")
+    else:
+        create_link_artifact(key="drift-report", link=f"file://{result['html']}",
+                             link_text="Evidently drift report (state directory)")
 
 
 def publish_verdict(result: dict[str, Any]) -> None:
@@ -85,11 +88,11 @@ def publish_verdict(result: dict[str, Any]) -> None:
     create_markdown_artifact(key="health-verdict", markdown="\n".join(lines))
 
 
-def emit_failure(result: dict[str, Any]) -> None:
+def emit_failure(result: dict[str, Any], event: str = "rag-health.check.failed") -> None:
     from prefect.events import emit_event
 
     emit_event(
-        event="rag-health.check.failed",
+        event=event,
         resource={"prefect.resource.id": f"rag-health.collection.{result.get('collection', 'unknown')}"},
         payload={"verdict": result["verdict"], "stages": result["stages"], "findings": result.get("findings", [])[:20]},
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Failed
 
 from flows import publish
 from flows.resources import run_name, runtime_for, settings_from
@@ -56,8 +57,23 @@ def build_drift_report(params: dict[str, Any], overrides: dict[str, Any] | None,
     return result
 
 
-def _log(stage: str, result: dict[str, Any]) -> None:
+def _finish(stage: str, result: dict[str, Any]):
+    """A fail fails the flow run (with the result as its data) and emits an event automations can act on."""
     get_run_logger().info("%s: %s", stage, result.get("status"))
+    if result.get("status") == "fail":
+        publish.emit_failure({"verdict": "fail", "stages": {stage: "fail"}, "findings": result.get("findings", [])},
+                             event="rag-health.stage.failed")
+        return Failed(message=f"rag-health {stage}: fail", data=result)
+    return result
+
+
+def unwrap(state) -> dict[str, Any]:
+    """The result of a flow run called with return_state=True: its data even when the verdict failed it,
+    the original exception when it crashed."""
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, BaseException):
+        raise data
+    return data
 
 
 @flow(name="rag-health-ingest", flow_run_name=run_name("ingest"), log_prints=True)
@@ -66,8 +82,7 @@ def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_di
     """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally."""
     params = {"docs": docs, "state_dir": state_dir, "collection": collection}
     result = ingest_documents(params, settings_overrides, only)
-    _log("ingest", result)
-    return result
+    return _finish("ingest", result)
 
 
 @flow(name="rag-health-freshness", flow_run_name=run_name("freshness"))
@@ -76,8 +91,7 @@ def freshness_flow(docs: str | None = None, manifest: str | None = None, state_d
     """Stale, missing, orphaned, superseded and index-stale documents."""
     params = {"docs": docs, "manifest": manifest, "state_dir": state_dir, "collection": collection}
     result = audit_freshness(params, settings_overrides)
-    _log("freshness", result)
-    return result
+    return _finish("freshness", result)
 
 
 @flow(name="rag-health-coverage", flow_run_name=run_name("coverage"))
@@ -88,8 +102,7 @@ def coverage_flow(docs: str | None = None, rules: list[str] | None = None,
     params = {"docs": docs, "rules": rules or None, "runbook_url_prefix": runbook_url_prefix or None,
               "state_dir": state_dir, "collection": collection}
     result = check_alert_coverage(params, settings_overrides)
-    _log("coverage", result)
-    return result
+    return _finish("coverage", result)
 
 
 @flow(name="rag-health-quality")
@@ -97,8 +110,7 @@ def quality_flow(state_dir: str | None = None, collection: str | None = None, ru
                  settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Great Expectations suites over the chunk and vector tables of the collection."""
     result = score_quality({"state_dir": state_dir, "collection": collection}, settings_overrides, run_id)
-    _log("quality", result)
-    return result
+    return _finish("quality", result)
 
 
 @flow(name="rag-health-probes")
@@ -108,8 +120,7 @@ def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_
     """Hit-rate probes: hit@k, MRR, nDCG@10 per probe set, one row per probe. `extra_sets` are generated sets."""
     params = {"docs": docs, "probes": probes or None, "state_dir": state_dir, "collection": collection}
     result = run_probe_sets(params, settings_overrides, extra_sets)
-    _log("probes", result)
-    return result
+    return _finish("probes", result)
 
 
 @flow(name="rag-health-drift")
@@ -120,5 +131,4 @@ def drift_flow(state_dir: str | None = None, collection: str | None = None, run_
     run_id = run_id or stages.new_run_id()
     result = build_drift_report({"state_dir": state_dir, "collection": collection}, settings_overrides, run_id,
                                 promote_baseline, verdict)
-    _log("drift", result)
-    return result
+    return _finish("drift", result)

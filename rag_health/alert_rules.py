@@ -112,7 +112,8 @@ class RunbookResolver:
     def __init__(self, doc_ids: Iterable[str], mappings: list[UrlMapping]):
         self.mappings = mappings
         self._by_key: dict[str, str] = {}
-        for doc_id in sorted(doc_ids):
+        # A real document (with an extension) wins over an extensionless twin of the same name.
+        for doc_id in sorted(doc_ids, key=lambda d: (PurePosixPath(d).suffix == "", d)):
             self._by_key.setdefault(_key(doc_id), doc_id)
 
     def resolve(self, url: str) -> tuple[str | None, str]:

@@ -30,19 +30,24 @@ MIN_ROWS_FOR_EMBEDDING_DRIFT = 40
 
 
 def snapshot_frame(index: ChunkIndex, sample_rows: int) -> pd.DataFrame:
-    """Chunk statistics and vectors for a sample chosen by chunk-id hash, so reruns pick the same chunks."""
-    keep: list[tuple[int, dict[str, Any], np.ndarray]] = []
-    for records, vectors in index.iter_chunks(with_embeddings=True):
-        for record, vector in zip(records, vectors):
-            h = int(hashlib.blake2b(record.chunk_id.encode(), digest_size=8).hexdigest(), 16)
-            keep.append((h, _stats(record.metadata) | {"chunk_id": record.chunk_id, "doc_id": record.doc_id}, vector))
-        if len(keep) > 4 * sample_rows:
-            keep = sorted(keep, key=lambda item: item[0])[:sample_rows]
-    keep = sorted(keep, key=lambda item: item[0])[:sample_rows]
-    if not keep:
+    """Chunk statistics and vectors for a sample chosen by chunk-id hash, so reruns pick the same chunks.
+
+    Only ids and metadata are scanned; vectors are fetched for the sampled chunks alone."""
+    ranked: list[tuple[int, str, dict[str, Any]]] = []
+    for chunk_id, meta in index.iter_metadata():
+        h = int(hashlib.blake2b(chunk_id.encode(), digest_size=8).hexdigest(), 16)
+        ranked.append((h, chunk_id, meta))
+        if len(ranked) > 4 * sample_rows:
+            ranked = sorted(ranked)[:sample_rows]
+    ranked = sorted(ranked)[:sample_rows]
+    if not ranked:
         return pd.DataFrame(columns=["chunk_id", "doc_id", *STAT_COLUMNS])
-    frame = pd.DataFrame([row for _, row, _ in keep])
-    vectors = np.vstack([v for _, _, v in keep])
+    ids = [chunk_id for _, chunk_id, _ in ranked]
+    got = index.collection.get(ids=ids, include=["embeddings"])
+    vectors_by_id = dict(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
+    frame = pd.DataFrame([_stats(meta) | {"chunk_id": cid, "doc_id": str(meta.get("doc_id"))}
+                          for _, cid, meta in ranked])
+    vectors = np.vstack([vectors_by_id[cid] for cid in ids])
     emb = pd.DataFrame(vectors, columns=[f"emb_{i}" for i in range(vectors.shape[1])])
     return pd.concat([frame.reset_index(drop=True), emb], axis=1)
 
@@ -85,7 +90,9 @@ class Baselines:
 
     def promote(self, run_id: str) -> None:
         if self.store.get(f"runs/{run_id}/snapshot.parquet") is None:
-            raise ValueError(f"run {run_id} has no stored snapshot to promote")
+            from rag_health.settings import ConfigError
+
+            raise ConfigError(f"run {run_id} has no stored snapshot to promote")
         self.store.put(BASELINE_KEY, json.dumps({
             "run_id": run_id, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }).encode(), "application/json")
@@ -135,8 +142,12 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, title: str) -> 
             figures["drifted_columns"] = int(value["count"])
             figures["drifted_share"] = round(float(value["share"]), 4)
         elif kind == "ValueDrift":
+            # p-values drift when small; distances (Wasserstein, Jensen-Shannon, ...) when large.
+            is_p_value = "p_value" in config["method"].lower().replace("-", "_")
+            drifted = float(value) < float(config["threshold"]) if is_p_value else float(value) >= float(
+                config["threshold"])
             figures["columns"][config["column"]] = {"method": config["method"], "score": round(float(value), 6),
-                                                    "drifted": float(value) < float(config["threshold"])}
+                                                    "threshold": float(config["threshold"]), "drifted": drifted}
         elif kind == "EmbeddingsDrift":
             figures["embedding_drift_score"] = round(float(value), 4)
             figures["embedding_drift"] = float(value) > EMBEDDING_DRIFT_THRESHOLD

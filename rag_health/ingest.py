@@ -7,15 +7,23 @@ complete version and the next run removes leftovers.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from fnmatch import fnmatchcase
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Callable
+from fnmatch import fnmatchcase
 from typing import Any
 
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence
-from rag_health.documents import DocumentError, EmptyDocument, ParsedDocument, content_hash, is_supported, parse_document
+from rag_health.documents import (
+    DocumentError,
+    EmptyDocument,
+    ParsedDocument,
+    content_hash,
+    is_supported,
+    parse_document,
+)
 from rag_health.embedding import Embedder
 from rag_health.sources import DocumentSource, SourceEntry
 from rag_health.store import ChunkIndex, LedgerEntry
@@ -61,10 +69,12 @@ class _Pending:
     chunks: list[Chunk]
     replaces: list[str]
     is_new: bool
+    manifest_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: int, entry: SourceEntry,
-                   index: ChunkIndex, ingested_at: str, chunker: Chunker) -> dict[str, Any]:
+                   index: ChunkIndex, ingested_at: str, chunker: Chunker,
+                   manifest_fields: dict[str, Any] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "doc_id": doc.doc_id,
         "content_hash": doc.content_hash,
@@ -80,12 +90,21 @@ def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: i
         **index.model.as_metadata(),
     }
     # Front-matter fields travel with each chunk (prefixed) so metadata filters and audits work from the store.
+    # Manifest-supplied fields go under their own prefix: the audit always applies the live manifest instead.
+    meta.update({f"mf_{k}": v for k, v in (manifest_fields or {}).items() if k not in doc.metadata})
     meta.update({f"fm_{k}": v for k, v in doc.metadata.items()})
     return meta
 
 
-def chunk_id(doc: ParsedDocument, index: int) -> str:
-    return f"{doc.doc_id}#{doc.content_hash[:12]}:{index:04d}"
+def version_key(content_hash: str, chunker: Chunker, index: ChunkIndex) -> str:
+    """What a set of chunks was made from: the bytes, the chunking and the model. Part of every chunk id, so a
+    re-chunk or a re-embed writes new ids instead of colliding with (and being ignored next to) the old ones."""
+    recipe = hashlib.blake2b(f"{chunker.config}|{index.model.fingerprint}".encode(), digest_size=3).hexdigest()
+    return f"{content_hash[:12]}{recipe}"
+
+
+def chunk_id(doc: ParsedDocument, index: int, version: str) -> str:
+    return f"{doc.doc_id}#{version}:{index:04d}"
 
 
 def ingest(
@@ -116,6 +135,15 @@ def ingest(
             _write(pending, index, embedder, chunker, ingested_at, result)
         pending, pending_chunks = [], 0
 
+    touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
+    leftovers: list[str] = []
+    notes = index.notes()
+    new_notes: dict[str, dict[str, Any]] = {}
+
+    def note(entry: SourceEntry, kind: str, reason: str) -> None:
+        (result.skipped if kind == "skipped" else result.errors).append(IngestError(entry.doc_id, reason))
+        new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
+
     for entry in source.list():
         if only and not _selected(entry.doc_id, only):
             continue
@@ -125,48 +153,74 @@ def ingest(
         seen.add(entry.doc_id)
         result.documents += 1
         known = ledger.get(entry.doc_id)
-        if known and known.leftover_ids:
-            index.delete(known.leftover_ids)
-            result.chunks_deleted += len(known.leftover_ids)
-        if known and known.source_version == entry.version:
+        if known:
+            leftovers += known.leftover_ids
+        # A version written by other chunk settings or left half-written is rebuilt even if the bytes match.
+        current = known is not None and known.complete and known.chunker == chunker.config
+        if current and known.source_version == entry.version:
             result.unchanged += 1
+            continue
+        noted = notes.get(entry.doc_id)
+        if noted and noted.get("source_version") == entry.version and (not known or current):
+            # Same bytes as when it was last found empty or unreadable: report it again without a download.
+            (result.skipped if noted["kind"] == "skipped" else result.errors).append(
+                IngestError(entry.doc_id, str(noted["reason"])))
             continue
         try:
             data = source.read(entry.doc_id)
             result.read += 1
-        except OSError as exc:
+        except OSError as exc:  # not noted: a read failure is usually transient, try again next run
             result.errors.append(IngestError(entry.doc_id, f"cannot read: {exc.strerror or exc}"))
             continue
-        if known and known.content_hash == content_hash(data):
+        if current and known.content_hash == content_hash(data):
             # Same bytes, new mtime (a touch, a checkout): remember the version so the next run skips the read.
-            index.update_metadata(known.chunk_ids, {"source_version": entry.version})
+            touched.append((known.chunk_ids, entry.version))
             result.unchanged += 1
             continue
         try:
-            doc = parse_document(entry.doc_id, data, metadata_defaults(entry.doc_id) if metadata_defaults else None)
+            doc = parse_document(entry.doc_id, data)
             chunks = chunker.split(doc)
             if not chunks:
                 raise DocumentError("no text to index after chunking")
         except EmptyDocument as exc:
-            if exc.front_matter_only and not known:
-                result.skipped.append(IngestError(entry.doc_id, str(exc)))
-            else:  # an indexed document whose body vanished is suspicious: keep the last good version
-                result.errors.append(IngestError(entry.doc_id, str(exc)))
+            # An indexed document whose body vanished is suspicious: an error, and the last good version stays.
+            note(entry, "skipped" if exc.front_matter_only and not known else "error", str(exc))
             continue
         except DocumentError as exc:
-            result.errors.append(IngestError(entry.doc_id, str(exc)))
+            note(entry, "error", str(exc))
             continue
         except Exception as exc:  # a parser bug on one document must not stop the run
             result.errors.append(IngestError(entry.doc_id, f"{type(exc).__name__}: {exc}"))
             continue
-        pending.append(_Pending(doc, entry, chunks, known.chunk_ids if known else [], known is None))
+        fields = metadata_defaults(entry.doc_id) if metadata_defaults else {}
+        pending.append(_Pending(doc, entry, chunks, known.chunk_ids if known else [], known is None, fields))
         pending_chunks += len(chunks)
         if pending_chunks >= write_batch_chunks:
             flush()
     flush()
 
+    # Batched bookkeeping: one Chroma call per batch, never one per document.
+    if leftovers:
+        index.delete(leftovers)
+        result.chunks_deleted += len(leftovers)
+    by_version: dict[str, list[str]] = {}
+    for ids, version in touched:
+        by_version.setdefault(version, []).extend(ids)
+    for version, ids in by_version.items():
+        index.update_metadata(ids, {"source_version": version})
+    if new_notes:
+        index.put_notes(new_notes)
+    indexed_now = set(result.added) | set(result.changed)
+    settled = [d for d in notes if d not in new_notes and (d in indexed_now or (d not in seen and not only))]
+    if settled:
+        index.delete_notes(settled)
+
+    unlisted = list(getattr(source, "unlisted", []))
+    for folder, reason in unlisted:
+        result.errors.append(IngestError(folder, f"cannot list folder: {reason}; its documents stay indexed"))
     if remove_deleted and not only:
-        _remove_deleted(ledger, seen, index, result, max_delete_fraction)
+        protected = {d for d in ledger if any(d.startswith(f.rstrip("/") + "/") or not f for f, _ in unlisted)}
+        _remove_deleted(ledger, seen | protected, index, result, max_delete_fraction)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
@@ -184,15 +238,18 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
     ids, docs, metas = [], [], []
     position = 0
     for p in pending:
+        version = version_key(p.doc.content_hash, chunker, index)
         for chunk in p.chunks:
-            ids.append(chunk_id(p.doc, chunk.index))
+            ids.append(chunk_id(p.doc, chunk.index, version))
             docs.append(chunk.text)
             metas.append(chunk_metadata(p.doc, chunk, len(p.chunks), token_counts[position], p.entry, index,
-                                        ingested_at, chunker))
+                                        ingested_at, chunker, p.manifest_fields))
             position += 1
-    index.add(ids, vectors, docs, metas)
+    # Rewriting a half-written version reuses its ids: upsert so the rewrite is complete either way.
+    index.add(ids, vectors, docs, metas, upsert=any(set(p.replaces) & set(ids) for p in pending))
     result.chunks_embedded += len(ids)
-    stale = [cid for p in pending for cid in p.replaces if cid not in set(ids)]
+    written = set(ids)
+    stale = [cid for p in pending for cid in p.replaces if cid not in written]
     if stale:
         index.delete(stale)
         result.chunks_deleted += len(stale)
@@ -215,8 +272,7 @@ def _remove_deleted(ledger: dict[str, LedgerEntry], seen: set[str], index: Chunk
                 f"vanished at once (over the max_delete_fraction of {max_delete_fraction:.0%})",
             ))
         return
-    for doc_id in gone:
-        entry = ledger[doc_id]
-        index.delete(entry.chunk_ids + entry.leftover_ids)
-        result.chunks_deleted += len(entry.chunk_ids) + len(entry.leftover_ids)
-        result.removed.append(doc_id)
+    doomed = [cid for doc_id in gone for cid in ledger[doc_id].chunk_ids + ledger[doc_id].leftover_ids]
+    index.delete(doomed)
+    result.chunks_deleted += len(doomed)
+    result.removed.extend(gone)

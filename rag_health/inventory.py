@@ -21,27 +21,43 @@ class InventoryRow:
     error: str | None = None
     model_fingerprint: str | None = None
     ingested_at: str | None = None
+    complete: bool = True  # False when only part of the indexed version's chunks are in the store
+    supported: bool = True
 
 
-def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry]) -> list[InventoryRow]:
-    """One row per document at the source or in the index. Unchanged documents are not read again."""
+def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
+                    notes: dict[str, dict[str, Any]] | None = None) -> list[InventoryRow]:
+    """One row per document at the source or in the index. Unchanged documents are not read again, nor are
+    documents whose unchanged version ingest already found empty or unreadable (its notes)."""
+    notes = notes or {}
     rows: list[InventoryRow] = []
     listed: set[str] = set()
     for entry in source.list():
-        if not is_supported(entry.doc_id):
-            continue
         listed.add(entry.doc_id)
+        if not is_supported(entry.doc_id):
+            # Kept so a manifest entry for it is not called missing; the audit ignores it otherwise.
+            rows.append(InventoryRow(entry.doc_id, True, False, error="unsupported file type", supported=False))
+            continue
         known = ledger.get(entry.doc_id)
         indexed = {
             "indexed": known is not None,
             "indexed_hash": known.content_hash if known else None,
             "model_fingerprint": known.model_fingerprint if known else None,
             "ingested_at": known.ingested_at if known else None,
+            "complete": known.complete if known else True,
         }
         if known and known.source_version == entry.version:
             rows.append(InventoryRow(entry.doc_id, True, source_hash=known.content_hash,
                                      metadata=dict(known.metadata), **indexed))
             continue
+        noted = notes.get(entry.doc_id)
+        if noted and noted.get("source_version") == entry.version:
+            if noted.get("kind") == "skipped" and not known:
+                continue
+            if noted.get("kind") == "error":
+                rows.append(InventoryRow(entry.doc_id, True, error=str(noted.get("reason")),
+                                         metadata=dict(known.metadata) if known else {}, **indexed))
+                continue
         try:
             data = source.read(entry.doc_id)
         except OSError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,20 @@ class Manifest:
     review_every_days: int = 365
     path: str | None = None
 
+    @cached_property
+    def _exact(self) -> dict[str, ManifestEntry]:
+        return {e.pattern: e for e in self.entries if not e.is_glob}
+
+    @cached_property
+    def _globs(self) -> list[ManifestEntry]:
+        return [e for e in self.entries if e.is_glob]
+
     def entry_for(self, doc_id: str) -> ManifestEntry | None:
-        """Exact ids win over globs; among globs the first listed wins."""
-        for entry in self.entries:
-            if not entry.is_glob and entry.matches(doc_id):
-                return entry
-        return next((e for e in self.entries if e.is_glob and e.matches(doc_id)), None)
+        """Exact ids win over globs; among globs the first listed wins. O(1) for exact ids."""
+        entry = self._exact.get(doc_id)
+        if entry is not None:
+            return entry
+        return next((e for e in self._globs if e.matches(doc_id)), None)
 
     def defaults_for(self, doc_id: str) -> dict[str, Any]:
         entry = self.entry_for(doc_id)

@@ -106,17 +106,28 @@ class ProbeOutcome:
 
 def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], indexed_docs: set[str], *,
                top_k: int = 10, chunk_depth: int = 60) -> list[ProbeOutcome]:
-    """Embed all queries in batches, query Chroma in batches, collapse chunks to documents."""
+    """Embed all queries in batches, query Chroma in batches, collapse chunks to documents.
+
+    When the chunks searched hold fewer than top_k distinct documents (long documents on one topic), those
+    probes are searched again deeper, so a document really ranked 8th is not reported as a miss."""
     outcomes: list[ProbeOutcome] = []
-    if not probes or index.count() == 0:
+    total = index.count()
+    if not probes or total == 0:
         return [ProbeOutcome(p, (), tuple(None for _ in p.relevant), not (set(p.relevant) & indexed_docs))
                 for p in probes]
     for start in range(0, len(probes), QUERY_BATCH):
         batch = probes[start:start + QUERY_BATCH]
         vectors = embedder.embed([p.query for p in batch])
-        result = index.query(vectors, n_results=chunk_depth)
-        for probe, metas in zip(batch, result["metadatas"]):
-            ranking = _documents_by_best_chunk(metas)
+        rankings = _rank(index, vectors, chunk_depth)
+        depth = chunk_depth
+        while depth < total:
+            short = [i for i, r in enumerate(rankings) if len(r) < top_k]
+            if not short:
+                break
+            depth = min(total, depth * 4)
+            for i, ranking in zip(short, _rank(index, vectors[short], depth)):
+                rankings[i] = ranking
+        for probe, ranking in zip(batch, rankings):
             position = {doc_id: i + 1 for i, doc_id in enumerate(ranking)}
             outcomes.append(ProbeOutcome(
                 probe=probe,
@@ -127,7 +138,13 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
     return outcomes
 
 
-def _documents_by_best_chunk(metadatas: list[dict[str, Any]]) -> list[str]:
+def _rank(index: ChunkIndex, vectors, depth: int) -> list[list[str]]:
+    result = index.query(vectors, n_results=depth)
+    return [documents_by_best_chunk(metas) for metas in result["metadatas"]]
+
+
+def documents_by_best_chunk(metadatas: list[dict[str, Any]]) -> list[str]:
+    """Chunks best first → documents best first, each at the rank of its best chunk."""
     ranking: list[str] = []
     seen: set[str] = set()
     for meta in metadatas:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 from pathlib import Path
-import json
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -16,6 +16,8 @@ SAMPLE_DATASET = REPO_ROOT / "datasets"
 SAMPLE_DOCS = SAMPLE_DATASET / "docs"
 SAMPLE_MANIFEST = SAMPLE_DATASET / "manifest.yaml"
 SAMPLE_PROBES = SAMPLE_DATASET / "probes" / "golden.jsonl"
+SAMPLE_RULES = SAMPLE_DATASET / "rules"
+SAMPLE_RUNBOOK_URL_PREFIX = "https://runbooks.example-bank.internal/"
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,14 @@ class Settings(BaseSettings):
         if self.probes:
             return list(self.probes)
         return [SAMPLE_PROBES] if self.docs_is_sample else []
+
+    def effective_rules(self) -> tuple[list[Path], list[str]]:
+        """Rule paths and URL prefixes: the configured ones, or the sample rules for the sample corpus."""
+        if self.rules:
+            return list(self.rules), list(self.runbook_url_prefix)
+        if self.docs_is_sample:
+            return [SAMPLE_RULES], list(self.runbook_url_prefix) or [SAMPLE_RUNBOOK_URL_PREFIX]
+        return [], list(self.runbook_url_prefix)
 
     def audit_date(self) -> date:
         return self.today or date.today()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,24 +29,56 @@ class DocumentSource(Protocol):
 
 
 class LocalFolderSource:
-    """A folder of documents; doc ids are POSIX paths relative to the folder. Hidden files and folders are skipped."""
+    """A folder of documents; doc ids are POSIX paths relative to the folder. Hidden files and folders are
+    skipped; symlinked folders are followed once. Folders that cannot be listed are recorded in `unlisted` so
+    ingest keeps their documents instead of taking them for deleted."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise ConfigError(f"document folder {root} does not exist or is not a folder")
         self.uri = str(self.root)
+        self.unlisted: list[tuple[str, str]] = []
 
     def list(self) -> Iterator[SourceEntry]:
-        for path in sorted(self.root.rglob("*")):
-            rel = path.relative_to(self.root)
-            if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+        self.unlisted = []
+
+        def failed(exc: OSError) -> None:
+            where = Path(exc.filename or self.root)
+            rel = where.relative_to(self.root).as_posix() if where != self.root else ""
+            self.unlisted.append((rel, exc.strerror or str(exc)))
+
+        visited: set[str] = set()
+        entries: list[tuple[str, Path]] = []
+        for folder, dirs, files in os.walk(self.root, onerror=failed, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in visited:  # a symlink loop
+                dirs[:] = []
                 continue
-            stat = path.stat()
-            yield SourceEntry(doc_id=rel.as_posix(), version=f"{stat.st_mtime_ns}-{stat.st_size}", size=stat.st_size)
+            visited.add(real)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            base = Path(folder)
+            entries += [((base / f).relative_to(self.root).as_posix(), base / f) for f in files
+                        if not f.startswith(".")]
+        for doc_id, path in sorted(entries):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed while we listed: it is simply not there any more
+                continue
+            except OSError as exc:
+                self.unlisted.append((doc_id, exc.strerror or str(exc)))
+                continue
+            if stat_is_file(stat):
+                yield SourceEntry(doc_id=doc_id, version=f"{stat.st_mtime_ns}-{stat.st_size}", size=stat.st_size)
 
     def read(self, doc_id: str) -> bytes:
         return (self.root / doc_id).read_bytes()
+
+
+def stat_is_file(stat: os.stat_result) -> bool:
+    import stat as st
+
+    return st.S_ISREG(stat.st_mode)
 
 
 class S3Source:

@@ -42,7 +42,7 @@ def ingest_stage(rt: Runtime, only: list[str] | None = None) -> dict[str, Any]:
 def freshness_stage(rt: Runtime) -> dict[str, Any]:
     s = rt.settings
     manifest = load_manifest(s.effective_manifest(), s.review_every_days)
-    rows = build_inventory(rt.source(), rt.index.ledger())
+    rows = build_inventory(rt.source(), rt.index.ledger(), rt.index.notes())
     result = audit_freshness(rows, manifest, s.audit_date(), rt.embedder.info.fingerprint,
                              max_overdue_fraction=s.max_overdue_fraction)
     return {"status": result.status, "as_of": s.audit_date().isoformat(), "manifest": manifest.path,
@@ -55,12 +55,13 @@ def coverage_stage(rt: Runtime) -> dict[str, Any]:
     from checks.coverage import alert_coverage
     from rag_health.alert_rules import RunbookResolver, UrlMapping, alert_probes, load_rules
 
-    s = rt.settings
-    if not s.rules:
+    rule_paths, prefixes = rt.settings.effective_rules()
+    if not rule_paths:
         return {"status": "skip", "reason": "no alert rule files configured (--rules)", "probes": []}
-    rules, errors = load_rules(s.rules)
-    mappings = [UrlMapping.parse(p) for p in s.runbook_url_prefix]
-    docs = [r.doc_id for r in build_inventory(rt.source(), rt.index.ledger()) if r.at_source and not r.error]
+    rules, errors = load_rules(rule_paths)
+    mappings = [UrlMapping.parse(p) for p in prefixes]
+    docs = [r.doc_id for r in build_inventory(rt.source(), rt.index.ledger(), rt.index.notes())
+            if r.at_source and not r.error]
     resolver = RunbookResolver(docs, mappings)
     alerts, resolved = [], {}
     for i, rule in enumerate(rules):
@@ -178,7 +179,7 @@ def drift_stage(rt: Runtime, run_id: str, promote_baseline: bool = False, verdic
     local_path = publish_report(rt.local_store, run_id, html_text, entry)
     out: dict[str, Any] = {
         "html": local_path, "run_id": run_id, "baseline_run": baseline_run, "baseline_promoted": promoted,
-        "drift": figures, "sample_rows": int(len(current)), "reference_rows": int(len(reference)),
+        **figures, "sample_rows": int(len(current)), "reference_rows": int(len(reference)),
     }
     if rt.s3_store is not None:
         out["s3_uri"] = publish_report(rt.s3_store, run_id, html_text, entry)
@@ -192,7 +193,9 @@ def promote_baseline(rt: Runtime, run_id: str | None = None) -> str:
     baselines = Baselines(rt.shared_store)
     run_id = run_id or baselines.latest_run()
     if not run_id:
-        raise ValueError("no run has been recorded yet: run the suite first")
+        from rag_health.settings import ConfigError
+
+        raise ConfigError("no run has been recorded yet: run the suite (or the drift stage) first")
     baselines.promote(run_id)
     return run_id
 
@@ -224,7 +227,8 @@ def assemble_result(run_id: str, rt: Runtime, outputs: dict[str, dict[str, Any]]
     drift = outputs.get("drift") or {}
     if drift.get("status") == "warn":
         findings.append(f"drift against baseline {drift.get('baseline_run')}: "
-                        f"embedding drift score {drift['drift'].get('embedding_drift_score')}")
+                        f"embedding drift score {drift.get('embedding_drift_score')}, "
+                        f"{drift.get('drifted_columns', 0)} chunk statistics drifted")
     result: dict[str, Any] = {
         "run_id": run_id,
         "verdict": overall_verdict(statuses),

@@ -35,6 +35,8 @@ class LedgerEntry:
     chunk_ids: list[str]
     metadata: dict[str, Any]
     leftover_ids: list[str] = field(default_factory=list)
+    complete: bool = True  # every chunk of the version is present (n_chunks of n_chunks)
+    chunker: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,41 @@ class ChunkIndex:
             metadata={"hnsw:space": "cosine", **model.as_metadata()},
         )
         self.max_batch = int(client.get_max_batch_size()) if hasattr(client, "get_max_batch_size") else 5000
+        self._notes_name = f"{name}-notes"
+        self._notes = None
+
+    # --- notes: source versions that have no indexed chunks (skipped or unreadable) -------------------------
+    # Kept in Chroma too, so every worker can skip re-reading an unchanged bad or empty document. Chroma needs a
+    # vector per record: a constant one-dimensional placeholder, in a collection nothing ever queries.
+
+    @property
+    def notes_collection(self):
+        if self._notes is None:
+            self._notes = self.client.get_or_create_collection(
+                name=self._notes_name, embedding_function=None, metadata={"purpose": "rag-health document notes"})
+        return self._notes
+
+    def notes(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            page = self.notes_collection.get(include=["metadatas"], limit=PAGE, offset=offset)
+            if not page["ids"]:
+                return out
+            out.update(zip(page["ids"], page["metadatas"]))
+            offset += len(page["ids"])
+
+    def put_notes(self, notes: dict[str, dict[str, Any]]) -> None:
+        ids = list(notes)
+        for start in range(0, len(ids), self.max_batch):
+            batch = ids[start:start + self.max_batch]
+            self.notes_collection.upsert(ids=batch, embeddings=np.ones((len(batch), 1), dtype=np.float32),
+                                         metadatas=[notes[i] for i in batch])
+
+    def delete_notes(self, doc_ids: Sequence[str]) -> None:
+        ids = list(doc_ids)
+        for start in range(0, len(ids), self.max_batch):
+            self.notes_collection.delete(ids=ids[start:start + self.max_batch])
 
     @property
     def name(self) -> str:
@@ -142,6 +179,7 @@ class ChunkIndex:
             current_hash, chunks = ordered[0]
             chunks.sort(key=lambda c: int(c[1].get("chunk_index", 0)))
             meta = chunks[0][1]
+            complete = len(chunks) == int(meta.get("n_chunks", len(chunks)))
             ledger[doc_id] = LedgerEntry(
                 doc_id=doc_id,
                 content_hash=current_hash,
@@ -151,16 +189,21 @@ class ChunkIndex:
                 chunk_ids=[c[0] for c in chunks],
                 metadata={k[3:]: v for k, v in meta.items() if k.startswith("fm_")},
                 leftover_ids=[cid for _, other in ordered[1:] for cid, _ in other],
+                complete=complete,
+                chunker=str(meta.get("chunker", "")),
             )
         return ledger
 
     # --- writing -------------------------------------------------------------------------------------------
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], metadatas: Sequence[dict]) -> None:
+    def add(self, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], metadatas: Sequence[dict],
+            upsert: bool = False) -> None:
+        """Chroma's add() silently ignores existing ids; pass upsert=True where ids may already exist."""
         self.check_model()
+        write = self.collection.upsert if upsert else self.collection.add
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
-            self.collection.add(
+            write(
                 ids=list(ids[start:end]), embeddings=vectors[start:end],
                 documents=list(texts[start:end]), metadatas=list(metadatas[start:end]),
             )

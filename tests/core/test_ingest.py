@@ -149,10 +149,10 @@ def test_other_model_is_refused(small_corpus, make_runtime, embedder):
 
 
 def test_unsupported_files_are_skipped_and_listed(small_corpus, make_runtime):
-    (small_corpus / "scan.pdf").write_bytes(b"%PDF-1.4")
+    (small_corpus / "deck.pptx").write_bytes(b"PK\x03\x04")
     rt = make_runtime(small_corpus)
     result = ingest(rt)
-    assert result["skipped"] == [{"doc_id": "scan.pdf", "reason": "unsupported file type"}]
+    assert result["skipped"] == [{"doc_id": "deck.pptx", "reason": "unsupported file type"}]
     assert result["errors"] == []
 
 
@@ -199,3 +199,80 @@ def test_file_without_extension_is_read_as_markdown(small_corpus, make_runtime):
     (small_corpus / "runbooks" / "blob").write_bytes(b"\x00\x01\x02binary")
     broken = ingest(rt)
     assert broken["errors"][0]["doc_id"] == "runbooks/blob"
+
+
+def test_half_written_version_is_reported_and_rebuilt(small_corpus, make_runtime):
+    """Chunks lost from the store (an interrupted write): index-stale until the next ingest rebuilds it."""
+    rt = make_runtime(small_corpus, chunk_size=40, chunk_overlap=4)
+    ingest(rt)
+    entry = rt.index.ledger()["runbooks/kafka-lag.md"]
+    assert len(entry.chunk_ids) >= 2
+    rt.index.delete(entry.chunk_ids[1:])
+    assert rt.index.ledger()["runbooks/kafka-lag.md"].complete is False
+    row = next(d for d in stages.freshness_stage(rt)["documents"] if d["doc_id"] == "runbooks/kafka-lag.md")
+    assert row["status"] == "index-stale" and "part of its chunks" in row["reason"]
+    result = ingest(rt)
+    assert result["changed_ids"] == ["runbooks/kafka-lag.md"]
+    repaired = rt.index.ledger()["runbooks/kafka-lag.md"]
+    assert repaired.complete and repaired.chunk_ids == entry.chunk_ids
+
+
+def test_new_chunk_settings_rechunk_everything(small_corpus, make_runtime, tmp_path):
+    """A different chunk size must not leave old chunks in place: every document is rebuilt under new ids."""
+    rt = make_runtime(small_corpus)
+    ingest(rt)
+    before = {d: e.chunk_ids for d, e in rt.index.ledger().items()}
+    rechunked = make_runtime(small_corpus, chunk_size=64, chunk_overlap=8)
+    result = ingest(rechunked)
+    assert sorted(result["changed_ids"]) == sorted(before)
+    after = rechunked.index.ledger()
+    assert all(not set(before[d]) & set(e.chunk_ids) for d, e in after.items())
+    assert rechunked.index.count() == sum(len(e.chunk_ids) for e in after.values())
+    assert all(e.chunker == "sentence:64:8" for e in after.values())
+
+
+def test_unlisted_folder_keeps_its_documents(small_corpus, make_runtime):
+    """A subfolder that cannot be listed (permissions, a flaky mount) is not taken for deleted documents."""
+    from rag_health.ingest import ingest as core_ingest
+    from rag_health.sources import LocalFolderSource
+
+    class FlakyFolder(LocalFolderSource):  # a permission error on runbooks/, as os.walk reports it
+        def list(self):
+            entries = [e for e in super().list() if not e.doc_id.startswith("runbooks/")]
+            self.unlisted = [("runbooks", "Permission denied")]
+            return iter(entries)
+
+    rt = make_runtime(small_corpus)
+    ingest(rt)
+    before = rt.index.count()
+    result = core_ingest(FlakyFolder(small_corpus), rt.index, rt.embedder, rt.chunker, max_delete_fraction=0.9)
+    assert result.removed == [] and rt.index.count() == before
+    assert result.errors[0].doc_id == "runbooks" and "Permission denied" in result.errors[0].reason
+
+
+def test_symlinked_folder_is_followed(small_corpus, make_runtime, tmp_path):
+    elsewhere = tmp_path / "shared-policies"
+    elsewhere.mkdir()
+    (elsewhere / "fx.md").write_text("# FX\nStale FX rates freeze quoting.\n")
+    (small_corpus / "linked").symlink_to(elsewhere)
+    (elsewhere / "loop").symlink_to(elsewhere)  # a loop must not hang the walk
+    rt = make_runtime(small_corpus)
+    assert "linked/fx.md" in ingest(rt)["added_ids"]
+
+
+def test_unchanged_bad_documents_are_not_read_again(small_corpus, make_runtime):
+    """Empty and unreadable documents are noted in the store by version: the next run reports them again
+    without reading them, and a new version is read."""
+    write_doc(small_corpus, "runbooks/_index.md", "", title="Runbooks")
+    (small_corpus / "runbooks" / "broken.md").write_text("---\ntitle: [x\n---\nbody\n")
+    rt = make_runtime(small_corpus)
+    first = ingest(rt)
+    assert first["read"] == 6 and len(first["skipped"]) == 1 and len(first["errors"]) == 1
+    second = ingest(rt)
+    assert second["read"] == 0 and second["skipped"] == first["skipped"] and second["errors"] == first["errors"]
+    freshness = {d["doc_id"]: d["status"] for d in stages.freshness_stage(rt)["documents"]}
+    assert freshness["runbooks/broken.md"] == "unreadable" and "runbooks/_index.md" not in freshness
+    (small_corpus / "runbooks" / "broken.md").write_text("# Fixed\nNow it parses.\n")
+    third = ingest(rt)
+    assert third["read"] == 1 and third["added_ids"] == ["runbooks/broken.md"] and third["errors"] == []
+    assert "runbooks/broken.md" not in rt.index.notes()

@@ -83,5 +83,5 @@ def start_seaweed(data_dir: Path, timeout: float = 60.0) -> SeaweedS3:
         except Exception:
             if time.monotonic() > deadline:
                 server.stop()
-                raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout}s: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout}s: {log.read_text()[-2000:]}") from None
             time.sleep(0.3)
