@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -50,18 +50,26 @@ def load_rules(paths: Iterable[str | Path]) -> tuple[list[AlertRule], list[dict[
             errors.append({"file": str(path), "reason": f"{where}{getattr(exc, 'problem', None) or exc}"})
             continue
         found = False
+        problems: list[str] = []
         for doc in documents:
             if not isinstance(doc, dict):
                 continue
-            groups = doc.get("groups") if "groups" in doc else (doc.get("spec") or {}).get("groups")
+            spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+            groups = doc.get("groups") if "groups" in doc else spec.get("groups")
             if not isinstance(groups, list):
                 continue
             found = True
-            for group in groups:
-                for rule in (group or {}).get("rules") or []:
+            for g, group in enumerate(groups):
+                if not isinstance(group, dict) or not isinstance(group.get("rules") or [], list):
+                    problems.append(f"group {g + 1} is not a mapping with a list of rules")
+                    continue
+                for rule in group.get("rules") or []:
                     if not isinstance(rule, dict) or "alert" not in rule:
                         continue  # recording rules have no runbook
                     ann = rule.get("annotations") or {}
+                    if not isinstance(ann, dict):
+                        problems.append(f"alert {rule['alert']}: annotations must be a mapping")
+                        continue
                     rules.append(AlertRule(
                         name=str(rule["alert"]), group=str(group.get("name", "")),
                         severity=str((rule.get("labels") or {}).get("severity", "")),
@@ -70,6 +78,7 @@ def load_rules(paths: Iterable[str | Path]) -> tuple[list[AlertRule], list[dict[
                     ))
         if not found:
             errors.append({"file": str(path), "reason": "no rule groups (expected `groups:` or `spec.groups`)"})
+        errors += [{"file": str(path), "reason": problem} for problem in problems]
     return rules, errors
 
 
@@ -110,7 +119,7 @@ class RunbookResolver:
     """Maps runbook URLs to doc ids: case-insensitive, with or without a file extension."""
 
     def __init__(self, doc_ids: Iterable[str], mappings: list[UrlMapping]):
-        self.mappings = mappings
+        self.mappings = sorted(mappings, key=lambda m: len(m.prefix), reverse=True)  # most specific first
         self._by_key: dict[str, str] = {}
         # A real document (with an extension) wins over an extensionless twin of the same name.
         for doc_id in sorted(doc_ids, key=lambda d: (PurePosixPath(d).suffix == "", d)):
@@ -121,7 +130,7 @@ class RunbookResolver:
         if not url:
             return None, "no-runbook-url"
         parts = urlsplit(url)
-        bare = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        bare = f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}"
         if self.mappings:
             for m in self.mappings:
                 if bare.lower().startswith(m.prefix.lower()):
@@ -132,7 +141,7 @@ class RunbookResolver:
                     return (doc, "covered") if doc else (None, "missing-runbook")
             return None, "unmapped-url"
         # No prefix configured: match the longest doc path that the URL path ends with.
-        path = _key(parts.path)
+        path = _key(unquote(parts.path))
         segments = path.split("/")
         for i in range(len(segments)):
             doc = self._by_key.get("/".join(segments[i:]))

@@ -127,10 +127,17 @@ def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
     for tag in soup.find_all("meta"):
         name, content = (tag.get("name") or "").strip().lower(), tag.get("content")
         if name in DATE_FIELDS + INT_FIELDS + STRING_FIELDS and content:
-            metadata[name] = int(content) if name in INT_FIELDS and content.strip().isdigit() else content
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+            metadata[name] = int(content) if name in INT_FIELDS and content.strip().isdecimal() and \
+                content.strip().isascii() else content
+    head_title = soup.head.find("title") if soup.head else None
+    title = head_title.get_text(" ", strip=True) if head_title else ""
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
+    for tag in soup.find_all(lambda t: t.has_attr("hidden") or t.get("aria-hidden") == "true"
+                             or "display:none" in (t.get("style") or "").replace(" ", "")):
+        tag.decompose()
+    for cell in soup.find_all(("td", "th", "dt", "dd", "caption", "figcaption")):
+        cell.insert_after(" \t ")
     if not title and (h1 := soup.find("h1")):
         title = h1.get_text(" ", strip=True)
     for level in range(1, 7):  # keep headings visible to the splitter and to heading-aware checks
@@ -139,7 +146,8 @@ def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
             h.insert_after("\n\n")
     for block in soup.find_all(_BLOCKS):
         block.insert_after("\n")
-    text = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", soup.get_text()))
+    text = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ ]*\t[ \t]*", " | ", soup.get_text()))
+    text = re.sub(r"[ ]{2,}", " ", text)
     text = "\n".join(line.strip() for line in text.splitlines()).strip()
     if title:
         metadata.setdefault("title", title)
@@ -159,14 +167,17 @@ def _read_pdf(data: bytes) -> tuple[str, dict[str, Any]]:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            raise DocumentError("encrypted PDF: cannot read its text")
+        # Many PDFs carry only an owner password (no opening password): they decrypt with an empty one.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError("encrypted PDF: it needs a password to read its text")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
         info = reader.metadata or {}
     except DocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+    except PdfReadError as exc:
         raise DocumentError(f"corrupt or unreadable PDF: {exc}") from exc
+    except Exception as exc:  # pypdf raises many kinds (NotImplementedError for odd filters, limits, ...)
+        raise DocumentError(f"corrupt or unreadable PDF: {type(exc).__name__}: {exc}") from exc
     if not pages:
         raise DocumentError("corrupt or unreadable PDF: no pages")
     if not any(pages):
@@ -211,7 +222,10 @@ def _read_docx(data: bytes) -> tuple[str, dict[str, Any]]:
         elif tag == "tbl":
             table = docx.table.Table(child, document)
             for row in table.rows:
-                lines.append("| " + " | ".join(c.text.strip() for c in row.cells) + " |")
+                cells = [c.text.strip() for c in row.cells]
+                # Merged cells come back once per grid column: keep one copy of each run.
+                cells = [c for i, c in enumerate(cells) if i == 0 or c != cells[i - 1]]
+                lines.append("| " + " | ".join(cells) + " |")
     metadata: dict[str, Any] = {}
     title = (document.core_properties.title or "").strip()
     if not title:

@@ -129,10 +129,12 @@ def ingest(
     pending: list[_Pending] = []
     pending_chunks = 0
 
+    written: set[str] = set()
+
     def flush() -> None:
         nonlocal pending, pending_chunks
         if pending:
-            _write(pending, index, embedder, chunker, ingested_at, result)
+            written.update(_write(pending, index, embedder, chunker, ingested_at, result))
         pending, pending_chunks = [], 0
 
     touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
@@ -190,16 +192,20 @@ def ingest(
             note(entry, "error", str(exc))
             continue
         except Exception as exc:  # a parser bug on one document must not stop the run
-            result.errors.append(IngestError(entry.doc_id, f"{type(exc).__name__}: {exc}"))
+            note(entry, "error", f"{type(exc).__name__}: {exc}")
             continue
         fields = metadata_defaults(entry.doc_id) if metadata_defaults else {}
-        pending.append(_Pending(doc, entry, chunks, known.chunk_ids if known else [], known is None, fields))
+        # Everything the store holds for this document may be replaced, leftovers of interrupted writes too.
+        replaces = (known.chunk_ids + known.leftover_ids) if known else []
+        pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields))
         pending_chunks += len(chunks)
         if pending_chunks >= write_batch_chunks:
             flush()
     flush()
 
     # Batched bookkeeping: one Chroma call per batch, never one per document.
+    # Leftovers of interrupted writes go, unless this run just wrote the same ids again.
+    leftovers = [cid for cid in leftovers if cid not in written]
     if leftovers:
         index.delete(leftovers)
         result.chunks_deleted += len(leftovers)
@@ -218,8 +224,12 @@ def ingest(
     unlisted = list(getattr(source, "unlisted", []))
     for folder, reason in unlisted:
         result.errors.append(IngestError(folder, f"cannot list folder: {reason}; its documents stay indexed"))
+    for pattern in only or []:
+        if not any(_selected(d, [pattern]) for d in seen):
+            result.errors.append(IngestError(pattern, "--only pattern matched no supported document at the source"))
     if remove_deleted and not only:
-        protected = {d for d in ledger if any(d.startswith(f.rstrip("/") + "/") or not f for f, _ in unlisted)}
+        protected = {d for d in ledger if any(d == f or d.startswith(f.rstrip("/") + "/") or not f
+                                              for f, _ in unlisted)}
         _remove_deleted(ledger, seen | protected, index, result, max_delete_fraction)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
@@ -230,7 +240,7 @@ def _selected(doc_id: str, only: list[str]) -> bool:
 
 
 def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunker: Chunker,
-           ingested_at: str, result: IngestResult) -> None:
+           ingested_at: str, result: IngestResult) -> set[str]:
     """Embed all pending chunks in one batched call, add them, then delete the versions they replace."""
     texts = [c.embed_text for p in pending for c in p.chunks]
     token_counts = embedder.count_tokens(texts)
@@ -245,16 +255,18 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
             metas.append(chunk_metadata(p.doc, chunk, len(p.chunks), token_counts[position], p.entry, index,
                                         ingested_at, chunker, p.manifest_fields))
             position += 1
-    # Rewriting a half-written version reuses its ids: upsert so the rewrite is complete either way.
-    index.add(ids, vectors, docs, metas, upsert=any(set(p.replaces) & set(ids) for p in pending))
-    result.chunks_embedded += len(ids)
+    # Rewriting a version the store already holds (half-written, or restored after a revert) reuses its ids;
+    # Chroma's add() would silently keep the old rows, so upsert whenever ids overlap.
     written = set(ids)
+    index.add(ids, vectors, docs, metas, upsert=any(cid in written for p in pending for cid in p.replaces))
+    result.chunks_embedded += len(ids)
     stale = [cid for p in pending for cid in p.replaces if cid not in written]
     if stale:
         index.delete(stale)
         result.chunks_deleted += len(stale)
     for p in pending:
         (result.added if p.is_new else result.changed).append(p.doc.doc_id)
+    return written
 
 
 def _remove_deleted(ledger: dict[str, LedgerEntry], seen: set[str], index: ChunkIndex, result: IngestResult,

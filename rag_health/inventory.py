@@ -66,7 +66,9 @@ def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
             continue
         try:
             doc = parse_document(entry.doc_id, data)
-        except DocumentError as exc:
+        except Exception as exc:  # DocumentError, or a reader bug: the audit goes on either way
+            if not isinstance(exc, DocumentError):
+                exc = DocumentError(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, EmptyDocument) and exc.front_matter_only and not known:
                 continue  # metadata-only pages (section indexes) are not documents to audit
             rows.append(InventoryRow(entry.doc_id, True, source_hash=content_hash(data), error=str(exc),
@@ -74,8 +76,18 @@ def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
             continue
         rows.append(InventoryRow(entry.doc_id, True, source_hash=doc.content_hash, metadata=doc.metadata,
                                  **indexed))
+    unlisted = list(getattr(source, "unlisted", []))
     for doc_id, known in ledger.items():
-        if doc_id not in listed:
+        blocked = next((reason for folder, reason in unlisted
+                        if not folder or doc_id == folder or doc_id.startswith(folder.rstrip("/") + "/")), None)
+        if doc_id not in listed and blocked:
+            # Present as far as we know, but unreadable: its folder could not be listed.
+            rows.append(InventoryRow(doc_id, at_source=True, indexed=True, source_hash=known.content_hash,
+                                     indexed_hash=known.content_hash, metadata=dict(known.metadata),
+                                     error=f"cannot list its folder: {blocked}",
+                                     model_fingerprint=known.model_fingerprint, ingested_at=known.ingested_at,
+                                     complete=known.complete))
+        elif doc_id not in listed:
             rows.append(InventoryRow(doc_id, at_source=False, indexed=True, indexed_hash=known.content_hash,
                                      metadata=dict(known.metadata), model_fingerprint=known.model_fingerprint,
                                      ingested_at=known.ingested_at))

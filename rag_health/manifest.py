@@ -77,7 +77,10 @@ def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Ma
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:

@@ -56,7 +56,7 @@ class LocalFolderSource:
                 dirs[:] = []
                 continue
             visited.add(real)
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not self._alias(Path(folder) / d))
             base = Path(folder)
             entries += [((base / f).relative_to(self.root).as_posix(), base / f) for f in files
                         if not f.startswith(".")]
@@ -70,6 +70,13 @@ class LocalFolderSource:
                 continue
             if stat_is_file(stat):
                 yield SourceEntry(doc_id=doc_id, version=f"{stat.st_mtime_ns}-{stat.st_size}", size=stat.st_size)
+
+    def _alias(self, path: Path) -> bool:
+        """A symlinked folder pointing back inside the root: following it would list documents twice."""
+        if not path.is_symlink():
+            return False
+        target = Path(os.path.realpath(path))
+        return target == self.root or self.root in target.parents
 
     def read(self, doc_id: str) -> bytes:
         return (self.root / doc_id).read_bytes()

@@ -60,8 +60,9 @@ def coverage_stage(rt: Runtime) -> dict[str, Any]:
         return {"status": "skip", "reason": "no alert rule files configured (--rules)", "probes": []}
     rules, errors = load_rules(rule_paths)
     mappings = [UrlMapping.parse(p) for p in prefixes]
+    # Unreadable runbooks still exist (their last good version may be indexed): they count as present.
     docs = [r.doc_id for r in build_inventory(rt.source(), rt.index.ledger(), rt.index.notes())
-            if r.at_source and not r.error]
+            if r.at_source and r.supported]
     resolver = RunbookResolver(docs, mappings)
     alerts, resolved = [], {}
     for i, rule in enumerate(rules):
@@ -71,8 +72,11 @@ def coverage_stage(rt: Runtime) -> dict[str, Any]:
         alerts.append({"alert": rule.name, "severity": rule.severity, "group": rule.group,
                        "source_file": rule.source_file, "runbook_url": rule.runbook_url, "doc_id": doc_id,
                        "status": status})
-    folders = [m.folder for m in mappings if m.folder]
-    runbooks = [d for d in docs if not folders or any(d.startswith(f + "/") for f in folders)]
+    # Runbooks are the documents under the mapped folders; without folders, under the top-level folders the
+    # alerts actually point into (so policies beside runbooks are not called "runbooks without an alert").
+    folders = {m.folder.lower() for m in mappings if m.folder} or {
+        d.split("/", 1)[0].lower() for d in resolved.values() if "/" in d}
+    runbooks = [d for d in docs if not folders or any(d.lower().startswith(f + "/") for f in folders)]
     check = alert_coverage(alerts, runbooks)
     probes = alert_probes(rules, resolved)
     m = check.metrics

@@ -107,3 +107,22 @@ def test_strip_templating():
     assert strip_templating("Pod {{ $labels.namespace }}/{{ $labels.pod }} restarts ({{ $value }} times).") == \
         "Pod restarts ( times)."
     assert strip_templating("{{ $labels.job }} is down.") == "is down."
+
+
+def test_encoded_urls_and_most_specific_prefix():
+    resolver = RunbookResolver(["runbooks/kafka lag.md", "ops/x.md"],
+                               [UrlMapping.parse("https://rb.example.com/"),
+                                UrlMapping.parse("https://rb.example.com/runbooks/=ops")])
+    assert resolver.resolve("https://rb.example.com/runbooks/x") == ("ops/x.md", "covered")
+    assert RunbookResolver(["runbooks/kafka lag.md"], [UrlMapping.parse("https://rb.example.com/")]).resolve(
+        "https://rb.example.com/runbooks/kafka%20lag") == ("runbooks/kafka lag.md", "covered")
+
+
+def test_malformed_groups_are_reported_not_fatal(tmp_path):
+    (tmp_path / "odd.yaml").write_text("groups:\n  - just-a-string\n  - name: g\n    rules:\n"
+                                       "      - alert: A\n        annotations: oops\n"
+                                       "      - alert: B\n        annotations: {summary: fine}\n")
+    rules, errors = load_rules([tmp_path])
+    assert [r.name for r in rules] == ["B"]
+    assert [e["reason"] for e in errors] == ["group 1 is not a mapping with a list of rules",
+                                             "alert A: annotations must be a mapping"]

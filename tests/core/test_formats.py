@@ -56,3 +56,26 @@ def test_manifest_defaults_fill_metadata_front_matter_wins():
     assert pdf.metadata["owner"] == "risk" and pdf.metadata["review_every_days"] == 90
     md = parse_document("m.md", b"---\nowner: ops\n---\nBody.", defaults={"owner": "risk"})
     assert md.metadata["owner"] == "ops"
+
+
+def test_html_tables_hidden_content_and_svg_titles():
+    data = (b"<html><body><svg><title>chevron</title></svg><h1>Severity levels</h1>"
+            b"<table><tr><th>Level</th><th>Action</th></tr><tr><td>SEV1</td><td>Page on-call</td></tr></table>"
+            b"<dl><dt>RTO</dt><dd>4h</dd></dl><div hidden>draft notes</div>"
+            b"<p style='display: none'>old text</p></body></html>")
+    doc = parse_document("sev.html", data)
+    assert doc.title == "Severity levels"
+    assert "SEV1 | Page on-call" in doc.text and "RTO | 4h" in doc.text
+    assert "draft notes" not in doc.text and "old text" not in doc.text
+
+
+def test_owner_password_only_pdf_is_read():
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    pdf.cell(text="Encrypted but openable policy text.")
+    pdf.set_encryption(owner_password="owner-secret")
+    doc = parse_document("locked.pdf", bytes(pdf.output()))
+    assert "openable policy text" in doc.text

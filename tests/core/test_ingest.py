@@ -248,6 +248,11 @@ def test_unlisted_folder_keeps_its_documents(small_corpus, make_runtime):
     result = core_ingest(FlakyFolder(small_corpus), rt.index, rt.embedder, rt.chunker, max_delete_fraction=0.9)
     assert result.removed == [] and rt.index.count() == before
     assert result.errors[0].doc_id == "runbooks" and "Permission denied" in result.errors[0].reason
+    # The audit agrees: present but unreadable, not orphaned.
+    from rag_health.inventory import build_inventory
+
+    rows = {r.doc_id: r for r in build_inventory(FlakyFolder(small_corpus), rt.index.ledger())}
+    assert rows["runbooks/kafka-lag.md"].at_source and "cannot list its folder" in rows["runbooks/kafka-lag.md"].error
 
 
 def test_symlinked_folder_is_followed(small_corpus, make_runtime, tmp_path):
@@ -256,8 +261,11 @@ def test_symlinked_folder_is_followed(small_corpus, make_runtime, tmp_path):
     (elsewhere / "fx.md").write_text("# FX\nStale FX rates freeze quoting.\n")
     (small_corpus / "linked").symlink_to(elsewhere)
     (elsewhere / "loop").symlink_to(elsewhere)  # a loop must not hang the walk
+    (small_corpus / "alias-of-runbooks").symlink_to(small_corpus / "runbooks")  # inside the root: not followed
     rt = make_runtime(small_corpus)
-    assert "linked/fx.md" in ingest(rt)["added_ids"]
+    added = ingest(rt)["added_ids"]
+    assert "linked/fx.md" in added and "runbooks/kafka-lag.md" in added
+    assert not any(d.startswith("alias-of-runbooks/") for d in added)
 
 
 def test_unchanged_bad_documents_are_not_read_again(small_corpus, make_runtime):
@@ -276,3 +284,59 @@ def test_unchanged_bad_documents_are_not_read_again(small_corpus, make_runtime):
     third = ingest(rt)
     assert third["read"] == 1 and third["added_ids"] == ["runbooks/broken.md"] and third["errors"] == []
     assert "runbooks/broken.md" not in rt.index.notes()
+
+
+def _interrupt_after_add(monkeypatch, index, keep: int | None = None):
+    """Simulate a crash: the add (or part of it) lands, then the run dies before deleting the old version."""
+    real_add = index.add
+
+    def add(ids, vectors, texts, metas, upsert=False):
+        n = len(ids) if keep is None else keep
+        real_add(ids[:n], vectors[:n], texts[:n], metas[:n], upsert=upsert)
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(index, "add", add)
+
+
+def test_rerun_after_partial_write_of_new_version(small_corpus, make_runtime, monkeypatch):
+    """Regression: v2 half-written, then a re-run must leave v2 complete (not delete what it rewrote)."""
+    rt = make_runtime(small_corpus, chunk_size=40, chunk_overlap=4)
+    ingest(rt)
+    path = small_corpus / "runbooks/kafka-lag.md"
+    path.write_text(path.read_text() + "\nAlso check the broker disk usage before restarting anything at all.\n")
+    _interrupt_after_add(monkeypatch, rt.index, keep=1)
+    with pytest.raises(RuntimeError):
+        ingest(rt)
+    monkeypatch.undo()
+    result = ingest(rt)
+    entry = rt.index.ledger()["runbooks/kafka-lag.md"]
+    assert result["changed_ids"] == ["runbooks/kafka-lag.md"]
+    assert entry.complete and entry.leftover_ids == [] and len(entry.chunk_ids) >= 2
+    assert rt.index.count() == sum(len(e.chunk_ids) for e in rt.index.ledger().values())
+
+
+def test_revert_after_interrupted_write_keeps_the_document(small_corpus, make_runtime, monkeypatch):
+    """Regression: v2 written but v1 not yet deleted, then the file is reverted to v1: v1 must survive."""
+    rt = make_runtime(small_corpus)
+    ingest(rt)
+    path = small_corpus / "runbooks/kafka-lag.md"
+    original = path.read_bytes()
+    path.write_text("# Kafka lag\nA second version of this runbook.\n")
+    _interrupt_after_add(monkeypatch, rt.index)
+    with pytest.raises(RuntimeError):
+        ingest(rt)
+    monkeypatch.undo()
+    path.write_bytes(original)
+    ingest(rt)
+    entry = rt.index.ledger().get("runbooks/kafka-lag.md")
+    assert entry is not None and entry.complete and entry.leftover_ids == []
+    texts = [r.text for recs, _ in rt.index.iter_chunks() for r in recs if r.doc_id == "runbooks/kafka-lag.md"]
+    assert any("kafka-consumer-groups" in t for t in texts)
+
+
+def test_only_pattern_that_matches_nothing_is_reported(small_corpus, make_runtime):
+    rt = make_runtime(small_corpus)
+    result = ingest(rt, only=["runbooks/kafka-lag.md", "runbooks/no-such-runbok.md"])
+    assert result["added_ids"] == ["runbooks/kafka-lag.md"]
+    assert result["errors"] == [{"doc_id": "runbooks/no-such-runbok.md",
+                                 "reason": "--only pattern matched no supported document at the source"}]

@@ -131,3 +131,5 @@ def test_rag_health_run_on_the_sample_corpus(tmp_path):
     assert coverage["alerts_missing_runbook"] == ["AchReturnRateHigh"]
     assert coverage["probes_generated"] == 7 == result["probes"]["sets"]["alerts"]["n"]
     assert "runbooks/token-vault-latency.md" in coverage["runbooks_without_alert"]
+    assert all(d.startswith("runbooks/") for d in coverage["runbooks_without_alert"])  # policies are not runbooks
+    assert len(coverage["runbooks_without_alert"]) == 17 - 7
