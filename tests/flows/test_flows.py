@@ -133,3 +133,25 @@ def test_rag_health_run_on_the_sample_corpus(tmp_path):
     assert "runbooks/token-vault-latency.md" in coverage["runbooks_without_alert"]
     assert all(d.startswith("runbooks/") for d in coverage["runbooks_without_alert"])  # policies are not runbooks
     assert len(coverage["runbooks_without_alert"]) == 17 - 7
+
+
+def test_cli_ingests_from_an_s3_prefix(harness, small_corpus, tmp_path, seaweed, monkeypatch, capsys):
+    """`--docs s3://bucket/prefix` with the endpoint and credentials from the standard AWS variables."""
+    from flows.cli import main
+
+    for key, value in seaweed.env().items():
+        monkeypatch.setenv(key, value)
+    client = seaweed.client()
+    client.create_bucket(Bucket="cli-docs")
+    for path in small_corpus.rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket="cli-docs", Key=f"kb/{path.relative_to(small_corpus).as_posix()}",
+                              Body=path.read_bytes())
+    args = ["ingest", "--docs", "s3://cli-docs/kb", "--state", str(tmp_path / "state"), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["added"] == 4 and first["source"] == "s3://cli-docs/kb"
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["read"] == 0
+    assert main(["ingest", "--docs", "s3://no-such-bucket/kb", "--state", str(tmp_path / "s2")]) == 2
+    assert "bucket not reachable" in capsys.readouterr().err
