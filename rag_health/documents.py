@@ -58,12 +58,9 @@ def _suffix(doc_id: str) -> str:
     return PurePosixPath(doc_id).suffix.lower()
 
 
-def parse_document(doc_id: str, data: bytes, defaults: dict[str, Any] | None = None) -> ParsedDocument:
-    """Text plus metadata for one document, or DocumentError with the reason.
-
-    `defaults` (from the manifest) fill metadata fields the document itself does not carry: formats without
-    front-matter get their owner, review date and classification that way.
-    """
+def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
+    """Text plus the document's own metadata, or DocumentError with the reason. Manifest fields are applied
+    separately (at ingest under their own prefix, and live at audit time), never mixed in here."""
     suffix = _suffix(doc_id)
     if not is_supported(doc_id):
         raise DocumentError(f"unsupported file type {suffix}")
@@ -75,8 +72,6 @@ def parse_document(doc_id: str, data: bytes, defaults: dict[str, Any] | None = N
         text, metadata = _read_docx(data)
     else:
         text, metadata = _read_text(data, markdown=suffix in MARKDOWN_SUFFIXES)
-    if defaults:
-        metadata = {**normalise_metadata(defaults), **metadata}
     return ParsedDocument(doc_id=doc_id, text=text, content_hash=content_hash(data), metadata=metadata)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +112,3 @@ def load_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_siz
         f"embedding model {name!r} is neither the packaged all-MiniLM-L6-v2 nor a local model folder "
         "(rag-health never downloads models)"
     )
-
-
-def describe(info: ModelInfo) -> str:
-    return json.dumps(info.as_metadata(), sort_keys=True)

@@ -23,8 +23,6 @@ from rag_health.manifest import load_manifest
 from rag_health.probes import load_probe_set, probe_set_from_rows, run_probes, unique_set_names
 from rag_health.runtime import Runtime
 
-STAGES = ("ingest", "freshness", "coverage", "quality", "probes", "drift")
-
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)

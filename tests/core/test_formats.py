@@ -50,14 +50,6 @@ def test_corrupt_docx():
         parse_document("x.docx", b"PK\x03\x04 truncated zip")
 
 
-def test_manifest_defaults_fill_metadata_front_matter_wins():
-    pdf = parse_document("p.pdf", pdf_bytes("T", ["Body text here."]),
-                         defaults={"owner": "risk", "last_reviewed": "2026-01-01", "review_every_days": 90})
-    assert pdf.metadata["owner"] == "risk" and pdf.metadata["review_every_days"] == 90
-    md = parse_document("m.md", b"---\nowner: ops\n---\nBody.", defaults={"owner": "risk"})
-    assert md.metadata["owner"] == "ops"
-
-
 def test_html_tables_hidden_content_and_svg_titles():
     data = (b"<html><body><svg><title>chevron</title></svg><h1>Severity levels</h1>"
             b"<table><tr><th>Level</th><th>Action</th></tr><tr><td>SEV1</td><td>Page on-call</td></tr></table>"

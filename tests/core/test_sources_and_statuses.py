@@ -153,3 +153,22 @@ def test_chroma_server_mode(small_corpus, embedder, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_manifest_fields_for_pdfs_are_stored_apart_and_the_live_manifest_wins(mixed_corpus, make_runtime, tmp_path):
+    """A PDF has no front-matter: the manifest gives its review date; editing the manifest changes the audit
+    without re-ingesting, and chunk metadata keeps manifest values under mf_ (document fields under fm_)."""
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("documents:\n  - id: policies/disputes.pdf\n    owner: disputes\n"
+                        "    last_reviewed: 2024-01-01\n    review_every_days: 90\n")
+    rt = make_runtime(mixed_corpus, manifest=manifest, today="2026-11-28")
+    stages.ingest_stage(rt)
+    meta = next(r.metadata for recs, _ in rt.index.iter_chunks() for r in recs if r.doc_id == "policies/disputes.pdf")
+    assert meta["mf_last_reviewed"] == "2024-01-01" and meta["fm_title"] == "Dispute evidence"
+    status = lambda: next(d for d in stages.freshness_stage(rt)["documents"]  # noqa: E731
+                          if d["doc_id"] == "policies/disputes.pdf")
+    assert status()["status"] == "review-overdue" and status()["owner"] == "disputes"
+    manifest.write_text("documents:\n  - id: policies/disputes.pdf\n    owner: disputes\n"
+                        "    last_reviewed: 2026-11-01\n    review_every_days: 90\n")
+    assert stages.ingest_stage(rt)["chunks_embedded"] == 0
+    assert status()["status"] == "fresh"
