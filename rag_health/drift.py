@@ -93,6 +93,9 @@ class Baselines:
             from rag_health.settings import ConfigError
 
             raise ConfigError(f"run {run_id} has no stored snapshot to promote")
+        self.point_to(run_id)
+
+    def point_to(self, run_id: str) -> None:
         self.store.put(BASELINE_KEY, json.dumps({
             "run_id": run_id, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }).encode(), "application/json")

@@ -25,7 +25,7 @@ from rag_health.documents import (
     parse_document,
 )
 from rag_health.embedding import Embedder
-from rag_health.sources import DocumentSource, SourceEntry
+from rag_health.sources import DocumentSource, SourceEntry, unlisted_reason
 from rag_health.store import ChunkIndex, LedgerEntry
 
 
@@ -142,8 +142,11 @@ def ingest(
     notes = index.notes()
     new_notes: dict[str, dict[str, Any]] = {}
 
+    def report(doc_id: str, kind: str, reason: str) -> None:
+        (result.skipped if kind == "skipped" else result.errors).append(IngestError(doc_id, reason))
+
     def note(entry: SourceEntry, kind: str, reason: str) -> None:
-        (result.skipped if kind == "skipped" else result.errors).append(IngestError(entry.doc_id, reason))
+        report(entry.doc_id, kind, reason)
         new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
 
     for entry in source.list():
@@ -165,8 +168,7 @@ def ingest(
         noted = notes.get(entry.doc_id)
         if noted and noted.get("source_version") == entry.version and (not known or current):
             # Same bytes as when it was last found empty or unreadable: report it again without a download.
-            (result.skipped if noted["kind"] == "skipped" else result.errors).append(
-                IngestError(entry.doc_id, str(noted["reason"])))
+            report(entry.doc_id, str(noted["kind"]), str(noted["reason"]))
             continue
         try:
             data = source.read(entry.doc_id)
@@ -228,8 +230,7 @@ def ingest(
         if not any(_selected(d, [pattern]) for d in seen):
             result.errors.append(IngestError(pattern, "--only pattern matched no supported document at the source"))
     if remove_deleted and not only:
-        protected = {d for d in ledger if any(d == f or d.startswith(f.rstrip("/") + "/") or not f
-                                              for f, _ in unlisted)}
+        protected = {d for d in ledger if unlisted_reason(d, unlisted)}
         _remove_deleted(ledger, seen | protected, index, result, max_delete_fraction)
     result.seconds = round(time.perf_counter() - started, 3)
     return result

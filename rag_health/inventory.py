@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_health.documents import DocumentError, EmptyDocument, content_hash, is_supported, parse_document
-from rag_health.sources import DocumentSource
+from rag_health.sources import DocumentSource, unlisted_reason
 from rag_health.store import LedgerEntry
 
 
@@ -78,8 +78,7 @@ def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
                                  **indexed))
     unlisted = list(getattr(source, "unlisted", []))
     for doc_id, known in ledger.items():
-        blocked = next((reason for folder, reason in unlisted
-                        if not folder or doc_id == folder or doc_id.startswith(folder.rstrip("/") + "/")), None)
+        blocked = unlisted_reason(doc_id, unlisted)
         if doc_id not in listed and blocked:
             # Present as far as we know, but unreadable: its folder could not be listed.
             rows.append(InventoryRow(doc_id, at_source=True, indexed=True, source_hash=known.content_hash,

@@ -82,6 +82,14 @@ class LocalFolderSource:
         return (self.root / doc_id).read_bytes()
 
 
+def unlisted_reason(doc_id: str, unlisted: list[tuple[str, str]]) -> str | None:
+    """Why `doc_id` may be missing from a listing: it sits in (or is) a path the source could not list."""
+    for path, reason in unlisted:
+        if not path or doc_id == path or doc_id.startswith(path.rstrip("/") + "/"):
+            return reason
+    return None
+
+
 def stat_is_file(stat: os.stat_result) -> bool:
     import stat as st
 

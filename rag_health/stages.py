@@ -1,4 +1,4 @@
-"""The five stages of a health run as plain functions over a Runtime. Prefect flows wrap these and nothing more."""
+"""The six stages of a health run as plain functions over a Runtime. Prefect flows wrap these and nothing more."""
 
 from __future__ import annotations
 
@@ -37,10 +37,15 @@ def ingest_stage(rt: Runtime, only: list[str] | None = None) -> dict[str, Any]:
     return result.as_dict()
 
 
+def inventory(rt: Runtime) -> list:
+    """The source listing joined with what the store holds (ledger and notes); reads only what changed."""
+    return build_inventory(rt.source(), rt.index.ledger(), rt.index.notes())
+
+
 def freshness_stage(rt: Runtime) -> dict[str, Any]:
     s = rt.settings
     manifest = load_manifest(s.effective_manifest(), s.review_every_days)
-    rows = build_inventory(rt.source(), rt.index.ledger(), rt.index.notes())
+    rows = inventory(rt)
     result = audit_freshness(rows, manifest, s.audit_date(), rt.embedder.info.fingerprint,
                              max_overdue_fraction=s.max_overdue_fraction)
     return {"status": result.status, "as_of": s.audit_date().isoformat(), "manifest": manifest.path,
@@ -59,8 +64,7 @@ def coverage_stage(rt: Runtime) -> dict[str, Any]:
     rules, errors = load_rules(rule_paths)
     mappings = [UrlMapping.parse(p) for p in prefixes]
     # Unreadable runbooks still exist (their last good version may be indexed): they count as present.
-    docs = [r.doc_id for r in build_inventory(rt.source(), rt.index.ledger(), rt.index.notes())
-            if r.at_source and r.supported]
+    docs = [r.doc_id for r in inventory(rt) if r.at_source and r.supported]
     resolver = RunbookResolver(docs, mappings)
     alerts, resolved = [], {}
     for i, rule in enumerate(rules):
@@ -163,13 +167,11 @@ def drift_stage(rt: Runtime, run_id: str, promote_baseline: bool = False, verdic
     baselines.save_snapshot(run_id, current)
     baselines.record_latest(run_id)
     baseline_run = baselines.baseline_run()
-    if baseline_run is None or promote_baseline:
-        baselines.promote(run_id)
-        promoted = True
-        baseline_run = baseline_run if (baseline_run and not promote_baseline) else run_id
-    else:
-        promoted = False
-    reference = baselines.load_snapshot(baseline_run)
+    promoted = baseline_run is None or promote_baseline
+    if promoted:  # the first run becomes the baseline; its snapshot was just saved, so no existence check
+        baselines.point_to(run_id)
+        baseline_run = run_id
+    reference = current if baseline_run == run_id else baselines.load_snapshot(baseline_run)
     if reference is None or reference.empty:
         reference, baseline_run = current, run_id
     title = (f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {rt.index.name}"
