@@ -1,9 +1,17 @@
-"""Embedding quality, first cut: right dimension, no NaN or zero vectors, unit norms, no shared vectors."""
+"""Embedding quality: one model's vectors throughout, all finite, unit-length and distinct; the space's shape
+(anisotropy, outliers) and its stability against the baseline run (neighbours of a fixed sample of chunks).
+
+Finding kinds: dimension-mismatch, model-mismatch, nan-vector, zero-vector, non-normalised, shared-vector,
+embedding-outlier (a chunk far from the corpus's common direction: garbage text, an encoding problem, a
+stray document or a vector from somewhere else) and
+neighbour-shift (a sample chunk whose nearest documents changed since the baseline; it costs no score).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,10 +20,21 @@ from checks.expectations import validate_frame
 from checks.result import CheckResult, worst
 
 NORM_TOLERANCE = 1e-3
+MIN_CHUNKS_FOR_OUTLIERS = 20
+# An outlier must also sit this far (in cosine) below the median: on a tight corpus a small absolute gap can
+# still be many MADs, and that is ordinary topic variety, not a broken chunk.
+OUTLIER_MIN_GAP = 0.2
+PENALTY = {"dimension-mismatch": 1.0, "model-mismatch": 1.0, "nan-vector": 1.0, "zero-vector": 1.0,
+           "non-normalised": 0.2, "shared-vector": 0.5, "embedding-outlier": 0.2, "neighbour-shift": 0.0}
 
 
-def vector_table(vectors: np.ndarray, chunk_ids: Sequence[str], texts: Sequence[str]) -> pd.DataFrame:
-    """One row per vector: dimension, norm, NaN flag, and whether another chunk with other text shares it."""
+def vector_table(vectors: np.ndarray, chunk_ids: Sequence[str], texts: Sequence[str],
+                 fingerprints: Sequence[str] | None = None, doc_ids: Sequence[str] | None = None,
+                 neighbour_similarity: Sequence[float] | None = None) -> pd.DataFrame:
+    """One row per vector: dimension, norm, NaN/zero flags, whether another chunk with other text shares it,
+    the model fingerprint it was written with, its cosine to the corpus centroid, and its mean cosine to its
+    nearest neighbours (when known).
+    texts: the chunk texts or any key that is equal exactly when the texts are."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
         vectors = vectors.reshape(len(chunk_ids), -1)
@@ -24,72 +43,196 @@ def vector_table(vectors: np.ndarray, chunk_ids: Sequence[str], texts: Sequence[
     # Exact duplicates by hashing rounded rows: linear time, no pairwise comparison.
     groups: dict[bytes, list[int]] = defaultdict(list)
     for i, row in enumerate(np.round(np.nan_to_num(vectors), 5)):
-        groups[row.tobytes()].append(i)
+        if not has_nan[i] and norms[i] >= 1e-8:  # NaN and zero vectors are findings of their own
+            groups[row.tobytes()].append(i)
     shared_with = [""] * len(chunk_ids)
     for members in groups.values():
         if len(members) > 1 and len({texts[i] for i in members}) > 1:
             for i in members:
-                shared_with[i] = next(chunk_ids[j] for j in members if j != i)
+                shared_with[i] = next(chunk_ids[j] for j in members if j != i and texts[j] != texts[i])
+    n = len(chunk_ids)
     return pd.DataFrame({
         "chunk_id": list(chunk_ids),
+        "doc_id": list(doc_ids) if doc_ids is not None else [""] * n,
         "dimension": vectors.shape[1],
         "norm": norms.astype(float),
         "has_nan": has_nan,
         "is_zero": (norms < 1e-8) & ~has_nan,
         "shares_vector_with": shared_with,
+        "model_fingerprint": list(fingerprints) if fingerprints is not None else [""] * n,
+        "centroid_similarity": centroid_similarity(vectors).astype(float),
+        "neighbour_similarity": (np.asarray(neighbour_similarity, dtype=float) if neighbour_similarity is not None
+                                 else np.full(n, np.nan)),
     })
 
 
-def embedding_quality(table: pd.DataFrame, expected_dimension: int) -> CheckResult:
+def anisotropy(vectors: np.ndarray, n_pairs: int = 20000, seed: int = 0) -> float | None:
+    """Mean cosine of random pairs of distinct vectors (0 for an isotropic space; sentence models sit well
+    above). A fixed seed makes reruns on the same vectors agree exactly."""
+    v = np.nan_to_num(np.asarray(vectors, dtype=np.float32))
+    n = len(v)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, size=n_pairs)
+    b = (a + rng.integers(1, n, size=n_pairs)) % n  # never pairs a vector with itself
+    norms = np.linalg.norm(v, axis=1)
+    norms[norms == 0] = 1.0
+    unit = v / norms[:, None]
+    return float(np.einsum("ij,ij->i", unit[a], unit[b]).mean())
+
+
+def centroid_similarity(vectors: np.ndarray) -> np.ndarray:
+    """Cosine of each vector to the corpus's mean direction. Chunks of one domain share that direction (that is
+    what anisotropy measures), so this spread is tight and a chunk far below it stands out."""
+    v = np.nan_to_num(np.asarray(vectors, dtype=np.float32))
+    norms = np.linalg.norm(v, axis=1)
+    norms[norms == 0] = 1.0
+    unit = v / norms[:, None]
+    centre = unit.mean(axis=0)
+    size = float(np.linalg.norm(centre))
+    return unit @ (centre / size) if size > 0 else np.zeros(len(v))
+
+
+def outlier_scores(similarity: Sequence[float]) -> tuple[np.ndarray, float, float]:
+    """Robust z-score of how far below the typical similarity each chunk sits (median and MAD, so a few
+    outliers cannot hide themselves by moving the mean)."""
+    sims = np.asarray(similarity, dtype=float)
+    known = sims[np.isfinite(sims)]
+    if len(known) < MIN_CHUNKS_FOR_OUTLIERS:
+        return np.zeros(len(sims)), float("nan"), float("nan")
+    median = float(np.median(known))
+    mad = float(np.median(np.abs(known - median))) * 1.4826
+    if mad <= 1e-9:
+        return np.zeros(len(sims)), median, mad
+    return np.nan_to_num((median - sims) / mad, nan=0.0), median, mad
+
+
+def neighbour_overlap(baseline: Sequence[dict[str, Any]], current: dict[str, dict[str, list[str]]]) -> pd.DataFrame:
+    """baseline: the baseline run's sample, [{chunk_id, doc_id, docs: [...], chunks: [...]}] where docs are the
+    documents of its top-k neighbours and chunks their text keys; current: the same, by chunk id, for this run.
+    Returns per sample chunk the share of baseline neighbour documents (and chunk texts) still neighbours."""
+    rows = []
+    for s in baseline:
+        now = current.get(s["chunk_id"])
+        if now is None:
+            continue
+        base_docs, base_chunks = set(s["docs"]), set(s["chunks"])
+        rows.append({
+            "chunk_id": s["chunk_id"], "doc_id": s["doc_id"],
+            "overlap_docs": len(base_docs & set(now["docs"])) / len(base_docs) if base_docs else 1.0,
+            "overlap_chunks": len(base_chunks & set(now["chunks"])) / len(base_chunks) if base_chunks else 1.0,
+            "lost_docs": sorted(base_docs - set(now["docs"])), "new_docs": sorted(set(now["docs"]) - base_docs),
+        })
+    return pd.DataFrame(rows, columns=["chunk_id", "doc_id", "overlap_docs", "overlap_chunks", "lost_docs",
+                                       "new_docs"])
+
+
+def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fingerprint: str | None = None, *,
+                      anisotropy_now: float | None = None, anisotropy_baseline: float | None = None,
+                      overlaps: pd.DataFrame | None = None, outlier_z: float = 4.0,
+                      min_neighbour_overlap: float = 0.6, max_anisotropy_change: float = 0.05) -> CheckResult:
     """table: from vector_table(). The collection's vectors must all come from one normalising model."""
     if table.empty:
         return CheckResult("embedding-quality", "fail", {"vectors": 0}, findings=("the index holds no vectors",))
     import great_expectations as gx
 
     E = gx.expectations
+    t = table.reset_index(drop=True).copy()
+    usable = ~(t["has_nan"] | t["is_zero"])
+    z, sim_median, sim_mad = outlier_scores(t["centroid_similarity"].where(usable))
+    t["outlier_z"] = z
+    t["is_outlier"] = usable & (z > outlier_z) & ((sim_median - t["centroid_similarity"]) >= OUTLIER_MIN_GAP)
+    t["fingerprint_ok"] = (t["model_fingerprint"].isin(["", expected_fingerprint]) if expected_fingerprint
+                           else True)
     expectations = [
         (E.ExpectColumnValuesToBeBetween(column="dimension", min_value=expected_dimension,
                                          max_value=expected_dimension), "fail",
          f"every vector has the model's dimension {expected_dimension}"),
+        (E.ExpectColumnValuesToBeInSet(column="fingerprint_ok", value_set=[True]), "fail",
+         "every vector was written by this model (fingerprint)"),
         (E.ExpectColumnValuesToBeInSet(column="has_nan", value_set=[False]), "fail", "no NaN or infinite values"),
         (E.ExpectColumnValuesToBeInSet(column="is_zero", value_set=[False]), "fail", "no zero vectors"),
         (E.ExpectColumnValuesToBeBetween(column="norm", min_value=1 - NORM_TOLERANCE, max_value=1 + NORM_TOLERANCE),
          "warn", "vectors are L2-normalised"),
         (E.ExpectColumnValuesToBeInSet(column="shares_vector_with", value_set=[""]), "warn",
          "no two chunks with different text share a vector"),
+        (E.ExpectColumnValuesToBeInSet(column="is_outlier", value_set=[False], mostly=0.99), "warn",
+         f"at most 1% of chunks are outliers (robust z above {outlier_z:g})"),
     ]
-    outcomes = validate_frame(table.reset_index(drop=True), "embedding-quality", expectations)
-    items = []
-    for o in outcomes:
-        if o.success:
-            continue
-        for i in o.unexpected_index[:200]:
-            row = table.iloc[i]
-            items.append({"chunk_id": row["chunk_id"], "kind": o.column, "detail": _detail(o.column, row)})
-    norms = table["norm"]
+    outcomes = validate_frame(t, "embedding-quality", expectations)
+    change = None
+    if anisotropy_now is not None and anisotropy_baseline is not None:
+        change = anisotropy_now - anisotropy_baseline
+        outcomes += validate_frame(pd.DataFrame({"anisotropy_change": [abs(change)]}), "anisotropy", [
+            (E.ExpectColumnValuesToBeBetween(column="anisotropy_change", max_value=max_anisotropy_change), "warn",
+             f"anisotropy moved by at most {max_anisotropy_change:g} since the baseline")])
+    mean_overlap = None
+    if overlaps is not None and not overlaps.empty:
+        mean_overlap = float(overlaps["overlap_docs"].mean())
+        outcomes += validate_frame(overlaps[["overlap_docs"]].reset_index(drop=True), "neighbour-stability", [
+            (E.ExpectColumnMeanToBeBetween(column="overlap_docs", min_value=min_neighbour_overlap), "warn",
+             f"sample chunks keep at least {min_neighbour_overlap:.0%} of their baseline neighbour documents")])
+    items = list(_findings(t, expected_dimension, outlier_z, sim_median))
+    if overlaps is not None:
+        for r in overlaps.itertuples(index=False):
+            if r.overlap_docs < 0.5:
+                items.append({"doc_id": r.doc_id, "chunk_id": r.chunk_id, "kind": "neighbour-shift",
+                              "detail": f"{r.overlap_docs:.0%} of its baseline neighbour documents remain; lost "
+                                        f"{', '.join(r.lost_docs[:3])}; now near {', '.join(r.new_docs[:3])}",
+                              "penalty": 0.0})
+    norms = t["norm"]
     metrics = {
-        "vectors": int(len(table)),
-        "dimension": int(table["dimension"].iloc[0]),
+        "vectors": int(len(t)),
+        "dimension": int(t["dimension"].iloc[0]),
         "expected_dimension": int(expected_dimension),
-        "nan_vectors": int(table["has_nan"].sum()),
-        "zero_vectors": int(table["is_zero"].sum()),
+        "model_fingerprints": sorted(set(t["model_fingerprint"]) - {""}),
+        "other_model_vectors": int((~t["fingerprint_ok"].astype(bool)).sum()),
+        "nan_vectors": int(t["has_nan"].sum()),
+        "zero_vectors": int(t["is_zero"].sum()),
         "norm_min": round(float(norms.min()), 5),
         "norm_mean": round(float(norms.mean()), 5),
         "norm_max": round(float(norms.max()), 5),
         "non_normalised": int(((norms - 1).abs() > NORM_TOLERANCE).sum()),
-        "shared_vectors": int((table["shares_vector_with"] != "").sum()),
+        "shared_vectors": int((t["shares_vector_with"] != "").sum()),
+        "anisotropy": None if anisotropy_now is None else round(anisotropy_now, 4),
+        "anisotropy_baseline": None if anisotropy_baseline is None else round(anisotropy_baseline, 4),
+        "anisotropy_change": None if change is None else round(change, 4),
+        "centroid_similarity_median": None if np.isnan(sim_median) else round(sim_median, 4),
+        "neighbour_similarity_median": (None if t["neighbour_similarity"].isna().all()
+                                        else round(float(t["neighbour_similarity"].median()), 4)),
+        "outliers": int(t["is_outlier"].sum()),
+        "neighbour_overlap": None if mean_overlap is None else round(mean_overlap, 4),
+        "neighbour_overlap_chunks": (None if overlaps is None or overlaps.empty
+                                     else round(float(overlaps["overlap_chunks"].mean()), 4)),
+        "neighbour_sample": 0 if overlaps is None else int(len(overlaps)),
     }
     status = worst(*(o.severity for o in outcomes if not o.success))
-    findings = tuple(f"{o.description}: {o.unexpected_count} vector(s) do not ({o.severity})"
+    findings = tuple(f"{o.description}: not met ({o.severity})" if o.column in ("anisotropy_change", "overlap_docs")
+                     else f"{o.description}: {o.unexpected_count} vector(s) do not ({o.severity})"
                      for o in outcomes if not o.success)
     return CheckResult("embedding-quality", status, metrics, tuple(items), findings)
 
 
-def _detail(column: str | None, row: pd.Series) -> str:
-    return {
-        "dimension": f"dimension {row['dimension']}",
-        "has_nan": "contains NaN or infinite values",
-        "is_zero": "zero vector",
-        "norm": f"norm {row['norm']:.4f}",
-        "shares_vector_with": f"same vector as {row['shares_vector_with']} with different text",
-    }.get(column or "", "")
+def _findings(t: pd.DataFrame, expected_dimension: int, outlier_z: float, sim_median: float):
+    for r in t.itertuples(index=False):
+        def item(kind: str, detail: str, r=r) -> dict[str, Any]:
+            return {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "kind": kind, "detail": detail,
+                    "penalty": PENALTY[kind]}
+
+        if r.dimension != expected_dimension:
+            yield item("dimension-mismatch", f"dimension {r.dimension}, the model's is {expected_dimension}")
+        if not r.fingerprint_ok:
+            yield item("model-mismatch", f"written by model fingerprint {r.model_fingerprint}, not this model's")
+        if r.has_nan:
+            yield item("nan-vector", "contains NaN or infinite values")
+        elif r.is_zero:
+            yield item("zero-vector", "zero vector: matches nothing")
+        elif abs(r.norm - 1) > NORM_TOLERANCE:
+            yield item("non-normalised", f"norm {r.norm:.4f}, not 1: cosine and inner-product rankings disagree")
+        if r.shares_vector_with:
+            yield item("shared-vector", f"same vector as {r.shares_vector_with}, whose text differs")
+        if r.is_outlier:
+            yield item("embedding-outlier", f"cosine to the corpus centroid {r.centroid_similarity:.3f} against a "
+                       f"median of {sim_median:.3f} (robust z {r.outlier_z:.1f} > {outlier_z:g}); its nearest "
+                       f"chunks are at {r.neighbour_similarity:.3f} on average")

@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     qual = sub.add_parser("quality", help="score chunk and embedding quality", epilog="example: rag-health quality")
     _common(qual, docs=False)
 
+    cmp = sub.add_parser("compare-chunking", help="score two chunking configurations side by side",
+                         epilog="example: rag-health compare-chunking --config sentence:200:24 --config markdown:200 "
+                                "--probes datasets/probes/golden.jsonl")
+    _common(cmp)
+    cmp.add_argument("--config", action="append", dest="configs",
+                     help="STRATEGY:SIZE[:OVERLAP] (sentence or markdown; size in model tokens); repeat for each "
+                          "(default: the live chunking against the other strategy)")
+    cmp.add_argument("--manifest", help="manifest (supplies metadata for documents without front-matter)")
+    cmp.add_argument("--probes", action="append", help="probe set (JSONL); repeatable")
+    _rule_options(cmp)
+
     probes = sub.add_parser("probes", help="run retrieval hit-rate probes",
                             epilog="example: rag-health probes --probes datasets/probes/golden.jsonl")
     _common(probes)
@@ -126,6 +137,15 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     rules = {"rules": getattr(args, "rules", None), "runbook_url_prefix": getattr(args, "runbook_url_prefix", None)}
     settings = settings_from({**common, **rules, "docs": docs, "manifest": getattr(args, "manifest", None),
                               "probes": getattr(args, "probes", None)}, overrides)
+    if getattr(args, "configs", None):
+        from rag_health.chunking import parse_spec
+
+        for spec in args.configs:
+            parse_spec(spec)
+        if len(args.configs) == 1:
+            from rag_health.settings import ConfigError
+
+            raise ConfigError("give --config at least twice (or not at all for the default pair)")
     _preflight(settings, args.command)
     unwrap = stage_flows.unwrap
     if args.command == "run":
@@ -141,6 +161,10 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
         return unwrap(stage_flows.coverage_flow(docs=docs, **rules, return_state=True, **common))
     if args.command == "quality":
         return unwrap(stage_flows.quality_flow(return_state=True, **common))
+    if args.command == "compare-chunking":
+        return unwrap(stage_flows.compare_chunking_flow(
+            configs=args.configs, docs=docs, manifest=args.manifest, probes=args.probes, **rules,
+            state_dir=args.state_dir, return_state=True))
     if args.command == "probes":
         return unwrap(stage_flows.probes_flow(docs=docs, probes=args.probes, return_state=True, **common))
     if args.command == "drift":
@@ -160,24 +184,34 @@ def _preflight(settings, command: str) -> None:
     from rag_health.settings import ConfigError
     from rag_health.sources import open_source
 
-    if command in ("run", "ingest", "freshness", "probes", "coverage"):
+    if command in ("run", "ingest", "freshness", "probes", "coverage", "compare-chunking"):
         open_source(settings.docs)
-    if command in ("run", "coverage"):
+    if command in ("run", "coverage", "compare-chunking"):
         from rag_health.alert_rules import UrlMapping, rule_files
 
         rule_paths, prefixes = settings.effective_rules()
         rule_files(rule_paths)
         for prefix in prefixes:
             UrlMapping.parse(prefix)
-    if command in ("run", "freshness"):
+    if command in ("run", "freshness", "compare-chunking"):
         load_manifest(settings.effective_manifest(), settings.review_every_days)
-    if command in ("run", "probes"):
+    if command in ("run", "probes", "compare-chunking"):
         for p in settings.effective_probes():
             if not Path(p).is_file():
                 raise ConfigError(f"probe file {p} not found")
 
 
 def _human(command: str, result: dict[str, Any]) -> str:
+    if command == "compare-chunking":
+        lines = [f"{'chunking':<22} {'chunks':>6} {'score':>6} {'lost tok':>8} {'mid-sent':>8} {'cut':>4} "
+                 f"{'no-head':>7} {'hit@5':>6} {'MRR':>6} {'nDCG@10':>7}"]
+        for c in result["configs"]:
+            q, o = c["quality"], (c.get("retrieval") or {}).get("overall", {})
+            lines.append(f"{c['chunking']:<22} {c['chunks']:>6} {q['score']:>6.3f} {q['tokens_lost']:>8} "
+                         f"{q['mid_sentence_fraction']:>8.1%} {q['structure_split_chunks']:>4} "
+                         f"{q['lost_heading_chunks']:>7} {o.get('hit@5', float('nan')):>6.3f} "
+                         f"{o.get('mrr', float('nan')):>6.3f} {o.get('ndcg@10', float('nan')):>7.3f}")
+        return "\n".join(lines + ["", f"winner: {result['winner']}: {result['reason']}"])
     if command != "run":
         return json.dumps({k: v for k, v in result.items() if k not in ("per_probe", "documents", "items")},
                           indent=1, default=str)
@@ -192,6 +226,11 @@ def _human(command: str, result: dict[str, Any]) -> str:
     lines += ["", f"ingest: {ing.get('documents')} documents, {ing.get('added')} added, {ing.get('changed')} changed, "
               f"{ing.get('removed')} removed, {ing.get('unchanged')} unchanged, "
               f"{ing.get('chunks_embedded')} chunks embedded"]
+    quality = result.get("quality") or {}
+    if "score" in quality:
+        kinds = ", ".join(f"{k} {v}" for k, v in (quality.get("findings_by_kind") or {}).items()) or "no findings"
+        lines.append(f"quality: score {quality['score']:.3f}, {quality.get('tokens_lost', 0)} tokens past the "
+                     f"model window; {kinds}")
     for name, m in (result.get("probes", {}).get("sets") or {}).items():
         lines.append(f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} "
                      f"hit@10={m['hit@10']:.3f} MRR={m['mrr']:.3f} nDCG@10={m['ndcg@10']:.3f}")

@@ -44,16 +44,40 @@ def publish_coverage(result: dict[str, Any]) -> None:
 
 
 def publish_quality(result: dict[str, Any]) -> None:
-    rows = result["chunks"]["items"] + result["embeddings"]["items"]
-    _table("chunk-quality", rows, "Chunks and vectors that failed a quality expectation, worst first")
+    _table("quality-findings", [{k: f[k] for k in ("doc_id", "chunk_id", "kind", "detail", "penalty")}
+                                for f in result.get("findings", [])],
+           "Chunk and embedding findings, worst chunk first")
+    _table("quality-documents", [{**{k: d[k] for k in ("doc_id", "score", "chunks", "worst_chunk_score")},
+                                  "findings": ", ".join(f"{k}: {v}" for k, v in d["findings"].items())}
+                                 for d in result.get("documents", [])],
+           "Quality score per document (0-1), worst first")
     _table("chunk-table", result.get("worst_chunks", []),
-           "Per-chunk table (worst first): characters, model tokens, mid-sentence ending")
-    m = result["chunks"]["metrics"]
+           "Worst chunks first: score, model tokens, section, cut blocks, sentence boundaries")
+    m = result["chunks"].get("metrics", {})
+    e = result["embeddings"].get("metrics", {})
+    counts = ", ".join(f"{k}: {v}" for k, v in (result.get("findings_by_kind") or {}).items()) or "none"
     findings = "\n".join(f"- {f}" for f in result["chunks"]["findings"] + result["embeddings"]["findings"])
     create_markdown_artifact(key="quality-verdict", markdown=(
-        f"## Chunk and embedding quality: {result['status']}\n\n{m.get('chunks', 0)} chunks, "
-        f"{m.get('overflow_chunks', 0)} over the token window ({m.get('tokens_lost', 0)} tokens never embedded), "
-        f"{m.get('mid_sentence_fraction', 0):.1%} end mid-sentence.\n\n{findings}"))
+        f"## Chunk and embedding quality: {result['status']} (score {result.get('score', 0):.3f})\n\n"
+        f"{m.get('chunks', 0)} chunks, {m.get('overflow_chunks', 0)} over the token window "
+        f"({result.get('tokens_lost', 0)} tokens never embedded), {m.get('mid_sentence_fraction', 0):.1%} end "
+        f"mid-sentence; anisotropy {e.get('anisotropy')} (baseline {e.get('anisotropy_baseline')}), neighbour "
+        f"overlap with the baseline {e.get('neighbour_overlap')}.\n\nFindings by kind: {counts}\n\n{findings}"))
+
+
+def publish_comparison(result: dict[str, Any]) -> None:
+    rows = []
+    for c in result["configs"]:
+        overall = (c.get("retrieval") or {}).get("overall", {})
+        q = c["quality"]
+        rows.append({"chunking": c["chunking"], "chunks": c["chunks"], "quality_score": q["score"],
+                     "tokens_lost": q["tokens_lost"], "mid_sentence": q["mid_sentence_fraction"],
+                     "structure_splits": q["structure_split_chunks"], "lost_headings": q["lost_heading_chunks"],
+                     "hit@5": overall.get("hit@5"), "mrr": overall.get("mrr"), "ndcg@10": overall.get("ndcg@10")})
+    _table("chunking-comparison", rows, "Chunking configurations side by side on the same documents and probes")
+    create_markdown_artifact(key="chunking-winner", markdown=(
+        f"## Chunking comparison: `{result['winner']}` wins\n\n{result['reason']}\n\n"
+        f"{result['probes']} probes from {', '.join(result['probe_sets']) or 'no probe sets'}."))
 
 
 def publish_probes(result: dict[str, Any]) -> None:

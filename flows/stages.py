@@ -41,6 +41,13 @@ def score_quality(params: dict[str, Any], overrides: dict[str, Any] | None, run_
     return result
 
 
+@task(name="compare-chunking")
+def compare_chunking_task(params: dict[str, Any], overrides: dict[str, Any] | None, configs: list[str] | None):
+    result = stages.compare_chunking_stage(runtime_for(settings_from(params, overrides)), configs)
+    publish.publish_comparison(result)
+    return result
+
+
 @task(name="run-probes")
 def run_probe_sets(params: dict[str, Any], overrides: dict[str, Any] | None,
                    extra_sets: dict[str, list[dict[str, Any]]] | None):
@@ -132,3 +139,15 @@ def drift_flow(state_dir: str | None = None, collection: str | None = None, run_
     result = build_drift_report({"state_dir": state_dir, "collection": collection}, settings_overrides, run_id,
                                 promote_baseline, verdict)
     return _finish("drift", result)
+
+
+@flow(name="rag-health-compare-chunking", flow_run_name=run_name("compare-chunking"))
+def compare_chunking_flow(configs: list[str] | None = None, docs: str | None = None, manifest: str | None = None,
+                          probes: list[str] | None = None, rules: list[str] | None = None,
+                          runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
+                          settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score chunking configurations side by side ("sentence:200:24", "markdown:256", ...; default: the live one
+    against the other strategy) on the same documents and probes, in temporary collections."""
+    params = {"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
+              "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir}
+    return _finish("compare-chunking", compare_chunking_task(params, settings_overrides, configs))

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from typing import Any
 
-from rag_health.chunking import Chunk, Chunker, ends_mid_sentence
+from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, starts_mid_sentence
 from rag_health.documents import (
     DocumentError,
     EmptyDocument,
@@ -84,6 +84,12 @@ def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: i
         "n_chars": len(chunk.text),
         "n_tokens": n_tokens,
         "ends_mid_sentence": ends_mid_sentence(chunk.text),
+        "starts_mid_sentence": starts_mid_sentence(chunk.text),
+        # Structure found at ingest, where the whole document is at hand (see rag_health.structure).
+        "section": chunk.section,
+        "heading_lost": chunk.heading_lost,
+        "split_blocks": chunk.split_blocks,
+        "structure_known": chunk.located,
         "title": doc.title,
         "ingested_at": ingested_at,
         "chunker": chunker.config,

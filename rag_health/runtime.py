@@ -42,6 +42,6 @@ def build_runtime(settings: Settings, *, embedder: Embedder | None = None, chrom
         s3_store = S3ArtifactStore(s3, settings.s3_bucket, settings.s3_prefix)
     return Runtime(
         settings=settings, embedder=embedder, index=index,
-        chunker=Chunker(embedder, settings.chunk_size, settings.chunk_overlap),
+        chunker=Chunker(embedder, settings.chunk_size, settings.chunk_overlap, settings.chunk_strategy),
         local_store=local, shared_store=s3_store or local, s3_store=s3_store, s3=s3,
     )

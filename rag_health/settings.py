@@ -18,6 +18,7 @@ SAMPLE_MANIFEST = SAMPLE_DATASET / "manifest.yaml"
 SAMPLE_PROBES = SAMPLE_DATASET / "probes" / "golden.jsonl"
 SAMPLE_RULES = SAMPLE_DATASET / "rules"
 SAMPLE_RUNBOOK_URL_PREFIX = "https://runbooks.example-bank.internal/"
+SAMPLE_REQUIRED_METADATA = ("classification", "jurisdiction", "product")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     embed_batch_size: int = 32
     chunk_size: int = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
     chunk_overlap: int = 24
+    chunk_strategy: Literal["sentence", "markdown"] = "sentence"
     write_batch_chunks: int = 512
 
     # Ingest safety
@@ -60,9 +62,21 @@ class Settings(BaseSettings):
     today: date | None = None
     max_overdue_fraction: float = 0.05  # more documents overdue than this is a warn
 
-    # Quality
-    max_overflow_fraction: float = 0.05
+    # Quality: what counts as a finding, and the share of chunks with a finding that makes the stage warn
+    max_overflow_fraction: float = 0.05  # above this share of chunks past the model's window: fail
     max_mid_sentence_fraction: float = 0.5
+    min_chunk_words: int = 12  # fewer words than this is a tiny chunk: too little context to be retrieved well
+    near_duplicate_threshold: float = 0.95  # cosine at or above which chunks of two documents are near-duplicates
+    boilerplate_min_documents: int = 3  # a line is boilerplate when it repeats in at least this many documents
+    boilerplate_min_fraction: float = 0.1  # ... and in at least this share of all documents
+    required_metadata: Annotated[list[str], NoDecode] = Field(default_factory=list)  # e.g. classification
+    max_finding_fraction: dict[str, float] = Field(default_factory=dict)  # per finding kind; see checks.chunk_quality
+    outlier_z: float = 4.0  # robust z-score of a chunk's neighbour similarity below which it is an outlier
+    neighbour_sample: int = 100  # chunks whose top-k neighbours are compared with the baseline run's
+    neighbour_k: int = 10
+    min_neighbour_overlap: float = 0.6  # mean share of baseline neighbour documents still neighbours: warn below
+    max_anisotropy_change: float = 0.05  # change in mean random-pair cosine against the baseline: warn above
+    max_quality_findings: int = 5000  # findings listed in the JSON result (all are in the run's CSV)
 
     # Probes
     probe_top_k: int = 10
@@ -80,6 +94,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_prefixes(cls, value):
         if isinstance(value, str):  # URLs hold colons: the environment form is comma-separated
+            return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("required_metadata", mode="before")
+    @classmethod
+    def _split_fields(cls, value):
+        if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
         return value
 
@@ -114,6 +135,12 @@ class Settings(BaseSettings):
         if self.docs_is_sample:
             return [SAMPLE_RULES], list(self.runbook_url_prefix) or [SAMPLE_RUNBOOK_URL_PREFIX]
         return [], list(self.runbook_url_prefix)
+
+    def effective_required_metadata(self) -> list[str]:
+        """Metadata fields every chunk must carry: the configured ones, or the sample corpus's filter fields."""
+        if self.required_metadata:
+            return list(self.required_metadata)
+        return list(SAMPLE_REQUIRED_METADATA) if self.docs_is_sample else []
 
     def audit_date(self) -> date:
         return self.today or date.today()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from checks.chunk_quality import chunk_quality
-from checks.embedding_quality import embedding_quality, vector_table
 from checks.freshness import audit_freshness
 from checks.result import worst
 from checks.retrieval import retrieval_check
@@ -21,6 +17,9 @@ from rag_health.ingest import ingest
 from rag_health.inventory import build_inventory
 from rag_health.manifest import load_manifest
 from rag_health.probes import load_probe_set, probe_set_from_rows, run_probes, unique_set_names
+from rag_health.quality import evaluate as evaluate_quality
+from rag_health.quality import load_snapshot as load_quality_snapshot
+from rag_health.quality import save_snapshot as save_quality_snapshot
 from rag_health.runtime import Runtime
 
 
@@ -93,44 +92,57 @@ def coverage_stage(rt: Runtime) -> dict[str, Any]:
     }
 
 
-def chunk_table(rt: Runtime) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-chunk statistics (from metadata written at ingest: tokens are counted once) and the vector table."""
-    rows, ids, text_hashes, pages = [], [], [], []
-    for records, vectors in rt.index.iter_chunks(with_embeddings=True):
-        for r in records:
-            m = r.metadata
-            rows.append({"chunk_id": r.chunk_id, "doc_id": r.doc_id, "chunk_index": int(m.get("chunk_index", 0)),
-                         "n_chars": int(m.get("n_chars", len(r.text))), "n_tokens": int(m.get("n_tokens", 0)),
-                         "ends_mid_sentence": bool(m.get("ends_mid_sentence", False))})
-            ids.append(r.chunk_id)
-            text_hashes.append(hashlib.blake2b(r.text.encode(), digest_size=16).digest())
-        pages.append(vectors)
-    chunks = pd.DataFrame(rows, columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
-                                         "ends_mid_sentence"])
-    vectors = vector_table(np.vstack(pages), ids, text_hashes) if pages else pd.DataFrame()
-    return chunks, vectors
-
-
 def quality_stage(rt: Runtime, run_id: str | None = None) -> dict[str, Any]:
-    s = rt.settings
-    chunks, vectors = chunk_table(rt)
-    chunk_result = chunk_quality(chunks, rt.embedder.info.max_tokens,
-                                 max_overflow_fraction=s.max_overflow_fraction,
-                                 max_mid_sentence_fraction=s.max_mid_sentence_fraction)
-    vector_result = embedding_quality(vectors, rt.embedder.info.dimension)
-    out: dict[str, Any] = {
-        "status": worst(chunk_result.status, vector_result.status),
-        "chunks": chunk_result.as_dict(),
-        "embeddings": vector_result.as_dict(),
-        "tokens_lost": chunk_result.metrics.get("tokens_lost", 0),
-        # Worst first: mid-sentence endings, then the chunks closest to (or past) the token window.
-        "worst_chunks": json.loads(chunks.sort_values(["ends_mid_sentence", "n_tokens"], ascending=False)
-                                   .head(20).to_json(orient="records")),
-    }
-    if run_id:
-        key = f"runs/{run_id}/chunks.csv"
-        out["chunk_table"] = rt.local_store.put(key, chunks.to_csv(index=False).encode(), "text/csv")
+    """Chunk and embedding quality with a score per document and for the corpus. With a run id, this run's
+    snapshot (anisotropy, neighbour sample) is stored for later baselines and the full tables are written."""
+    baselines = Baselines(rt.shared_store)
+    baseline_run = baselines.baseline_run()
+    baseline = load_quality_snapshot(rt.shared_store, baseline_run) if baseline_run != run_id else None
+    out, snapshot, table = evaluate_quality(rt.index, rt.embedder, rt.settings, baseline=baseline)
+    out["baseline_run"] = baseline_run if baseline else None
+    if run_id and snapshot:
+        save_quality_snapshot(rt.shared_store, run_id, snapshot)
+        out["chunk_table"] = rt.local_store.put(f"runs/{run_id}/chunks.csv", table.to_csv(index=False).encode(),
+                                                "text/csv")
+        findings = pd.DataFrame(out["all_findings"], columns=["doc_id", "chunk_id", "kind", "detail", "penalty"])
+        out["findings_csv"] = rt.local_store.put(f"runs/{run_id}/quality-findings.csv",
+                                                 findings.to_csv(index=False).encode(), "text/csv")
+    out.pop("all_findings", None)
     return out
+
+
+def default_comparison(settings) -> list[str]:
+    """The live chunking against the other strategy at the same size."""
+    live = f"{settings.chunk_strategy}:{settings.chunk_size}:{settings.chunk_overlap}"
+    other = f"markdown:{settings.chunk_size}:0" if settings.chunk_strategy == "sentence" else \
+        f"sentence:{settings.chunk_size}:{max(1, settings.chunk_size // 8)}"
+    return [live, other]
+
+
+def compare_chunking_stage(rt: Runtime, specs: list[str] | None = None) -> dict[str, Any]:
+    """Two or more chunking configurations on the configured documents and probe sets (plus alert probes when
+    rules are configured), each in a temporary collection; the live collection is not touched."""
+    from rag_health.alert_rules import RunbookResolver, UrlMapping, alert_probes, load_rules
+    from rag_health.comparison import compare_chunking
+    from rag_health.documents import is_supported
+
+    s = rt.settings
+    manifest = load_manifest(s.effective_manifest(), s.review_every_days)
+    source = rt.source()
+    paths = s.effective_probes()
+    sets = [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
+    rule_paths, prefixes = s.effective_rules()
+    if rule_paths:
+        rules, _ = load_rules(rule_paths)
+        resolver = RunbookResolver([e.doc_id for e in source.list() if is_supported(e.doc_id)],
+                                   [UrlMapping.parse(p) for p in prefixes])
+        resolved = {i: doc for i, rule in enumerate(rules) if (doc := resolver.resolve(rule.runbook_url)[0])}
+        rows = [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)}
+                for p in alert_probes(rules, resolved)]
+        if rows:
+            sets.append(probe_set_from_rows("alerts", rows))
+    return compare_chunking(source, rt.embedder, s, specs or default_comparison(s), sets,
+                            metadata_defaults=manifest.defaults_for)
 
 
 def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:

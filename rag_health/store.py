@@ -222,9 +222,16 @@ class ChunkIndex:
 
     # --- querying ------------------------------------------------------------------------------------------
 
-    def query(self, vectors: np.ndarray, n_results: int, where: dict | None = None) -> dict[str, list]:
+    def query(self, vectors: np.ndarray, n_results: int, where: dict | None = None,
+              include: list[str] | None = None) -> dict[str, list]:
         n_results = max(1, min(n_results, self.count()))
         result = self.collection.query(
-            query_embeddings=vectors, n_results=n_results, where=where, include=["metadatas", "distances"],
+            query_embeddings=vectors, n_results=n_results, where=where,
+            include=include or ["metadatas", "distances"],
         )
         return result
+
+    def nearest(self, vectors: np.ndarray, n_results: int) -> tuple[list[list[str]], list[list[float]]]:
+        """Ids and cosine distances of the nearest stored chunks, from the collection's HNSW index."""
+        result = self.query(vectors, n_results, include=["distances"])
+        return result["ids"], result["distances"]

@@ -78,6 +78,25 @@ def test_cli_json_and_exit_codes(harness, small_corpus, tmp_path, probes_file, c
     assert again["chunks_embedded"] == 0 and again["unchanged"] == 4
 
 
+def test_cli_compare_chunking(harness, small_corpus, tmp_path, probes_file, capsys):
+    """Two configurations side by side, as JSON and as a table; a bad configuration exits 2."""
+    from flows.cli import main
+
+    state = str(tmp_path / "state")
+    args = ["compare-chunking", "--docs", str(small_corpus), "--probes", str(probes_file), "--state", state,
+            "--config", "sentence:64:8", "--config", "markdown:64"]
+    assert main(args + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["chunking"] for c in out["configs"]] == ["sentence:64:8", "markdown:64:0"]
+    assert out["winner"] in ("sentence:64:8", "markdown:64:0") and out["probes"] == 1
+    assert all("ndcg@10" in c["retrieval"]["overall"] and "score" in c["quality"] for c in out["configs"])
+    assert main(args) == 0
+    assert "winner: " in capsys.readouterr().out
+    assert main(["compare-chunking", "--docs", str(small_corpus), "--state", state, "--config", "words:9",
+                 "--config", "sentence:64"]) == 2
+    assert "bad chunking configuration 'words:9'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--docs", "/nonexistent/folder"], "does not exist"),
     (["run", "--probes", "/nonexistent.jsonl"], "probe file"),
@@ -133,6 +152,12 @@ def test_rag_health_run_on_the_sample_corpus(tmp_path):
     assert "runbooks/token-vault-latency.md" in coverage["runbooks_without_alert"]
     assert all(d.startswith("runbooks/") for d in coverage["runbooks_without_alert"])  # policies are not runbooks
     assert len(coverage["runbooks_without_alert"]) == 17 - 7
+    quality = result["quality"]  # the sample corpus is tidy: 0 tokens lost, a few cut tables and headings
+    assert 0.9 < quality["score"] < 1.0 and quality["tokens_lost"] == 0
+    assert {d["doc_id"] for d in quality["documents"]} == set(docs) - {"runbooks/ach-return-rate-spike.md",
+                                                                       "policies/model-risk-management.md"}
+    assert quality["findings"] and set(quality["findings"][0]) >= {"doc_id", "chunk_id", "kind", "detail"}
+    assert "token-overflow" not in quality["findings_by_kind"] and "missing-metadata" not in quality["findings_by_kind"]
 
 
 def test_cli_ingests_from_an_s3_prefix(harness, small_corpus, tmp_path, seaweed, monkeypatch, capsys):

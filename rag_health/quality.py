@@ -1,0 +1,236 @@
+"""The quality stage's data work: one streaming pass over the collection builds the chunk and vector tables, the
+vector index supplies each chunk's nearest neighbours (near-duplicates and outliers without a pairwise loop), and
+a fixed sample of chunks is compared with the baseline run's neighbours. The checks themselves live in checks/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from checks.chunk_quality import BoilerplateCounter, chunk_quality, near_duplicates, text_key, word_count
+from checks.embedding_quality import anisotropy, embedding_quality, neighbour_overlap, vector_table
+from checks.quality_score import quality_scores
+from checks.result import worst
+from rag_health.artifacts import ArtifactStore
+from rag_health.chunking import embed_text_for, ends_mid_sentence, starts_mid_sentence
+from rag_health.embedding import Embedder
+from rag_health.store import ChunkIndex
+
+NEIGHBOURS = 10  # nearest chunks fetched per chunk (besides itself)
+OUTLIER_NEIGHBOURS = 5  # a chunk's "neighbour similarity" is its mean cosine to this many nearest chunks
+SAMPLE_DEPTH = 40  # extra neighbours fetched for sample chunks, since their own document's chunks are skipped
+
+
+@dataclass
+class ChunkScan:
+    table: pd.DataFrame
+    vectors: np.ndarray
+    titles: list[str]
+    boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)
+
+
+def scan_collection(index: ChunkIndex, required_metadata: list[str]) -> ChunkScan:
+    """One pass over the collection, page by page: per-chunk figures (token counts come from ingest, never
+    recounted) and the vectors as one float32 array. Texts are hashed and dropped, never kept."""
+    rows: list[dict[str, Any]] = []
+    pages: list[np.ndarray] = []
+    titles: list[str] = []
+    counter = BoilerplateCounter()
+    for records, vectors in index.iter_chunks(with_embeddings=True):
+        for r in records:
+            m, text = r.metadata, r.text
+            missing = [f for f in required_metadata
+                       if m.get(f"fm_{f}") in (None, "") and m.get(f"mf_{f}") in (None, "") and m.get(f) in (None, "")]
+            rows.append({
+                "chunk_id": r.chunk_id, "doc_id": r.doc_id, "chunk_index": int(m.get("chunk_index", 0)),
+                "n_chars": len(text.strip()), "n_tokens": int(m.get("n_tokens", 0)), "n_words": word_count(text),
+                "ends_mid_sentence": ends_mid_sentence(text), "starts_mid_sentence": starts_mid_sentence(text),
+                "text_key": text_key(text), "section": str(m.get("section", "")),
+                "heading_lost": bool(m.get("heading_lost", False)), "split_blocks": str(m.get("split_blocks", "")),
+                "structure_known": bool(m.get("structure_known", False)), "missing_metadata": ", ".join(missing),
+                "model_fingerprint": str(m.get("model_fingerprint", "")), "chunker": str(m.get("chunker", "")),
+            })
+            titles.append(str(m.get("title", "")))
+            counter.add(r.chunk_id, r.doc_id, text)
+        pages.append(np.asarray(vectors, dtype=np.float32))
+    table = pd.DataFrame(rows)
+    dim = index.model.dimension
+    vectors = np.vstack(pages) if pages else np.zeros((0, dim), dtype=np.float32)
+    return ChunkScan(table, vectors, titles, counter)
+
+
+def nearest_neighbours(index: ChunkIndex, chunk_ids: list[str], vectors: np.ndarray,
+                       k: int = NEIGHBOURS) -> tuple[list[list[str]], list[list[float]]]:
+    """The k nearest other chunks of every chunk, from the collection's own HNSW index in batched queries."""
+    ids: list[list[str]] = [[] for _ in chunk_ids]
+    sims: list[list[float]] = [[] for _ in chunk_ids]
+    usable = np.where(np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0))[0]
+    for start in range(0, len(usable), 500):
+        rows = usable[start:start + 500]
+        found, distances = index.nearest(vectors[rows], k + 1)
+        for row, got, dist in zip(rows, found, distances):
+            pairs = [(g, 1.0 - float(d)) for g, d in zip(got, dist) if g != chunk_ids[row]][:k]
+            ids[row] = [g for g, _ in pairs]
+            sims[row] = [s for _, s in pairs]
+    return ids, sims
+
+
+def sample_neighbours(index: ChunkIndex, embedder: Embedder, sample: list[dict[str, Any]],
+                      vectors_by_id: dict[str, np.ndarray], k: int) -> dict[str, dict[str, list[str]]]:
+    """Top-k neighbour chunks from other documents for each sample chunk: their documents and text keys. A
+    sample chunk still stored with this model uses its stored vector; otherwise its text is embedded again."""
+    if not sample:
+        return {}
+    vectors = np.zeros((len(sample), embedder.info.dimension), dtype=np.float32)
+    missing = [i for i, s in enumerate(sample) if s["chunk_id"] not in vectors_by_id]
+    for i, s in enumerate(sample):
+        if s["chunk_id"] in vectors_by_id:
+            vectors[i] = vectors_by_id[s["chunk_id"]]
+    if missing:
+        vectors[missing] = embedder.embed([embed_text_for(sample[i]["title"], sample[i]["text"]) for i in missing])
+    out: dict[str, dict[str, list[str]]] = {}
+    result = index.query(vectors, n_results=k + SAMPLE_DEPTH, include=["metadatas", "documents"])
+    for s, metas, docs in zip(sample, result["metadatas"], result["documents"]):
+        others = [(str(m.get("doc_id")), text_key(d or "")) for m, d in zip(metas, docs)
+                  if str(m.get("doc_id")) != s["doc_id"]][:k]
+        out[s["chunk_id"]] = {"docs": [d for d, _ in others], "chunks": [c for _, c in others]}
+    return out
+
+
+def choose_sample(table: pd.DataFrame, size: int) -> list[int]:
+    """Row positions of a sample chosen by chunk-id hash: the same chunks on every run over the same index."""
+    if table.empty:
+        return []
+    keys = [int(hashlib.blake2b(c.encode(), digest_size=8).hexdigest(), 16) for c in table["chunk_id"]]
+    return [int(i) for i in np.argsort(keys, kind="stable")[:size]]
+
+
+def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[str, Any] | None = None,
+             required_metadata: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """Score the collection. Returns (the stage result, this run's quality snapshot for later baselines,
+    the per-chunk table with scores)."""
+    s = settings
+    required = list(required_metadata if required_metadata is not None else s.effective_required_metadata())
+    scan = scan_collection(index, required)
+    t = scan.table
+    if t.empty:
+        empty = chunk_quality(pd.DataFrame(columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
+                                                    "ends_mid_sentence"]), embedder.info.max_tokens)
+        return ({"status": "fail", "score": 0.0, "documents": [], "findings": [], "tokens_lost": 0,
+                 "chunks": empty.as_dict(), "embeddings": {"status": "fail", "metrics": {}, "findings": []}},
+                {}, t)
+    chunk_ids = t["chunk_id"].tolist()
+    doc_ids = t["doc_id"].tolist()
+    neighbour_ids, neighbour_sims = nearest_neighbours(index, chunk_ids, scan.vectors)
+    near = near_duplicates(chunk_ids, doc_ids, t["text_key"].tolist(), neighbour_ids, neighbour_sims,
+                           s.near_duplicate_threshold)
+    t["near_duplicate_of"] = [near.get(c, ("", 0.0))[0] for c in chunk_ids]
+    t["near_duplicate_cosine"] = [near.get(c, ("", np.nan))[1] for c in chunk_ids]
+    shares = scan.boilerplate.shares(t["doc_id"].nunique(), s.boilerplate_min_documents, s.boilerplate_min_fraction)
+    t["boilerplate_share"] = [shares.get(c, (0.0, "", 0))[0] for c in chunk_ids]
+    t["boilerplate_example"] = [shares.get(c, (0.0, "", 0))[1] for c in chunk_ids]
+    t["boilerplate_documents"] = [shares.get(c, (0.0, "", 0))[2] for c in chunk_ids]
+    t["neighbour_similarity"] = [float(np.mean(x[:OUTLIER_NEIGHBOURS])) if x else np.nan for x in neighbour_sims]
+
+    chunk_result = chunk_quality(t, embedder.info.max_tokens, max_overflow_fraction=s.max_overflow_fraction,
+                                 max_mid_sentence_fraction=s.max_mid_sentence_fraction,
+                                 min_chunk_words=s.min_chunk_words, max_fraction=s.max_finding_fraction)
+
+    # Anisotropy and neighbour stability against the baseline run's snapshot.
+    aniso = anisotropy(scan.vectors)
+    vectors_by_id = {}
+    positions = choose_sample(t, s.neighbour_sample)
+    fingerprint = embedder.info.fingerprint
+    same_model = (baseline or {}).get("model_fingerprint") == fingerprint
+    row_of = {c: i for i, c in enumerate(chunk_ids)}
+    overlaps = None
+    if baseline and baseline.get("sample"):
+        if same_model:
+            vectors_by_id = {x["chunk_id"]: scan.vectors[row_of[x["chunk_id"]]] for x in baseline["sample"]
+                             if x["chunk_id"] in row_of}
+        current = sample_neighbours(index, embedder, baseline["sample"], vectors_by_id, s.neighbour_k)
+        overlaps = neighbour_overlap(baseline["sample"], current)
+    vt = vector_table(scan.vectors, chunk_ids, t["text_key"].tolist(), t["model_fingerprint"].tolist(), doc_ids,
+                      t["neighbour_similarity"].tolist())
+    vector_result = embedding_quality(
+        vt, embedder.info.dimension, fingerprint, anisotropy_now=aniso,
+        anisotropy_baseline=(baseline or {}).get("anisotropy") if same_model else None, overlaps=overlaps,
+        outlier_z=s.outlier_z, min_neighbour_overlap=s.min_neighbour_overlap,
+        max_anisotropy_change=s.max_anisotropy_change)
+    if baseline and not same_model and baseline.get("anisotropy") is not None:
+        vector_result.metrics["anisotropy_baseline"] = round(baseline["anisotropy"], 4)
+        vector_result.metrics["anisotropy_note"] = "the baseline was embedded with another model"
+
+    items = list(chunk_result.items) + list(vector_result.items)
+    score, documents, chunk_scores = quality_scores(t[["chunk_id", "doc_id"]], items)
+    t["score"] = [chunk_scores[c] for c in chunk_ids]
+    items.sort(key=lambda i: (chunk_scores.get(i["chunk_id"], 1.0), -i.get("penalty", 0), i["doc_id"],
+                              i["chunk_id"], i["kind"]))
+    findings = [{"doc_id": i["doc_id"], "chunk_id": i["chunk_id"], "kind": i["kind"], "detail": i["detail"],
+                 "penalty": i.get("penalty", 0.0)} for i in items]
+    sample_rows = t.iloc[positions]
+    snapshot = {
+        "anisotropy": aniso, "model_fingerprint": fingerprint, "model_name": embedder.info.name,
+        "chunker": sorted(set(t["chunker"])), "score": score,
+        "sample": [
+            {"chunk_id": r.chunk_id, "doc_id": r.doc_id, "title": scan.titles[p], "text": None}
+            for p, r in zip(positions, sample_rows.itertuples(index=False))
+        ],
+    }
+    _fill_sample(index, embedder, snapshot, scan, row_of, s.neighbour_k)
+    result = {
+        "status": worst(chunk_result.status, vector_result.status),
+        "score": score,
+        "tokens_lost": int(chunk_result.metrics.get("tokens_lost", 0)),
+        "documents": documents,
+        "findings": findings[:s.max_quality_findings],
+        "all_findings": findings,  # for the run's CSV; the stage drops it from the result
+        "findings_total": len(findings),
+        "findings_omitted": max(0, len(findings) - s.max_quality_findings),
+        "findings_by_kind": dict(sorted(pd.Series([f["kind"] for f in findings], dtype=str).value_counts()
+                                        .to_dict().items())) if findings else {},
+        "chunks": _summary(chunk_result),
+        "embeddings": _summary(vector_result),
+        "required_metadata": required,
+        "worst_chunks": json.loads(t.sort_values(["score", "n_tokens"], ascending=[True, False]).head(20)[
+            ["chunk_id", "doc_id", "chunk_index", "score", "n_tokens", "n_words", "section", "split_blocks",
+             "starts_mid_sentence", "ends_mid_sentence"]].to_json(orient="records")),
+    }
+    return result, snapshot, t
+
+
+def _fill_sample(index: ChunkIndex, embedder: Embedder, snapshot: dict[str, Any], scan: ChunkScan,
+                 row_of: dict[str, int], k: int) -> None:
+    """Store the sample's texts (to re-embed them if the model changes) and their neighbours in this run."""
+    sample = snapshot["sample"]
+    if not sample:
+        return
+    got = index.collection.get(ids=[x["chunk_id"] for x in sample], include=["documents"])
+    texts = dict(zip(got["ids"], got["documents"]))
+    for x in sample:
+        x["text"] = texts.get(x["chunk_id"]) or ""
+    vectors_by_id = {x["chunk_id"]: scan.vectors[row_of[x["chunk_id"]]] for x in sample}
+    current = sample_neighbours(index, embedder, sample, vectors_by_id, k)
+    for x in sample:
+        x.update(current.get(x["chunk_id"], {"docs": [], "chunks": []}))
+
+
+def _summary(result) -> dict[str, Any]:
+    return {"status": result.status, "metrics": result.metrics, "findings": list(result.findings)}
+
+
+def load_snapshot(store: ArtifactStore, run_id: str | None) -> dict[str, Any] | None:
+    if not run_id:
+        return None
+    data = store.get(f"runs/{run_id}/quality.json")
+    return json.loads(data) if data else None
+
+
+def save_snapshot(store: ArtifactStore, run_id: str, snapshot: dict[str, Any]) -> str:
+    return store.put(f"runs/{run_id}/quality.json", json.dumps(snapshot).encode(), "application/json")
