@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     _rule_options(run)
     run.add_argument("--today", help="audit date YYYY-MM-DD (default: today)")
     run.add_argument("--promote-baseline", action="store_true", help="make this run the drift baseline")
+    run.add_argument("--require-metadata", action="append", dest="require_metadata", metavar="FIELD",
+                     help="metadata field every chunk must carry; repeatable (default: RAG_HEALTH_REQUIRED_METADATA)")
 
     ing = sub.add_parser("ingest", help="re-ingest the source incrementally",
                          epilog="example: rag-health ingest --only runbooks/ --only policies/kyc-escalation.md")
@@ -64,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cov)
     _rule_options(cov)
 
-    qual = sub.add_parser("quality", help="score chunk and embedding quality", epilog="example: rag-health quality")
-    _common(qual, docs=False)
+    qual = sub.add_parser("quality", help="score chunk and embedding quality",
+                          epilog="example: rag-health quality --require-metadata classification --json")
+    _common(qual)
+    qual.add_argument("--require-metadata", action="append", dest="require_metadata", metavar="FIELD",
+                      help="metadata field every chunk must carry; repeatable (default: RAG_HEALTH_REQUIRED_METADATA)")
 
     cmp = sub.add_parser("compare-chunking", help="score two chunking configurations side by side",
                          epilog="example: rag-health compare-chunking --config sentence:200:24 --config markdown:200 "
@@ -132,7 +137,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
 
     common = {"state_dir": args.state_dir, "collection": args.collection}
     docs = getattr(args, "docs", None)
-    overrides = {"today": args.today} if getattr(args, "today", None) else None
+    overrides = {k: v for k, v in {"today": getattr(args, "today", None),
+                                   "required_metadata": getattr(args, "require_metadata", None)}.items() if v} or None
     # Validate settings and paths up front so bad configuration fails fast with exit 2.
     rules = {"rules": getattr(args, "rules", None), "runbook_url_prefix": getattr(args, "runbook_url_prefix", None)}
     settings = settings_from({**common, **rules, "docs": docs, "manifest": getattr(args, "manifest", None),
@@ -160,7 +166,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "coverage":
         return unwrap(stage_flows.coverage_flow(docs=docs, **rules, return_state=True, **common))
     if args.command == "quality":
-        return unwrap(stage_flows.quality_flow(return_state=True, **common))
+        return unwrap(stage_flows.quality_flow(docs=docs, settings_overrides=overrides, return_state=True, **common))
     if args.command == "compare-chunking":
         return unwrap(stage_flows.compare_chunking_flow(
             configs=args.configs, docs=docs, manifest=args.manifest, probes=args.probes, **rules,

@@ -107,6 +107,10 @@ def publish_drift(result: dict[str, Any]) -> None:
 def publish_verdict(result: dict[str, Any]) -> None:
     lines = [f"# rag-health verdict: **{result['verdict']}**", "", "| stage | status |", "|---|---|"]
     lines += [f"| {stage} | {status} |" for stage, status in result["stages"].items()]
+    quality = result.get("quality") or {}
+    if "score" in quality:
+        worst = ", ".join(f"`{d['doc_id']}` {d['score']:.2f}" for d in quality.get("documents", [])[:5])
+        lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {worst}"]
     if result.get("findings"):
         lines += ["", "## Findings"] + [f"- {f}" for f in result["findings"][:50]]
     create_markdown_artifact(key="health-verdict", markdown="\n".join(lines))

@@ -113,10 +113,11 @@ def coverage_flow(docs: str | None = None, rules: list[str] | None = None,
 
 
 @flow(name="rag-health-quality")
-def quality_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
-                 settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Great Expectations suites over the chunk and vector tables of the collection."""
-    result = score_quality({"state_dir": state_dir, "collection": collection}, settings_overrides, run_id)
+def quality_flow(docs: str | None = None, state_dir: str | None = None, collection: str | None = None,
+                 run_id: str | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Chunk and embedding quality of the collection: findings per chunk, a score per document and corpus."""
+    result = score_quality({"docs": docs, "state_dir": state_dir, "collection": collection}, settings_overrides,
+                           run_id)
     return _finish("quality", result)
 
 

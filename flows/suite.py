@@ -49,7 +49,7 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
     timed("freshness", freshness_flow, docs=settings.docs,
           manifest=str(m) if (m := settings.effective_manifest()) else None, **common)
     timed("coverage", coverage_flow, docs=settings.docs, **common)
-    timed("quality", quality_flow, run_id=run_id, **common)
+    timed("quality", quality_flow, docs=settings.docs, run_id=run_id, **common)
     generated = {"alerts": outputs["coverage"].get("probes", [])}
     timed("probes", probes_flow, docs=settings.docs, probes=[str(p) for p in settings.effective_probes()] or None,
           extra_sets=generated, **common)

@@ -25,8 +25,12 @@ RETRIEVAL_TIE = 0.01  # nDCG@10 differences below this are a tie, settled by the
 
 def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs: list[str],
                      probe_sets: list[ProbeSet], *, metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
-                     client_factory: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """specs: chunking configurations such as "sentence:200:24" or "markdown:256" (see Chunker.from_spec)."""
+                     client_factory: Callable[[str], Any] | None = None,
+                     live: ChunkIndex | None = None) -> dict[str, Any]:
+    """specs: chunking configurations such as "sentence:200:24" or "markdown:256" (see Chunker.from_spec).
+    live: the live collection, only read: chunks whose id (content, chunking and model) it already holds take
+    their vector from it instead of being embedded again, so comparing against the live chunking costs one
+    ingest, not two."""
     from rag_health.settings import ConfigError
 
     if len(specs) < 2:
@@ -43,7 +47,8 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
             index = ChunkIndex(client, f"compare-{i}-{chunker.strategy}", embedder.info)
             started = time.perf_counter()
             ingested = ingest(source, index, embedder, chunker, remove_deleted=False,
-                              write_batch_chunks=settings.write_batch_chunks, metadata_defaults=metadata_defaults)
+                              write_batch_chunks=settings.write_batch_chunks, metadata_defaults=metadata_defaults,
+                              known_vectors=live.vectors_for if live is not None else None)
             ingest_seconds = time.perf_counter() - started
             started = time.perf_counter()
             quality, _, _ = evaluate(index, embedder, settings)
@@ -52,6 +57,8 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
                 "chunking": chunker.config,
                 "documents": ingested.documents,
                 "chunks": index.count(),
+                "chunks_embedded": ingested.chunks_embedded,
+                "vectors_reused_from_live": ingested.chunks_reused,
                 "ingest_errors": len(ingested.errors),
                 "seconds": {"ingest": round(ingest_seconds, 2), "quality": round(quality_seconds, 2)},
                 "quality": {

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from typing import Any
 
+import numpy as np
+
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, starts_mid_sentence
 from rag_health.documents import (
     DocumentError,
@@ -45,6 +47,7 @@ class IngestResult:
     unchanged: int = 0
     read: int = 0
     chunks_embedded: int = 0
+    chunks_reused: int = 0  # vectors taken from known_vectors instead of the model
     chunks_deleted: int = 0
     skipped: list[IngestError] = field(default_factory=list)
     errors: list[IngestError] = field(default_factory=list)
@@ -124,8 +127,12 @@ def ingest(
     max_delete_fraction: float = 0.5,
     write_batch_chunks: int = 512,
     metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
+    known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
 ) -> IngestResult:
-    """Bring the index in line with the source. Returns what changed; errors never remove what was indexed."""
+    """Bring the index in line with the source. Returns what changed; errors never remove what was indexed.
+
+    known_vectors: looks up vectors already computed for chunk ids (ids encode content, chunking and model, so
+    an equal id means an equal vector), e.g. from the live collection when filling a temporary one."""
     started = time.perf_counter()
     index.check_model()
     result = IngestResult(source=source.uri)
@@ -140,7 +147,7 @@ def ingest(
     def flush() -> None:
         nonlocal pending, pending_chunks
         if pending:
-            written.update(_write(pending, index, embedder, chunker, ingested_at, result))
+            written.update(_write(pending, index, embedder, chunker, ingested_at, result, known_vectors))
         pending, pending_chunks = [], 0
 
     touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
@@ -247,11 +254,22 @@ def _selected(doc_id: str, only: list[str]) -> bool:
 
 
 def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunker: Chunker,
-           ingested_at: str, result: IngestResult) -> set[str]:
+           ingested_at: str, result: IngestResult,
+           known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None) -> set[str]:
     """Embed all pending chunks in one batched call, add them, then delete the versions they replace."""
     texts = [c.embed_text for p in pending for c in p.chunks]
     token_counts = embedder.count_tokens(texts)
-    vectors = embedder.embed(texts)
+    all_ids = [chunk_id(p.doc, c.index, version_key(p.doc.content_hash, chunker, index))
+               for p in pending for c in p.chunks]
+    known = known_vectors(all_ids) if known_vectors else {}
+    todo = [i for i, cid in enumerate(all_ids) if cid not in known]
+    vectors = np.zeros((len(texts), embedder.info.dimension), dtype=np.float32)
+    if todo:
+        vectors[todo] = embedder.embed([texts[i] for i in todo])
+    for i, cid in enumerate(all_ids):
+        if cid in known:
+            vectors[i] = known[cid]
+    result.chunks_reused += len(texts) - len(todo)
     ids, docs, metas = [], [], []
     position = 0
     for p in pending:
@@ -266,7 +284,7 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
     # Chroma's add() would silently keep the old rows, so upsert whenever ids overlap.
     written = set(ids)
     index.add(ids, vectors, docs, metas, upsert=any(cid in written for p in pending for cid in p.replaces))
-    result.chunks_embedded += len(ids)
+    result.chunks_embedded += len(todo)
     stale = [cid for p in pending for cid in p.replaces if cid not in written]
     if stale:
         index.delete(stale)

@@ -142,7 +142,7 @@ def compare_chunking_stage(rt: Runtime, specs: list[str] | None = None) -> dict[
         if rows:
             sets.append(probe_set_from_rows("alerts", rows))
     return compare_chunking(source, rt.embedder, s, specs or default_comparison(s), sets,
-                            metadata_defaults=manifest.defaults_for)
+                            metadata_defaults=manifest.defaults_for, live=rt.index)
 
 
 def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:

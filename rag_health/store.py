@@ -231,6 +231,15 @@ class ChunkIndex:
         )
         return result
 
+    def vectors_for(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of those ids that exist (read only)."""
+        out: dict[str, np.ndarray] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), PAGE):
+            got = self.collection.get(ids=ids[start:start + PAGE], include=["embeddings"])
+            out.update(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
+        return out
+
     def nearest(self, vectors: np.ndarray, n_results: int) -> tuple[list[list[str]], list[list[float]]]:
         """Ids and cosine distances of the nearest stored chunks, from the collection's HNSW index."""
         result = self.query(vectors, n_results, include=["distances"])

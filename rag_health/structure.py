@@ -62,6 +62,12 @@ def parse_structure(text: str) -> DocStructure:
         pos += len(line)
     i = 0
     n = len(lines)
+
+    def block(kind: str, first: int, last: int, label: str) -> None:
+        """Lines first..last (0-based, inclusive) as one block; its label names the 1-based first line."""
+        end = offsets[last] + len(lines[last].rstrip("\r\n"))
+        blocks.append(Block(kind, offsets[first], end, first + 1, f"{label} at line {first + 1}"))
+
     while i < n:
         line = lines[i].rstrip("\r\n")
         if _FENCE.match(line):
@@ -70,8 +76,7 @@ def parse_structure(text: str) -> DocStructure:
             while j < n and not lines[j].lstrip().startswith(fence):
                 j += 1
             end_line = min(j, n - 1)
-            blocks.append(Block("code", offsets[i], offsets[end_line] + len(lines[end_line].rstrip("\r\n")), i + 1,
-                                f"code block at line {i + 1}"))
+            block("code", i, end_line, "code block")
             i = end_line + 1
             continue
         heading = _HEADING.match(line)
@@ -84,8 +89,7 @@ def parse_structure(text: str) -> DocStructure:
             while j + 1 < n and _TABLE_ROW.match(lines[j + 1].rstrip("\r\n")):
                 j += 1
             if j > i:
-                blocks.append(Block("table", offsets[i], offsets[j] + len(lines[j].rstrip("\r\n")), i + 1,
-                                    f"table at line {i + 1}"))
+                block("table", i, j, "table")
             i = j + 1
             continue
         step = _STEP.match(line)
@@ -97,8 +101,7 @@ def parse_structure(text: str) -> DocStructure:
                         or _HEADING.match(nxt) or _FENCE.match(nxt)):
                     break
                 j += 1
-            blocks.append(Block("step", offsets[i], offsets[j] + len(lines[j].rstrip("\r\n")), i + 1,
-                                f"step {step.group(1)} at line {i + 1}"))
+            block("step", i, j, f"step {step.group(1)}")
             i = j + 1
             continue
         i += 1

@@ -244,6 +244,10 @@ def test_compare_chunking_never_touches_the_live_collection(small_corpus, make_r
     for c in result["configs"]:
         assert c["documents"] == 4 and c["chunks"] > 4 and 0 <= c["quality"]["score"] <= 1
         assert c["retrieval"]["overall"]["n"] == 1
+    # The live chunking's vectors are read from the live collection (same ids: same content, chunking, model).
+    live = stages.compare_chunking_stage(rt, ["sentence:200:24", "markdown:200"])["configs"][0]
+    assert live["chunks_embedded"] == 0 and live["vectors_reused_from_live"] == live["chunks"] == rt.index.count()
+    assert (rt.index.collection.get()["ids"], [c.name for c in rt.index.client.list_collections()]) == before
 
 
 def test_compare_chunking_rejects_bad_configurations(small_corpus, make_runtime):

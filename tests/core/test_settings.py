@@ -26,3 +26,15 @@ def test_bad_value_is_a_config_error(monkeypatch):
     monkeypatch.setenv("RAG_HEALTH_CHROMA_MODE", "cloud")
     with pytest.raises(ConfigError, match="chroma_mode"):
         load_settings()
+
+
+def test_quality_settings_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAG_HEALTH_REQUIRED_METADATA", "classification, product")
+    monkeypatch.setenv("RAG_HEALTH_MAX_FINDING_FRACTION", '{"lost-heading": 0.2}')
+    monkeypatch.setenv("RAG_HEALTH_CHUNK_STRATEGY", "markdown")
+    s = load_settings(docs=str(tmp_path))
+    assert s.effective_required_metadata() == ["classification", "product"]
+    assert s.max_finding_fraction == {"lost-heading": 0.2} and s.chunk_strategy == "markdown"
+    monkeypatch.delenv("RAG_HEALTH_REQUIRED_METADATA")
+    assert load_settings(docs=str(tmp_path)).effective_required_metadata() == []
+    assert load_settings().effective_required_metadata() == ["classification", "jurisdiction", "product"]

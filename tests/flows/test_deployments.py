@@ -41,7 +41,7 @@ def test_deploy_schedule_and_adhoc_reingest(server, tmp_path, small_corpus):
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
 
     deployments = {d["name"]: d for d in api(server, "/deployments/filter")}
-    assert {"nightly", "reingest", "freshness"} <= set(deployments)
+    assert {"nightly", "reingest", "freshness", "compare-chunking"} <= set(deployments)
     schedules = deployments["nightly"]["schedules"]
     assert [s["schedule"]["cron"] for s in schedules] == ["0 2 * * *"]
     assert deployments["reingest"]["schedules"] == []
