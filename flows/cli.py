@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     _rule_options(run)
     run.add_argument("--today", help="audit date YYYY-MM-DD (default: today)")
     run.add_argument("--promote-baseline", action="store_true", help="make this run the drift baseline")
+    run.add_argument("--fail-under", action="append", dest="fail_under", metavar="[SET:]METRIC=MIN",
+                     help="fail the run when a probe set's metric is below MIN, e.g. 'hit@5=0.9' or "
+                          "'golden:ndcg@10=0.8'; repeatable")
     run.add_argument("--require-metadata", action="append", dest="require_metadata", metavar="FIELD",
                      help="metadata field every chunk must carry; repeatable (default: RAG_HEALTH_REQUIRED_METADATA)")
 
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog="example: rag-health probes --probes datasets/probes/golden.jsonl")
     _common(probes)
     probes.add_argument("--probes", action="append", help="probe set (JSONL); repeatable")
+    probes.add_argument("--fail-under", action="append", dest="fail_under", metavar="[SET:]METRIC=MIN",
+                        help="fail when a probe set's metric is below MIN, e.g. 'hit@5=0.9'; repeatable")
 
     drift = sub.add_parser("drift", help="build the drift report against the baseline",
                            epilog="example: rag-health drift --promote-baseline")
@@ -142,7 +147,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     # Validate settings and paths up front so bad configuration fails fast with exit 2.
     rules = {"rules": getattr(args, "rules", None), "runbook_url_prefix": getattr(args, "runbook_url_prefix", None)}
     settings = settings_from({**common, **rules, "docs": docs, "manifest": getattr(args, "manifest", None),
-                              "probes": getattr(args, "probes", None)}, overrides)
+                              "probes": getattr(args, "probes", None),
+                              "fail_under": getattr(args, "fail_under", None)}, overrides)
     if getattr(args, "configs", None):
         from rag_health.chunking import parse_spec
 
@@ -156,7 +162,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     unwrap = stage_flows.unwrap
     if args.command == "run":
         return unwrap(suite_flow(docs=docs, manifest=args.manifest, probes=args.probes, **rules,
-                                 promote_baseline=args.promote_baseline, settings_overrides=overrides,
+                                 promote_baseline=args.promote_baseline, fail_under=args.fail_under,
+                                 settings_overrides=overrides,
                                  return_state=True, **common))
     if args.command == "ingest":
         return unwrap(stage_flows.ingest_flow(docs=docs, only=args.only, return_state=True, **common))
@@ -172,7 +179,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
             configs=args.configs, docs=docs, manifest=args.manifest, probes=args.probes, **rules,
             state_dir=args.state_dir, return_state=True))
     if args.command == "probes":
-        return unwrap(stage_flows.probes_flow(docs=docs, probes=args.probes, return_state=True, **common))
+        return unwrap(stage_flows.probes_flow(docs=docs, probes=args.probes, fail_under=args.fail_under,
+                                              run_id=stages_run_id(), return_state=True, **common))
     if args.command == "drift":
         return unwrap(stage_flows.drift_flow(promote_baseline=args.promote_baseline, return_state=True, **common))
     if args.command == "baseline":
@@ -181,6 +189,12 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
         run_id = promote_baseline(runtime_for(settings), args.run_id)
         return {"status": "pass", "baseline_run": run_id}
     raise SystemExit(2)
+
+
+def stages_run_id() -> str:
+    from rag_health.stages import new_run_id
+
+    return new_run_id()
 
 
 def _preflight(settings, command: str) -> None:
@@ -201,6 +215,14 @@ def _preflight(settings, command: str) -> None:
             UrlMapping.parse(prefix)
     if command in ("run", "freshness", "compare-chunking"):
         load_manifest(settings.effective_manifest(), settings.review_every_days)
+    if command in ("run", "probes"):
+        from checks.retrieval import parse_threshold
+
+        for threshold in settings.fail_under:
+            try:
+                parse_threshold(threshold)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     if command in ("run", "probes", "compare-chunking"):
         for p in settings.effective_probes():
             if not Path(p).is_file():
@@ -238,8 +260,14 @@ def _human(command: str, result: dict[str, Any]) -> str:
         lines.append(f"quality: score {quality['score']:.3f}, {quality.get('tokens_lost', 0)} tokens past the "
                      f"model window; {kinds}")
     for name, m in (result.get("probes", {}).get("sets") or {}).items():
+        if not m.get("n"):
+            lines.append(f"probes {name}: {m.get('guarded_n', 0)} guard probes, "
+                         f"{m.get('lingering@10', 0)} still retrieve a removed document")
+            continue
         lines.append(f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} "
-                     f"hit@10={m['hit@10']:.3f} MRR={m['mrr']:.3f} nDCG@10={m['ndcg@10']:.3f}")
+                     f"hit@10={m['hit@10']:.3f} recall@10={m['recall@10']:.3f} P@5={m['precision@5']:.3f} "
+                     f"MRR={m['mrr']:.3f} nDCG@10={m['ndcg@10']:.3f}"
+                     + (f" regressions={len(m['regressions'])}" if m.get("regressions") else ""))
     if result.get("findings"):
         lines += ["", "findings:"] + [f"  - {f}" for f in result["findings"]]
     report = result.get("report") or {}

@@ -88,8 +88,12 @@ def publish_probes(result: dict[str, Any]) -> None:
     _table("missed-probes", [
         {"probe_id": p["probe_id"], "set": p["set"], "query": p["query"], "rank": p["rank"],
          "relevant": ", ".join(p["relevant"]), "retrieved": ", ".join(p["retrieved"][:3])}
-        for p in result["per_probe"] if p["rank"] is None or p["rank"] > 5
+        for p in result["per_probe"] if p["relevant"] and (p["rank"] is None or p["rank"] > 5)
     ], "Probes whose relevant document is not in the top 5")
+    _table("probe-regressions", result.get("regressions", []),
+           f"Probes that regressed against baseline run {result.get('baseline_run')}, with the displacing document")
+    _table("filter-exclusions", result.get("filter_excluded", []),
+           "Filter probes whose relevant document the metadata filter excludes (missing or wrong field)")
 
 
 def publish_drift(result: dict[str, Any]) -> None:

@@ -50,8 +50,8 @@ def compare_chunking_task(params: dict[str, Any], overrides: dict[str, Any] | No
 
 @task(name="run-probes")
 def run_probe_sets(params: dict[str, Any], overrides: dict[str, Any] | None,
-                   extra_sets: dict[str, list[dict[str, Any]]] | None):
-    result = stages.probes_stage(runtime_for(settings_from(params, overrides)), extra_sets)
+                   extra_sets: dict[str, list[dict[str, Any]]] | None, run_id: str | None = None):
+    result = stages.probes_stage(runtime_for(settings_from(params, overrides)), extra_sets, run_id)
     publish.publish_probes(result)
     return result
 
@@ -124,10 +124,14 @@ def quality_flow(docs: str | None = None, state_dir: str | None = None, collecti
 @flow(name="rag-health-probes")
 def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_dir: str | None = None,
                 collection: str | None = None, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
+                run_id: str | None = None, fail_under: list[str] | None = None,
                 settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Hit-rate probes: hit@k, MRR, nDCG@10 per probe set, one row per probe. `extra_sets` are generated sets."""
-    params = {"docs": docs, "probes": probes or None, "state_dir": state_dir, "collection": collection}
-    result = run_probe_sets(params, settings_overrides, extra_sets)
+    """Retrieval probes: hit@k, recall@k, precision@k, MRR, nDCG@10 per probe set, one row per probe, and the
+    probes that regressed against the baseline. `extra_sets` are generated sets; `fail_under` thresholds such
+    as "hit@5=0.9" or "golden:mrr=0.8" fail the run below them."""
+    params = {"docs": docs, "probes": probes or None, "state_dir": state_dir, "collection": collection,
+              "fail_under": fail_under or None}
+    result = run_probe_sets(params, settings_overrides, extra_sets, run_id)
     return _finish("probes", result)
 
 

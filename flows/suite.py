@@ -26,11 +26,11 @@ from rag_health import stages
 def suite_flow(docs: str | None = None, manifest: str | None = None, probes: list[str] | None = None,
                rules: list[str] | None = None, runbook_url_prefix: list[str] | None = None,
                state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
-               settings_overrides: dict[str, Any] | None = None):
+               fail_under: list[str] | None = None, settings_overrides: dict[str, Any] | None = None):
     """Ingest, freshness, coverage, quality, probes and drift against one collection. Returns the JSON result."""
     settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
                               "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
-                              "collection": collection}, settings_overrides)
+                              "collection": collection, "fail_under": fail_under or None}, settings_overrides)
     # Subflows get the resolved settings so every stage sees exactly the same configuration.
     resolved = settings.model_dump(mode="json")
     common = {"state_dir": str(settings.state_dir), "collection": settings.collection,
@@ -52,7 +52,7 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
     timed("quality", quality_flow, docs=settings.docs, run_id=run_id, **common)
     generated = {"alerts": outputs["coverage"].get("probes", [])}
     timed("probes", probes_flow, docs=settings.docs, probes=[str(p) for p in settings.effective_probes()] or None,
-          extra_sets=generated, **common)
+          extra_sets=generated, run_id=run_id, **common)
     verdict_so_far = stages.overall_verdict({k: v.get("status", "pass") for k, v in outputs.items()})
     timed("drift", drift_flow, run_id=run_id, promote_baseline=promote_baseline, verdict=verdict_so_far, **common)
 

@@ -28,6 +28,7 @@ class Chunk:
     heading_lost: bool = False  # continues a section whose heading is neither in the text nor in the embedding
     split_blocks: str = ""  # code blocks, tables or numbered steps this chunk holds only part of
     located: bool = True  # its text was found in the document, so the structure fields above are known
+    headings: str = ""  # " | "-joined: its section's heading, then every heading inside it
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
@@ -96,7 +97,8 @@ class Chunker:
         shapes = analyse_chunks(doc.text, texts, embed_texts)
         return [
             Chunk(doc_id=doc.doc_id, index=i, text=text, embed_text=embed, section=shape.section,
-                  heading_lost=shape.heading_lost, split_blocks=shape.split_blocks, located=shape.located)
+                  heading_lost=shape.heading_lost, split_blocks=shape.split_blocks, located=shape.located,
+                  headings=shape.headings)
             for i, (text, embed, shape) in enumerate(zip(texts, embed_texts, shapes))
         ]
 

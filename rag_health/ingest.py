@@ -90,6 +90,7 @@ def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: i
         "starts_mid_sentence": starts_mid_sentence(chunk.text),
         # Structure found at ingest, where the whole document is at hand (see rag_health.structure).
         "section": chunk.section,
+        "headings": chunk.headings,
         "heading_lost": chunk.heading_lost,
         "split_blocks": chunk.split_blocks,
         "structure_known": chunk.located,

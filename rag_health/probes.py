@@ -1,11 +1,19 @@
-"""Retrieval probes: load probe sets, run them against the index in batches, rank documents by their best chunk."""
+"""Retrieval probes: load probe sets, run them against the index in batches, rank documents by their best chunk.
+
+A probe: {"id", "query", "relevant": [doc ids] or {doc id: grade}, "filters"?: {field: value},
+"must_not_retrieve"?: [doc ids], "section"?: "heading"}. Probes sharing the same filters are queried together,
+with the filter as a Chroma `where` on the chunk metadata (front-matter `fm_<field>` or manifest `mf_<field>`).
+"""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from checks.retrieval import ProbeRanks
 from rag_health.embedding import Embedder
@@ -13,6 +21,7 @@ from rag_health.settings import ConfigError
 from rag_health.store import ChunkIndex
 
 QUERY_BATCH = 256
+SCALAR = (str, int, float, bool)
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,15 @@ class Probe:
     query: str
     relevant: tuple[str, ...]
     set_name: str
+    grades: tuple[float, ...] = ()  # graded relevance, one per relevant document (empty: binary)
+    filters: tuple[tuple[str, Any], ...] = ()  # metadata field -> required value
+    must_not_retrieve: tuple[str, ...] = ()
+    section: str = ""  # the relevant document's section that should answer (chunk-level metrics)
+    kind: str = ""  # how a generated probe was made
+
+    @property
+    def key(self) -> str:
+        return f"{self.set_name}/{self.probe_id}"
 
 
 @dataclass
@@ -31,8 +49,44 @@ class ProbeSet:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+def parse_probe(raw: Any, set_name: str) -> Probe:
+    """One probe from its JSON form; ValueError names what is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    for key in ("id", "query", "relevant"):
+        if key not in raw:
+            raise ValueError(f"missing field '{key}'")
+    probe_id, query, relevant = str(raw["id"]), str(raw["query"]).strip(), raw["relevant"]
+    if not query:
+        raise ValueError("empty query")
+    grades: tuple[float, ...] = ()
+    if isinstance(relevant, str):
+        relevant = [relevant]
+    if isinstance(relevant, dict):
+        try:
+            grades = tuple(float(g) for g in relevant.values())
+        except (TypeError, ValueError):
+            raise ValueError("'relevant' grades must be numbers") from None
+        relevant = list(relevant)
+    elif isinstance(raw.get("grades"), dict):
+        grades = tuple(float(raw["grades"].get(d, 1)) for d in relevant)
+    must_not = raw.get("must_not_retrieve") or []
+    if isinstance(must_not, str):
+        must_not = [must_not]
+    if not isinstance(relevant, list) or not (relevant or must_not):
+        raise ValueError("'relevant' must be a non-empty list of doc ids (or {doc id: grade})")
+    if not isinstance(must_not, list):
+        raise ValueError("'must_not_retrieve' must be a list of doc ids")
+    filters = raw.get("filters") or {}
+    if not isinstance(filters, dict) or not all(isinstance(v, SCALAR) for v in filters.values()):
+        raise ValueError("'filters' must map metadata fields to single values")
+    return Probe(probe_id, query, tuple(str(r) for r in relevant), set_name, grades,
+                 tuple(sorted((str(k), v) for k, v in filters.items())), tuple(str(d) for d in must_not),
+                 str(raw.get("section") or ""), str(raw.get("kind") or ""))
+
+
 def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
-    """JSONL, one probe a line: {"id", "query", "relevant": [doc ids]}. Bad lines are reported, the rest load."""
+    """JSONL, one probe a line. Bad lines are reported with file and line, the rest load."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"probe file {path} not found")
@@ -42,31 +96,20 @@ def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            raw = json.loads(line)
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            probe_id, query, relevant = str(raw["id"]), str(raw["query"]).strip(), raw["relevant"]
-            if not query:
-                raise ValueError("empty query")
-            if isinstance(relevant, str):
-                relevant = [relevant]
-            if not isinstance(relevant, list) or not relevant:
-                raise ValueError("'relevant' must be a non-empty list of doc ids")
-            if probe_id in seen:
-                raise ValueError(f"duplicate probe id {probe_id!r}")
-        except (ValueError, KeyError, TypeError) as exc:
-            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            probe_set.errors.append({"file": str(path), "line": number, "reason": reason})
+            probe = parse_probe(json.loads(line), probe_set.name)
+            if probe.probe_id in seen:
+                raise ValueError(f"duplicate probe id {probe.probe_id!r}")
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            probe_set.errors.append({"file": str(path), "line": number, "reason": str(exc)})
             continue
-        seen.add(probe_id)
-        probe_set.probes.append(Probe(probe_id, query, tuple(str(r) for r in relevant), probe_set.name))
+        seen.add(probe.probe_id)
+        probe_set.probes.append(probe)
     return probe_set
 
 
 def probe_set_from_rows(name: str, rows: list[dict[str, Any]]) -> ProbeSet:
     """A generated probe set (from alert rules or the corpus itself), in the same shape as a JSONL file."""
-    return ProbeSet(name=name, path=f"(generated: {name})", probes=[
-        Probe(str(r["id"]), str(r["query"]), tuple(r["relevant"]), name) for r in rows])
+    return ProbeSet(name=name, path=f"(generated: {name})", probes=[parse_probe(r, name) for r in rows])
 
 
 def unique_set_names(paths: list[Path]) -> list[str]:
@@ -81,12 +124,23 @@ def unique_set_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def where_for(filters: tuple[tuple[str, Any], ...]) -> dict[str, Any] | None:
+    """A probe's filters as a Chroma where clause: each field from front-matter or from the manifest."""
+    clauses = [{"$or": [{f"fm_{k}": v}, {f"mf_{k}": v}]} for k, v in filters]
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
 @dataclass(frozen=True)
 class ProbeOutcome:
     probe: Probe
     retrieved: tuple[str, ...]  # doc ids, best first (top k)
     ranks: tuple[int | None, ...]  # rank of each relevant doc within the depth searched
     relevant_missing: bool
+    section_rank: int | None = None
+    forbidden_ranks: tuple[int | None, ...] = ()
+    filter_excluded: tuple[dict[str, Any], ...] = ()  # relevant docs the filter shuts out, and why
 
     @property
     def rank(self) -> int | None:
@@ -94,53 +148,128 @@ class ProbeOutcome:
         return min(found) if found else None
 
     def as_ranks(self) -> ProbeRanks:
-        return ProbeRanks(self.probe.probe_id, self.probe.set_name, self.ranks)
+        return ProbeRanks(self.probe.probe_id, self.probe.set_name, self.ranks, self.probe.grades,
+                          self.section_rank, bool(self.probe.section), self.forbidden_ranks)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "probe_id": self.probe.probe_id, "set": self.probe.set_name, "query": self.probe.query,
             "relevant": list(self.probe.relevant), "rank": self.rank, "retrieved": list(self.retrieved),
             "relevant_missing": self.relevant_missing,
         }
+        if self.probe.kind:
+            out["kind"] = self.probe.kind
+        if self.probe.section:
+            out["section"], out["section_rank"] = self.probe.section, self.section_rank
+        if self.probe.filters:
+            out["filters"] = dict(self.probe.filters)
+            out["filter_excluded"] = list(self.filter_excluded)
+        if self.probe.must_not_retrieve:
+            out["must_not_retrieve"] = list(self.probe.must_not_retrieve)
+            out["forbidden_ranks"] = list(self.forbidden_ranks)
+        return out
+
+
+@dataclass
+class _Ranking:
+    docs: list[str]  # best first, each at its best chunk
+    section_hits: dict[str, int] = field(default_factory=dict)  # "doc\x00section path" -> best chunk rank
 
 
 def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], indexed_docs: set[str], *,
                top_k: int = 10, chunk_depth: int = 60) -> list[ProbeOutcome]:
-    """Embed all queries in batches, query Chroma in batches, collapse chunks to documents.
+    """Embed all queries in batches, query Chroma in batches (one call per batch and filter), collapse chunks
+    to documents.
 
     When the chunks searched hold fewer than top_k distinct documents (long documents on one topic), those
     probes are searched again deeper, so a document really ranked 8th is not reported as a miss."""
-    outcomes: list[ProbeOutcome] = []
     total = index.count()
     if not probes or total == 0:
         return [ProbeOutcome(p, (), tuple(None for _ in p.relevant), not (set(p.relevant) & indexed_docs))
                 for p in probes]
+    by_filter: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(probes):
+        by_filter[p.filters].append(i)
+    vectors = np.zeros((len(probes), embedder.info.dimension), dtype=np.float32)
     for start in range(0, len(probes), QUERY_BATCH):
-        batch = probes[start:start + QUERY_BATCH]
-        vectors = embedder.embed([p.query for p in batch])
-        rankings = _rank(index, vectors, chunk_depth)
-        depth = chunk_depth
-        while depth < total:
-            short = [i for i, r in enumerate(rankings) if len(r) < top_k]
-            if not short:
-                break
-            depth = min(total, depth * 4)
-            for i, ranking in zip(short, _rank(index, vectors[short], depth)):
+        vectors[start:start + QUERY_BATCH] = embedder.embed([p.query for p in probes[start:start + QUERY_BATCH]])
+    rankings: list[_Ranking | None] = [None] * len(probes)
+    for filters, members in by_filter.items():
+        where = where_for(filters)
+        for start in range(0, len(members), QUERY_BATCH):
+            batch = members[start:start + QUERY_BATCH]
+            found = _rank(index, vectors[batch], chunk_depth, where)
+            depth = chunk_depth
+            while depth < total:
+                short = [j for j, r in enumerate(found) if len(r.docs) < top_k]
+                if not short:
+                    break
+                depth = min(total, depth * 4)
+                for j, ranking in zip(short, _rank(index, vectors[[batch[j] for j in short]], depth, where)):
+                    found[j] = ranking
+            for i, ranking in zip(batch, found):
                 rankings[i] = ranking
-        for probe, ranking in zip(batch, rankings):
-            position = {doc_id: i + 1 for i, doc_id in enumerate(ranking)}
-            outcomes.append(ProbeOutcome(
-                probe=probe,
-                retrieved=tuple(ranking[:top_k]),
-                ranks=tuple(position.get(doc_id) for doc_id in probe.relevant),
-                relevant_missing=not (set(probe.relevant) & indexed_docs),
-            ))
+    outcomes = []
+    excluded = _filter_exclusions(index, probes, rankings)
+    for i, (probe, ranking) in enumerate(zip(probes, rankings)):
+        assert ranking is not None
+        position = {doc_id: r + 1 for r, doc_id in enumerate(ranking.docs)}
+        section_rank = None
+        if probe.section:
+            want = probe.section.lower()
+            hits = [rank for key, rank in ranking.section_hits.items()
+                    if key.split("\x00", 1)[0] in probe.relevant
+                    and any(part.strip().lower() == want for part in key.split("\x00", 1)[1].split(" | "))]
+            section_rank = min(hits) if hits else None
+        outcomes.append(ProbeOutcome(
+            probe=probe,
+            retrieved=tuple(ranking.docs[:top_k]),
+            ranks=tuple(position.get(doc_id) for doc_id in probe.relevant),
+            relevant_missing=bool(probe.relevant) and not (set(probe.relevant) & indexed_docs),
+            section_rank=section_rank,
+            forbidden_ranks=tuple(position.get(d) for d in probe.must_not_retrieve),
+            filter_excluded=tuple(excluded.get(i, ())),
+        ))
     return outcomes
 
 
-def _rank(index: ChunkIndex, vectors, depth: int) -> list[list[str]]:
-    result = index.query(vectors, n_results=depth)
-    return [documents_by_best_chunk(metas) for metas in result["metadatas"]]
+def _rank(index: ChunkIndex, vectors, depth: int, where: dict | None = None) -> list[_Ranking]:
+    result = index.query(vectors, n_results=depth, where=where)
+    out = []
+    for metas in result["metadatas"]:
+        section_hits: dict[str, int] = {}
+        for rank, meta in enumerate(metas, start=1):
+            names = str(meta.get("headings") or meta.get("section", "")).replace(" > ", " | ")
+            section_hits.setdefault(f"{meta.get('doc_id')}\x00{names}", rank)
+        out.append(_Ranking(documents_by_best_chunk(metas), section_hits))
+    return out
+
+
+def _filter_exclusions(index: ChunkIndex, probes: list[Probe], rankings) -> dict[int, list[dict[str, Any]]]:
+    """For filter probes, each relevant document the filter shuts out: the field it lacks or the value it has."""
+    wanted = {d for p in probes if p.filters for d in p.relevant}
+    if not wanted:
+        return {}
+    meta_of: dict[str, dict[str, Any]] = {}
+    for doc_id in wanted:
+        got = index.collection.get(where={"doc_id": doc_id}, limit=1, include=["metadatas"])
+        if got["ids"]:
+            meta_of[doc_id] = got["metadatas"][0]
+    out: dict[int, list[dict[str, Any]]] = {}
+    for i, p in enumerate(probes):
+        if not p.filters:
+            continue
+        for doc_id in p.relevant:
+            meta = meta_of.get(doc_id)
+            if meta is None:
+                continue
+            for key, value in p.filters:
+                has = meta.get(f"fm_{key}", meta.get(f"mf_{key}"))
+                if has != value:
+                    out.setdefault(i, []).append({
+                        "doc_id": doc_id, "field": key, "wants": value, "has": has,
+                        "reason": f"lacks '{key}'" if has in (None, "") else f"has {key}={has!r}, not {value!r}"})
+    return out
 
 
 def documents_by_best_chunk(metadatas: list[dict[str, Any]]) -> list[str]:

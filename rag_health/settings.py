@@ -81,8 +81,16 @@ class Settings(BaseSettings):
     # Probes
     probe_top_k: int = 10
     probe_chunk_depth: int = 60
-    hit_at_5_warn: float = 0.8
-    hit_at_5_fail: float = 0.5
+    hit_at_5_warn: float = 0.8  # per probe set (not the generated one): below warns
+    hit_at_5_fail: float = 0.5  # ... below fails
+    fail_under: Annotated[list[str], NoDecode] = Field(default_factory=list)  # "[SET:]METRIC=MIN", e.g. hit@5=0.9
+    max_regressions: int = 0  # more probes regressed against the baseline than this fails the run
+    regression_rank_drop: int = 3  # a hit probe that falls more than this many ranks has regressed
+    generate_probes: bool = True  # the "generated" set from headings, defined terms and runbook steps
+    generated_probes_max: int = 200
+    probe_title_words: int = 2  # difficulty of generated probes: title words given as context
+    probe_keep_ratio: float = 0.5  # ... share of a step's content words kept
+    probe_max_verbatim: int = 3  # ... longest run of consecutive source words allowed in a query
 
     # Drift report and publishing
     drift_sample_rows: int = 500
@@ -94,6 +102,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_prefixes(cls, value):
         if isinstance(value, str):  # URLs hold colons: the environment form is comma-separated
+            return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("fail_under", mode="before")
+    @classmethod
+    def _split_thresholds(cls, value):
+        if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
         return value
 

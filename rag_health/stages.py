@@ -145,28 +145,128 @@ def compare_chunking_stage(rt: Runtime, specs: list[str] | None = None) -> dict[
                             metadata_defaults=manifest.defaults_for, live=rt.index)
 
 
-def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """extra_sets: generated probe sets by name (e.g. "alerts" from the coverage stage), as probe dicts."""
+def lifecycle_probes(rt: Runtime, ledger: dict, manifest) -> list[dict[str, Any]]:
+    """Guard probes for documents that must not be retrieved: each superseded document that is still indexed
+    (asked with its replacement's title; the replacement must rank above it) and each document deleted at the
+    source but still indexed (asked with its own title; it must not be in the top k)."""
+    from rag_health.sources import unlisted_reason
+
+    source = rt.source()
+    listed = {e.doc_id for e in source.list()}
+    unlisted = getattr(source, "unlisted", ())
+    rows = []
+    for doc_id, entry in sorted(ledger.items()):
+        meta = {**manifest.defaults_for(doc_id), **entry.metadata}
+        title = str(meta.get("title") or doc_id)
+        successor = str(meta.get("superseded_by") or "")
+        if successor and successor in ledger:
+            succ = {**manifest.defaults_for(successor), **ledger[successor].metadata}
+            rows.append({"id": f"superseded:{doc_id}", "query": str(succ.get("title") or successor),
+                         "relevant": [successor], "must_not_retrieve": [doc_id], "kind": "superseded"})
+        elif doc_id not in listed and not unlisted_reason(doc_id, unlisted):
+            rows.append({"id": f"deleted:{doc_id}", "query": title, "relevant": [], "must_not_retrieve": [doc_id],
+                         "kind": "deleted"})
+    return rows
+
+
+def probe_sets(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> list:
+    """Every probe set of a run: the configured files, generated sets handed in (alerts), the corpus-generated
+    set and the lifecycle guards."""
+    from rag_health.probe_generation import GenerationSettings, generate_probes
+
     s = rt.settings
     paths = s.effective_probes()
-    extra_sets = {name: rows for name, rows in (extra_sets or {}).items() if rows}
-    if not paths and not extra_sets:
-        return {"status": "skip", "reason": "no probe sets configured (--probes)", "sets": {}, "per_probe": []}
     sets = [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
-    sets += [probe_set_from_rows(name, rows) for name, rows in extra_sets.items()]
+    sets += [probe_set_from_rows(name, rows) for name, rows in (extra_sets or {}).items() if rows]
+    if s.generate_probes and rt.index.count():
+        rows = generate_probes(
+            ((r.doc_id, str(r.metadata.get("title", "")), str(r.metadata.get("section", "")), r.text)
+             for records, _ in rt.index.iter_chunks() for r in records),
+            GenerationSettings(title_words=s.probe_title_words, keep_ratio=s.probe_keep_ratio,
+                               max_verbatim=s.probe_max_verbatim, max_probes=s.generated_probes_max))
+        if rows:
+            sets.append(probe_set_from_rows("generated", rows))
+    return sets
+
+
+def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
+                 run_id: str | None = None) -> dict[str, Any]:
+    """extra_sets: generated probe sets by name (e.g. "alerts" from the coverage stage), as probe dicts.
+    With a run id, per-probe results are stored so later runs can list regressions against this one."""
+    from checks.retrieval import regressions
+
+    s = rt.settings
+    ledger = rt.index.ledger()
+    manifest = load_manifest(s.effective_manifest(), s.review_every_days)
+    sets = probe_sets(rt, extra_sets)
+    lifecycle = lifecycle_probes(rt, ledger, manifest)
+    if lifecycle:
+        sets.append(probe_set_from_rows("lifecycle", lifecycle))
+    if not sets:
+        return {"status": "skip", "reason": "no probe sets configured (--probes)", "sets": {}, "per_probe": []}
     probes = [p for ps in sets for p in ps.probes]
-    indexed = set(rt.index.ledger())
-    outcomes = run_probes(rt.index, rt.embedder, probes, indexed, top_k=s.probe_top_k,
-                          chunk_depth=s.probe_chunk_depth)
+    top_k = s.probe_top_k
+    outcomes = run_probes(rt.index, rt.embedder, probes, set(ledger), top_k=top_k,
+                          chunk_depth=max(s.probe_chunk_depth, top_k * 3))
+    recall_ks = sorted({5, 10, top_k})
     check = retrieval_check([o.as_ranks() for o in outcomes], hit_at_5_warn=s.hit_at_5_warn,
-                            hit_at_5_fail=s.hit_at_5_fail)
+                            hit_at_5_fail=s.hit_at_5_fail, fail_under=s.fail_under, top_k=top_k,
+                            recall_ks=recall_ks, ungated=UNGATED_SETS)
+    status = check.status
+    findings = list(check.findings)
+    per_probe = [o.as_dict() | {"key": o.probe.key} for o in outcomes]
+
+    # Regressions against the baseline run's per-probe results.
+    baseline_run = Baselines(rt.shared_store).baseline_run()
+    baseline = _load_json(rt.shared_store, f"runs/{baseline_run}/probes.json") if baseline_run != run_id else None
+    regressed = regressions(baseline or {}, per_probe, max_rank_drop=s.regression_rank_drop, top_k=top_k)
+    for name in check.metrics["sets"]:
+        check.metrics["sets"][name]["regressions"] = [
+            {k: r[k] for k in ("probe_id", "was_rank", "now_rank", "displaced_by")} for r in regressed
+            if r["set"] == name]
+    if regressed:
+        level = "fail" if len(regressed) > s.max_regressions else "warn"
+        status = worst(status, level)
+        for r in regressed[:20]:
+            findings.append(f"probe {r['set']}/{r['probe_id']} regressed since baseline {baseline_run}: rank "
+                            f"{r['was_rank']} -> {r['now_rank'] or 'missed'}, displaced by {r['displaced_by']} "
+                            f"({level})")
+    if run_id:
+        _save_json(rt.shared_store, f"runs/{run_id}/probes.json",
+                   {p["key"]: {"rank": p["rank"], "retrieved": p["retrieved"]} for p in per_probe})
+    excluded = [{"probe_id": o.probe.probe_id, "set": o.probe.set_name, **e}
+                for o in outcomes if o.rank is None or o.rank > top_k for e in o.filter_excluded]
+    for e in excluded:
+        findings.append(f"filter probe {e['set']}/{e['probe_id']}: {e['doc_id']} {e['reason']}, so the filter "
+                        "excludes it (warn)")
+    if excluded:
+        status = worst(status, "warn")
     errors = [e for ps in sets for e in ps.errors]
+    for e in errors:
+        findings.append(f"probe file {e['file']} line {e['line']}: {e['reason']} (warn)")
     return {
-        "status": worst(check.status, "warn" if errors else "pass"),
+        "status": worst(status, "warn" if errors else "pass"),
         "sets": check.metrics["sets"], "overall": check.metrics["overall"],
-        "per_probe": [o.as_dict() for o in outcomes], "errors": errors, "findings": list(check.findings),
+        "baseline_run": baseline_run if baseline is not None else None,
+        "regressions": [{k: r[k] for k in ("set", "probe_id", "was_rank", "now_rank", "displaced_by")}
+                        for r in regressed],
+        "filter_excluded": excluded,
+        "per_probe": [{k: v for k, v in p.items() if k != "key"} for p in per_probe],
+        "errors": errors, "findings": findings,
         "files": {ps.name: ps.path for ps in sets},
     }
+
+
+UNGATED_SETS = ("generated", "lifecycle")  # no default hit@5 gate: synthetic or guard-only; --fail-under applies
+
+
+def _load_json(store, key: str) -> Any:
+    data = store.get(key)
+    return json.loads(data) if data else None
+
+
+def _save_json(store, key: str, value: Any) -> str:
+    return store.put(key, json.dumps(value).encode(), "application/json")
 
 
 def drift_stage(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str = "") -> dict[str, Any]:

@@ -49,6 +49,7 @@ class ChunkStructure:
     heading_lost: bool  # the chunk continues a section whose heading is neither in its text nor in its embedding
     split_blocks: str  # "; "-joined labels of blocks this chunk holds only part of ("" when none)
     located: bool  # False when the chunk's text could not be found in the document (structure unknown)
+    headings: str = ""  # " | "-joined: the section the chunk starts in, then every heading inside it
 
 
 def parse_structure(text: str) -> DocStructure:
@@ -159,7 +160,10 @@ def analyse_chunks(text: str, chunks: Sequence[str], embed_texts: Sequence[str],
             first_own = next((h for h in structure.headings if span[0] <= h.start < span[1]), None)
             near_start = first_own is not None and first_own.start - span[0] < HEADING_GRACE_CHARS
             lost = own.start < span[0] and not near_start and own.text not in embed_texts[i]
-        out.append(ChunkStructure(section, lost, "; ".join(split_labels[i]), True))
+        inside = [h.text for h in structure.headings if span[0] <= h.start < span[1]]
+        names = ([path[-1].text] if path else []) + inside
+        out.append(ChunkStructure(section, lost, "; ".join(split_labels[i]), True,
+                                  " | ".join(dict.fromkeys(names))))
     return out
 
 

@@ -100,6 +100,7 @@ def planted(tmp_path_factory, embedder):
     odd = rng.normal(size=384).astype(np.float32)
     col.update(ids=[first["runbooks/token-vault-latency.md"]], embeddings=[odd / np.linalg.norm(odd)])
     rt.index.update_metadata([first["runbooks/fx-rate-feed-stale.md"]], {"model_fingerprint": "0ther-model"})
+    col.update(ids=[first["policies/pci-dss-scope-management.md"]], documents=[""])
     return stages.quality_stage(rt, "planted-run")
 
 
@@ -121,6 +122,7 @@ PLANTED = [
     ("zero-vector", "runbooks/on-call-handover.md"),
     ("embedding-outlier", "runbooks/token-vault-latency.md"),
     ("model-mismatch", "runbooks/fx-rate-feed-stale.md"),
+    ("empty-chunk", "policies/pci-dss-scope-management.md"),
 ]
 
 

@@ -1,0 +1,139 @@
+"""Probes generated from the corpus itself, without an LLM, each aimed at the document (and section) it came from.
+
+Kinds, and how their difficulty is controlled (none of them can be answered by pasting the chunk's text):
+  section  a level-2+ heading plus `title_words` of the document's rarest title words ("Escalation chargeback
+           disputes"): generic headings ("Scope", "Rollback") repeat across documents, so the probe tests that
+           the right document's section wins; fewer title words make it harder.
+  term     a defined acronym, asked without its expansion ("What does STR mean in AML triage?"), or a term
+           defined with "means" / "is defined as", asked without the definition.
+  step     the first sentence of a numbered step, cut to its `keep_ratio` rarest content words, in their
+           original order, with no run of more than `max_verbatim` consecutive words of the source.
+Probe ids are stable while a document's text is: kind, doc id and a hash of the source text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+STOPWORDS = frozenset("""a an and are as at be by for from has have how if in into is it its of on or that the their
+then this to was were what when where which who will with within without not no all any each every per via
+your our you we they them than there these those can could should would may must do does done use using also
+only over under after before about out up down off more most less such other same so very just than""".split())
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]+")
+_STEP = re.compile(r"^\s{0,3}\d{1,3}[.)]\s+(.+)$", re.M)
+_ACRONYM = re.compile(r"\b([A-Za-z][a-z]+(?:[ -][A-Za-z][a-z]+){1,6})\s+\(([A-Z][A-Z0-9]{1,7})\)")
+_DEFINED = re.compile(r"(?:^|[.!?]\s+)(?:An?\s+|The\s+)?\*{0,2}([A-Z][\w -]{2,40}?)\*{0,2}\s+(?:means|is defined as)\s",
+                      re.M)
+_MARKUP = re.compile(r"[*_`>#|]+")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    title_words: int = 2
+    keep_ratio: float = 0.5
+    max_verbatim: int = 3
+    per_document: int = 2  # probes of each kind per document
+    max_probes: int = 200
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) > 2]
+
+
+def _longest_common_run(query: list[str], source: list[str]) -> int:
+    """Length of the longest run of consecutive words the query shares with the source (case-insensitive)."""
+    q, s = [w.lower() for w in query], [w.lower() for w in source]
+    best = 0
+    for i in range(len(q)):
+        for j in range(len(s)):
+            n = 0
+            while i + n < len(q) and j + n < len(s) and q[i + n] == s[j + n]:
+                n += 1
+            best = max(best, n)
+    return best
+
+
+def generate_probes(chunks: Iterable[tuple[str, str, str, str]], settings: GenerationSettings | None = None
+                    ) -> list[dict[str, Any]]:
+    """chunks: (doc_id, title, section path, text) for every chunk. Returns probe rows for probe_set_from_rows."""
+    g = settings or GenerationSettings()
+    doc_freq: Counter[str] = Counter()
+    seen_words: dict[str, set[str]] = defaultdict(set)
+    titles: dict[str, str] = {}
+    sections: dict[str, list[str]] = defaultdict(list)
+    steps: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    terms: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for doc_id, title, section, text in chunks:
+        titles.setdefault(doc_id, title)
+        words = {w.lower() for w in content_words(text)} - seen_words[doc_id]
+        seen_words[doc_id] |= words
+        doc_freq.update(words)
+        heading = section.split(" > ")[-1] if section else ""
+        if heading and " > " in section and heading not in sections[doc_id]:
+            sections[doc_id].append(heading)
+        for m in _STEP.finditer(text):
+            first = re.split(r"(?<=[.!?])\s", _MARKUP.sub("", m.group(1)).strip(), maxsplit=1)[0]
+            if len(content_words(first)) >= 4 and all(first != s for _, s in steps[doc_id]):
+                steps[doc_id].append((heading, first))
+        for m in _ACRONYM.finditer(text):
+            terms[doc_id].append(("acronym", m.group(2), heading))
+        for m in _DEFINED.finditer(text):
+            terms[doc_id].append(("defined", m.group(1).strip(), heading))
+    n_docs = max(1, len(titles))
+    title_freq = Counter(w.lower() for t in titles.values() for w in set(content_words(t)))
+
+    def idf(word: str) -> float:
+        return math.log(n_docs / (1 + doc_freq.get(word.lower(), 0)))
+
+    def context(doc_id: str, exclude: str) -> str:
+        """The document's rarest title words (rare across titles), not already in the probe."""
+        taken = {w.lower() for w in _WORD.findall(exclude)}
+        words = [w for w in dict.fromkeys(content_words(titles[doc_id])) if w.lower() not in taken]
+        words.sort(key=lambda w: (title_freq[w.lower()], -len(w)))
+        return " ".join(words[:g.title_words])
+
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, doc_id: str, query: str, source: str, section: str = "") -> None:
+        digest = hashlib.blake2b(f"{kind}|{source}".encode(), digest_size=4).hexdigest()
+        row = {"id": f"{kind}:{doc_id}:{digest}", "query": query, "relevant": [doc_id], "kind": kind}
+        if section:
+            row["section"] = section
+        rows.append(row)
+
+    for doc_id in sorted(titles):
+        for heading in sections[doc_id][:g.per_document * 3]:
+            if sum(r["kind"] == "section" and r["relevant"] == [doc_id] for r in rows) >= g.per_document:
+                break
+            if heading.lower() == titles[doc_id].lower():
+                continue
+            add("section", doc_id, f"{heading} {context(doc_id, heading)}".strip(), heading, heading)
+        used_terms: set[str] = set()
+        for kind, term, heading in terms[doc_id]:
+            if term.lower() in used_terms or len(used_terms) >= g.per_document:
+                continue
+            used_terms.add(term.lower())
+            where = context(doc_id, term)
+            query = (f"What does {term} mean in {where}?" if kind == "acronym"
+                     else f"What is meant by {term} in {where}?")
+            add("term", doc_id, query, term, heading)
+        for heading, sentence in steps[doc_id][:g.per_document]:
+            words = content_words(sentence)
+            keep_n = max(3, round(len(words) * g.keep_ratio))
+            keep = set(sorted(range(len(words)), key=lambda i: (-idf(words[i]), i))[:keep_n])
+            chosen = [words[i] for i in sorted(keep)]
+            source_words = _WORD.findall(sentence)
+            while len(chosen) > 3 and _longest_common_run(chosen, source_words) > g.max_verbatim:
+                # drop the most common remaining word until no shared run is too long
+                chosen.remove(min(chosen, key=idf))
+            add("step", doc_id, "how to " + " ".join(w.lower() for w in chosen), sentence, heading)
+    if len(rows) > g.max_probes:  # a deterministic spread over the corpus, not the first documents
+        rows = sorted(rows, key=lambda r: hashlib.blake2b(r["id"].encode(), digest_size=8).digest())[:g.max_probes]
+        rows.sort(key=lambda r: r["id"])
+    return rows
