@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         "chunks_per_second": round(ing["chunks_embedded"] / max(timings["ingest"], 1e-9), 1),
         "probe_conversion": conversion,
         "alert_probes": out["probes"]["sets"].get(probes.stem),
+        "probe_sets": {name: {k: m.get(k) for k in ("n", "hit@1", "hit@5", "hit@10", "recall@10", "precision@5", "mrr",
+                                                     "ndcg@10", "chunk_hit@5", "chunk_mrr") if k in m}
+                       for name, m in out["probes"]["sets"].items()},
         "quality": {k: out["quality"]["chunks"]["metrics"][k] for k in
                     ("chunks", "tokens_max", "overflow_chunks", "tokens_lost", "mid_sentence_fraction")},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alert probes n={m.get('n')} hit@1={m.get('hit@1')} hit@5={m.get('hit@5')} hit@10={m.get('hit@10')} "
               f"MRR={m.get('mrr')} nDCG@10={m.get('ndcg@10')}  ({conversion['alerts_without_runbook']} alerts "
               "point at a runbook that does not exist)")
+        for name, m in figures["probe_sets"].items():
+            print(f"probe set {name}: {m}")
         print(f"second run embedded {figures['second_run_chunks_embedded']} chunks")
         print(f"timings (s): {figures['timings_s']}")
     return 0

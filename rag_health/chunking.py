@@ -15,7 +15,7 @@ _SENTENCE_END = re.compile(r"""[.!?:;…](?:["')\]]*)\s*$""")
 _STRUCTURAL_END = re.compile(r"(```|\|)\s*$")
 
 
-STRATEGIES = ("sentence", "markdown")
+STRATEGIES = ("sentence", "markdown", "whole")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ def parse_spec(spec: str) -> tuple[str, int, int]:
     from rag_health.settings import ConfigError
 
     parts = spec.strip().split(":")
+    if parts[0] == "whole":  # one chunk per document, as benchmarks like MTEB embed them (truncated by the model)
+        return "whole", 0, 0
     if parts[0].isdigit():
         parts = ["sentence", *parts]
     try:
@@ -59,14 +61,17 @@ def embed_text_for(title: str, text: str, section: str = "") -> str:
 
 class Chunker:
     """strategy "sentence": llama-index SentenceSplitter with overlap. "markdown": sections, code blocks, tables
-    and numbered steps are kept whole where they fit, and every chunk's embedding carries its section path."""
+    and numbered steps are kept whole where they fit, and every chunk's embedding carries its section path.
+    "whole": one chunk per document (the model truncates it at its window; quality reports what is lost)."""
 
     def __init__(self, embedder: Embedder, chunk_size: int, chunk_overlap: int, strategy: str = "sentence"):
         from rag_health.settings import ConfigError
 
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown chunking strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
-        if chunk_overlap >= chunk_size:
+        if strategy == "whole":
+            chunk_size, chunk_overlap = 0, 0
+        elif chunk_overlap >= chunk_size:
             raise ConfigError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
         self.strategy = strategy
         self.chunk_size = chunk_size
@@ -83,11 +88,13 @@ class Chunker:
 
     @property
     def config(self) -> str:
-        return f"{self.strategy}:{self.chunk_size}:{self.chunk_overlap}"
+        return "whole" if self.strategy == "whole" else f"{self.strategy}:{self.chunk_size}:{self.chunk_overlap}"
 
     def split(self, doc: ParsedDocument) -> list[Chunk]:
         title = doc.title
-        if self.strategy == "markdown":
+        if self.strategy == "whole":
+            pieces = [(doc.text.strip(), "")]
+        elif self.strategy == "markdown":
             pieces = self._markdown_pieces(doc.text, title)
         else:
             pieces = [(p, "") for p in self._splitter.split_text_metadata_aware(doc.text, metadata_str=title)]

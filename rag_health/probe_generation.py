@@ -59,32 +59,42 @@ def _longest_common_run(query: list[str], source: list[str]) -> int:
     return best
 
 
-def generate_probes(chunks: Iterable[tuple[str, str, str, str]], settings: GenerationSettings | None = None
+def generate_probes(chunks: Iterable[tuple[str, int, str, str, str]], settings: GenerationSettings | None = None
                     ) -> list[dict[str, Any]]:
-    """chunks: (doc_id, title, section path, text) for every chunk. Returns probe rows for probe_set_from_rows."""
+    """chunks: (doc_id, chunk index, title, section path, text) for every chunk, in any order. Returns probe rows
+    for probe_set_from_rows; the same corpus always gives the same probes."""
     g = settings or GenerationSettings()
     doc_freq: Counter[str] = Counter()
     seen_words: dict[str, set[str]] = defaultdict(set)
     titles: dict[str, str] = {}
-    sections: dict[str, list[str]] = defaultdict(list)
-    steps: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    terms: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for doc_id, title, section, text in chunks:
+    found: dict[str, list[tuple[int, int, str, tuple[str, ...]]]] = defaultdict(list)  # (chunk, offset, kind, data)
+    for doc_id, index, title, section, text in chunks:
         titles.setdefault(doc_id, title)
         words = {w.lower() for w in content_words(text)} - seen_words[doc_id]
         seen_words[doc_id] |= words
         doc_freq.update(words)
         heading = section.split(" > ")[-1] if section else ""
-        if heading and " > " in section and heading not in sections[doc_id]:
-            sections[doc_id].append(heading)
+        if heading and " > " in section:
+            found[doc_id].append((index, -1, "section", (heading,)))
         for m in _STEP.finditer(text):
             first = re.split(r"(?<=[.!?])\s", _MARKUP.sub("", m.group(1)).strip(), maxsplit=1)[0]
-            if len(content_words(first)) >= 4 and all(first != s for _, s in steps[doc_id]):
-                steps[doc_id].append((heading, first))
+            if len(content_words(first)) >= 4:
+                found[doc_id].append((index, m.start(), "step", (heading, first)))
         for m in _ACRONYM.finditer(text):
-            terms[doc_id].append(("acronym", m.group(2), heading))
+            found[doc_id].append((index, m.start(), "term", ("acronym", m.group(2), heading)))
         for m in _DEFINED.finditer(text):
-            terms[doc_id].append(("defined", m.group(1).strip(), heading))
+            found[doc_id].append((index, m.start(), "term", ("defined", m.group(1).strip(), heading)))
+    sections: dict[str, list[str]] = defaultdict(list)
+    steps: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    terms: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for doc_id, items in found.items():
+        for _, _, kind, data in sorted(items):  # document order, whatever order the chunks came in
+            if kind == "section" and data[0] not in sections[doc_id]:
+                sections[doc_id].append(data[0])
+            elif kind == "step" and all(data[1] != s for _, s in steps[doc_id]):
+                steps[doc_id].append(data)  # type: ignore[arg-type]
+            elif kind == "term":
+                terms[doc_id].append(data)  # type: ignore[arg-type]
     n_docs = max(1, len(titles))
     title_freq = Counter(w.lower() for t in titles.values() for w in set(content_words(t)))
 

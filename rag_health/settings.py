@@ -16,6 +16,7 @@ SAMPLE_DATASET = REPO_ROOT / "datasets"
 SAMPLE_DOCS = SAMPLE_DATASET / "docs"
 SAMPLE_MANIFEST = SAMPLE_DATASET / "manifest.yaml"
 SAMPLE_PROBES = SAMPLE_DATASET / "probes" / "golden.jsonl"
+SAMPLE_FILTER_PROBES = SAMPLE_DATASET / "probes" / "filters.jsonl"
 SAMPLE_RULES = SAMPLE_DATASET / "rules"
 SAMPLE_RUNBOOK_URL_PREFIX = "https://runbooks.example-bank.internal/"
 SAMPLE_REQUIRED_METADATA = ("classification", "jurisdiction", "product")
@@ -50,7 +51,7 @@ class Settings(BaseSettings):
     embed_batch_size: int = 32
     chunk_size: int = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
     chunk_overlap: int = 24
-    chunk_strategy: Literal["sentence", "markdown"] = "sentence"
+    chunk_strategy: Literal["sentence", "markdown", "whole"] = "sentence"
     write_batch_chunks: int = 512
 
     # Ingest safety
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
     def effective_probes(self) -> list[Path]:
         if self.probes:
             return list(self.probes)
-        return [SAMPLE_PROBES] if self.docs_is_sample else []
+        return [SAMPLE_PROBES, SAMPLE_FILTER_PROBES] if self.docs_is_sample else []
 
     def effective_rules(self) -> tuple[list[Path], list[str]]:
         """Rule paths and URL prefixes: the configured ones, or the sample rules for the sample corpus."""

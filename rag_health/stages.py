@@ -180,7 +180,8 @@ def probe_sets(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None =
     sets += [probe_set_from_rows(name, rows) for name, rows in (extra_sets or {}).items() if rows]
     if s.generate_probes and rt.index.count():
         rows = generate_probes(
-            ((r.doc_id, str(r.metadata.get("title", "")), str(r.metadata.get("section", "")), r.text)
+            ((r.doc_id, int(r.metadata.get("chunk_index", 0)), str(r.metadata.get("title", "")),
+              str(r.metadata.get("section", "")), r.text)
              for records, _ in rt.index.iter_chunks() for r in records),
             GenerationSettings(title_words=s.probe_title_words, keep_ratio=s.probe_keep_ratio,
                                max_verbatim=s.probe_max_verbatim, max_probes=s.generated_probes_max))

@@ -100,7 +100,8 @@ def planted(tmp_path_factory, embedder):
     odd = rng.normal(size=384).astype(np.float32)
     col.update(ids=[first["runbooks/token-vault-latency.md"]], embeddings=[odd / np.linalg.norm(odd)])
     rt.index.update_metadata([first["runbooks/fx-rate-feed-stale.md"]], {"model_fingerprint": "0ther-model"})
-    col.update(ids=[first["policies/pci-dss-scope-management.md"]], documents=[""])
+    pci = first["policies/pci-dss-scope-management.md"]
+    col.update(ids=[pci], documents=[""], embeddings=[vec[pci]])  # with its vector: Chroma would embed the text
     return stages.quality_stage(rt, "planted-run")
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag_health.settings import SAMPLE_MANIFEST, SAMPLE_PROBES, ConfigError, load_settings
+from rag_health.settings import SAMPLE_FILTER_PROBES, SAMPLE_MANIFEST, SAMPLE_PROBES, ConfigError, load_settings
 
 
 def test_environment_and_overrides(monkeypatch, tmp_path):
@@ -17,7 +17,7 @@ def test_environment_and_overrides(monkeypatch, tmp_path):
 
 def test_sample_manifest_and_probes_only_for_the_sample_corpus(tmp_path):
     sample = load_settings()
-    assert sample.effective_manifest() == SAMPLE_MANIFEST and sample.effective_probes() == [SAMPLE_PROBES]
+    assert sample.effective_manifest() == SAMPLE_MANIFEST and sample.effective_probes() == [SAMPLE_PROBES, SAMPLE_FILTER_PROBES]
     other = load_settings(docs=str(tmp_path))
     assert other.effective_manifest() is None and other.effective_probes() == []
 

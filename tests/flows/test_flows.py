@@ -78,6 +78,38 @@ def test_cli_json_and_exit_codes(harness, small_corpus, tmp_path, probes_file, c
     assert again["chunks_embedded"] == 0 and again["unchanged"] == 4
 
 
+def test_cli_run_exits_1_when_a_probe_regresses(harness, small_corpus, tmp_path, capsys, monkeypatch):
+    """The first run is the baseline; documents added since push the lag runbook down: the second run reports
+    exactly that probe with the displacing document, and exits 1 (a CI gate after a document change)."""
+    from flows.cli import main
+    from tests.conftest import write_doc
+
+    monkeypatch.setenv("RAG_HEALTH_GENERATE_PROBES", "false")
+    probes = tmp_path / "golden.jsonl"
+    probes.write_text(
+        json.dumps({"id": "lag", "query": "payments consumer group is behind", "relevant": ["runbooks/kafka-lag.md"]})
+        + "\n" + json.dumps({"id": "declines", "query": "card authorisations declined by the issuer processor",
+                             "relevant": ["runbooks/card-declines.md"]}) + "\n")
+    args = ["run", "--docs", str(small_corpus), "--probes", str(probes), "--state", str(tmp_path / "state"),
+            "--today", "2026-11-28", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["probes"]["sets"]["golden"]["regressions"] == [] and first["probes"]["sets"]["golden"]["hit@1"] == 1.0
+    for i in range(5):
+        write_doc(small_corpus, f"runbooks/payments-consumer-{i}.md",
+                  f"# Payments consumer group is behind ({i})\nThe payments consumer group is behind: alert {i} "
+                  f"fires when the payments consumer group is behind the producer.", title=f"Payments consumer {i}")
+    assert main(args) == 1
+    second = json.loads(capsys.readouterr().out)
+    regressions = second["probes"]["sets"]["golden"]["regressions"]
+    assert [r["probe_id"] for r in regressions] == ["lag"] and regressions[0]["was_rank"] == 1
+    assert regressions[0]["displaced_by"].startswith("runbooks/payments-consumer-")
+    assert second["verdict"] == "fail" and any("regressed since baseline" in f for f in second["findings"])
+    assert main(args[:-1] + ["--fail-under", "golden:hit@1=0.9", "--json"]) == 1
+    third = json.loads(capsys.readouterr().out)
+    assert "probe set golden: hit@1 0.500 below the required 0.9 (fail)" in third["findings"]
+
+
 def test_cli_compare_chunking(harness, small_corpus, tmp_path, probes_file, capsys):
     """Two configurations side by side, as JSON and as a table; a bad configuration exits 2."""
     from flows.cli import main
