@@ -40,8 +40,10 @@ def test_whole_corpus_ingests_and_probes(tmp_path, make_runtime):
     assert len(indexed) + len(result["skipped"]) == len(md_files)
     out = stages.probes_stage(rt)
     m = out["sets"]["alerts"]
-    per = out["per_probe"]
+    per = [p for p in out["per_probe"] if p["set"] == "alerts"]
     assert m["n"] == len(per) > 100
+    generated = out["sets"]["generated"]  # headings, terms and steps of the runbooks themselves
+    assert generated["n"] > 50 and generated["hit@10"] > 0.7
     assert m["hit@5"] == pytest.approx(sum(1 for p in per if p["rank"] and p["rank"] <= 5) / len(per), abs=1e-4)
     assert m["mrr"] == pytest.approx(sum(1 / p["rank"] for p in per if p["rank"] and p["rank"] <= 10) / len(per),
                                      abs=1e-3)

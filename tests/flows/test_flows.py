@@ -133,6 +133,8 @@ def test_cli_compare_chunking(harness, small_corpus, tmp_path, probes_file, caps
     (["run", "--docs", "/nonexistent/folder"], "does not exist"),
     (["run", "--probes", "/nonexistent.jsonl"], "probe file"),
     (["freshness", "--manifest", "BAD"], "bad.yaml: line 3: 'review_every_days' must be a positive"),
+    (["probes", "--fail-under", "hit@5"], "bad threshold 'hit@5'"),
+    (["run", "--fail-under", "hit@5=2"], "the minimum must be between 0 and 1"),
 ])
 def test_cli_configuration_errors_exit_2(args, message, tmp_path, capsys, small_corpus):
     from flows.cli import main
