@@ -128,7 +128,7 @@ def near_duplicates(chunk_ids: Sequence[str], doc_ids: Sequence[str], text_keys:
     for i, cid in enumerate(chunk_ids):
         for other, sim in zip(neighbour_ids[i], neighbour_sims[i]):
             j = position.get(other)
-            if j is None or sim < threshold or doc_ids[j] == doc_ids[i]:
+            if j is None or not sim >= threshold or doc_ids[j] == doc_ids[i]:  # NaN never qualifies
                 continue
             if text_keys[j] == text_keys[i] and text_keys[i] or sim >= SAME_VECTOR:
                 continue  # an exact copy (duplicate-chunk) or one vector for two texts (shared-vector)

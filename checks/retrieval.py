@@ -15,6 +15,7 @@ k at all: a warn). Probes with no relevant document only guard; they are left ou
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,7 @@ def parse_threshold(text: str) -> tuple[str | None, str, float]:
     from_set, _, rest = text.rpartition(":") if ":" in text.split("=", 1)[0] else ("", "", text)
     metric, sep, value = rest.partition("=")
     metric = metric.strip()
-    if not sep or metric not in METRIC_NAMES and not metric.startswith(("recall@", "precision@")):
+    if not sep or metric not in METRIC_NAMES and not re.fullmatch(r"recall@\d+", metric):
         raise ValueError(f"bad threshold {text!r}: use [SET:]METRIC=MIN with METRIC one of "
                          f"{', '.join(METRIC_NAMES)}")
     try:
@@ -140,6 +141,7 @@ def retrieval_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_a
     status = "pass"
     findings = []
     thresholds = [parse_threshold(t) for t in fail_under]
+    applied: set[int] = set()
     for name, m in sets.items():
         hit5 = float(m.get("hit@5", 1.0)) if name not in ungated else 1.0
         level = "fail" if hit5 < hit_at_5_fail else "warn" if hit5 < hit_at_5_warn else "pass"
@@ -147,9 +149,10 @@ def retrieval_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_a
         if level != "pass":
             bound = hit_at_5_fail if level == "fail" else hit_at_5_warn
             findings.append(f"probe set {name}: hit@5 {hit5:.3f} below {bound:.2f} ({level})")
-        for only, metric, minimum in thresholds:
+        for position, (only, metric, minimum) in enumerate(thresholds):
             if only not in (None, name) or metric not in m:
                 continue
+            applied.add(position)
             if float(m[metric]) < minimum:
                 status = "fail"
                 findings.append(f"probe set {name}: {metric} {float(m[metric]):.3f} below the required "
@@ -162,9 +165,10 @@ def retrieval_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_a
             status = worst(status, "warn")
             findings.append(f"probe set {name}: {m[f'lingering@{top_k}']} probe(s) still retrieve a deleted or "
                             f"superseded document in the top {top_k}, below the current one (warn)")
-    for only, metric, _ in thresholds:
-        if only is not None and only not in sets:
-            findings.append(f"threshold for probe set {only!r} ({metric}) matched no probe set (warn)")
+    for position, (only, metric, _) in enumerate(thresholds):
+        if position not in applied:  # a typo or a metric this run does not compute must not pass silently
+            where = f"probe set {only!r}" if only else "any probe set"
+            findings.append(f"threshold {metric} for {where} matched no computed metric (warn)")
             status = worst(status, "warn")
     missed = tuple({"probe_id": p.probe_id, "set": p.set_name} for p in probes if p.rank is None or p.rank > 5)
     metrics = {"sets": sets, "overall": set_metrics(probes, recall_ks=recall_ks, top_k=top_k)}

@@ -176,8 +176,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
         return unwrap(stage_flows.quality_flow(docs=docs, settings_overrides=overrides, return_state=True, **common))
     if args.command == "compare-chunking":
         return unwrap(stage_flows.compare_chunking_flow(
-            configs=args.configs, docs=docs, manifest=args.manifest, probes=args.probes, **rules,
-            state_dir=args.state_dir, return_state=True))
+            configs=args.configs, docs=docs, manifest=args.manifest, probes=args.probes, **rules, return_state=True,
+            **common))
     if args.command == "probes":
         return unwrap(stage_flows.probes_flow(docs=docs, probes=args.probes, fail_under=args.fail_under,
                                               run_id=stages_run_id(), return_state=True, **common))
@@ -261,8 +261,9 @@ def _human(command: str, result: dict[str, Any]) -> str:
                      f"model window; {kinds}")
     for name, m in (result.get("probes", {}).get("sets") or {}).items():
         if not m.get("n"):
+            lingering = next((v for k, v in m.items() if k.startswith("lingering@")), 0)
             lines.append(f"probes {name}: {m.get('guarded_n', 0)} guard probes, "
-                         f"{m.get('lingering@10', 0)} still retrieve a removed document")
+                         f"{lingering} still retrieve a removed document")
             continue
         lines.append(f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} "
                      f"hit@10={m['hit@10']:.3f} recall@10={m['recall@10']:.3f} P@5={m['precision@5']:.3f} "

@@ -150,9 +150,10 @@ def drift_flow(state_dir: str | None = None, collection: str | None = None, run_
 def compare_chunking_flow(configs: list[str] | None = None, docs: str | None = None, manifest: str | None = None,
                           probes: list[str] | None = None, rules: list[str] | None = None,
                           runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
+                          collection: str | None = None,
                           settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score chunking configurations side by side ("sentence:200:24", "markdown:256", ...; default: the live one
     against the other strategy) on the same documents and probes, in temporary collections."""
     params = {"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
-              "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir}
+              "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir, "collection": collection}
     return _finish("compare-chunking", compare_chunking_task(params, settings_overrides, configs))

@@ -77,7 +77,7 @@ class Chunker:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self._tokenize = embedder.tokenize
-        self._splitter = SentenceSplitter(
+        self._splitter = None if strategy == "whole" else SentenceSplitter(
             chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=embedder.tokenize,
             paragraph_separator="\n\n",
         )
@@ -97,6 +97,7 @@ class Chunker:
         elif self.strategy == "markdown":
             pieces = self._markdown_pieces(doc.text, title)
         else:
+            assert self._splitter is not None
             pieces = [(p, "") for p in self._splitter.split_text_metadata_aware(doc.text, metadata_str=title)]
         pieces = [(text, section) for text, section in pieces if text.strip()]
         texts = [text for text, _ in pieces]
@@ -147,6 +148,11 @@ class Chunker:
                 continue
             elif used + size > budget:
                 flush()
+                if current and sum(u[3] for u in current) + size > budget:
+                    # a run of headings with little under them (a table of contents): a chunk of their own
+                    pieces.append((text[current[0][0]:current[-1][1]], _section_for(structure, current[0][0], title,
+                                                                                    "heading")))
+                    current = []
             current.append((start, end, kind, size))
         flush()
         if current:  # headings with nothing after them at the end of the document
@@ -193,19 +199,23 @@ def _units(text: str, structure: DocStructure) -> list[tuple[int, int, str]]:
 
 
 def _section_for(structure: DocStructure, offset: int, title: str, first_kind: str) -> str:
-    """The heading path to put in front of a chunk's embedding: empty when the chunk opens with its heading."""
-    if first_kind == "heading":
-        return ""
+    """The heading path to put in front of a chunk's embedding. A chunk that opens with its own heading gets
+    only that heading's parents (the heading itself is in the text)."""
+    own = next((h for h in structure.headings if h.start == offset), None) if first_kind == "heading" else None
     trail: list[str] = []
     levels: list[int] = []
     for h in structure.headings:
-        if h.start > offset:
+        if h.start > offset or (own is not None and h.start == offset):
             break
         while levels and levels[-1] >= h.level:
             levels.pop()
             trail.pop()
         levels.append(h.level)
         trail.append(h.text)
+    if own is not None:
+        while levels and levels[-1] >= own.level:
+            levels.pop()
+            trail.pop()
     return " > ".join(t for t in trail if t != title)
 
 

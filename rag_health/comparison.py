@@ -101,7 +101,9 @@ def choose_winner(results: list[dict[str, Any]]) -> tuple[str, str]:
         return best["chunking"], (f"higher nDCG@10 on the probes: {b:.3f} against {r:.3f} for {runner['chunking']} "
                                   f"(quality score {best['quality']['score']:.3f} against "
                                   f"{runner['quality']['score']:.3f})")
-    by_quality = sorted(results, key=lambda x: x["quality"]["score"], reverse=True)
+    # Only the configurations tied with the best on retrieval compete on quality.
+    tied = [x for x in results if b is None or (ndcg(x) or 0.0) >= b - RETRIEVAL_TIE]
+    by_quality = sorted(tied, key=lambda x: x["quality"]["score"], reverse=True)
     best, runner = by_quality[0], by_quality[1]
     basis = "no probes to compare retrieval" if b is None else f"nDCG@10 within {RETRIEVAL_TIE} ({b:.3f}, {r:.3f})"
     return best["chunking"], (f"{basis}; higher quality score: {best['quality']['score']:.3f} against "

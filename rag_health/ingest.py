@@ -47,7 +47,8 @@ class IngestResult:
     unchanged: int = 0
     read: int = 0
     chunks_embedded: int = 0
-    chunks_reused: int = 0  # vectors taken from known_vectors instead of the model
+    chunks_reused: int = 0  # vectors already stored (same chunk id) instead of embedded again
+    metadata_upgraded: int = 0  # unchanged documents whose chunks got the current metadata fields
     chunks_deleted: int = 0
     skipped: list[IngestError] = field(default_factory=list)
     errors: list[IngestError] = field(default_factory=list)
@@ -73,6 +74,10 @@ class _Pending:
     replaces: list[str]
     is_new: bool
     manifest_fields: dict[str, Any] = field(default_factory=dict)
+    upgrade: bool = False  # same bytes and chunking, only the chunk metadata is rewritten
+
+
+META_VERSION = 2  # 2: structure fields (section, headings, heading_lost, split_blocks, starts_mid_sentence)
 
 
 def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: int, entry: SourceEntry,
@@ -97,6 +102,7 @@ def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: i
         "title": doc.title,
         "ingested_at": ingested_at,
         "chunker": chunker.config,
+        "meta_version": META_VERSION,
         **index.model.as_metadata(),
     }
     # Front-matter fields travel with each chunk (prefixed) so metadata filters and audits work from the store.
@@ -174,8 +180,10 @@ def ingest(
         known = ledger.get(entry.doc_id)
         if known:
             leftovers += known.leftover_ids
-        # A version written by other chunk settings or left half-written is rebuilt even if the bytes match.
-        current = known is not None and known.complete and known.chunker == chunker.config
+        # A version written by other chunk settings or left half-written is rebuilt even if the bytes match; one
+        # written before the chunk metadata it should carry (META_VERSION) is re-chunked, its vectors reused.
+        same_recipe = known is not None and known.complete and known.chunker == chunker.config
+        current = same_recipe and known.meta_version >= META_VERSION
         if current and known.source_version == entry.version:
             result.unchanged += 1
             continue
@@ -213,7 +221,8 @@ def ingest(
         fields = metadata_defaults(entry.doc_id) if metadata_defaults else {}
         # Everything the store holds for this document may be replaced, leftovers of interrupted writes too.
         replaces = (known.chunk_ids + known.leftover_ids) if known else []
-        pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields))
+        upgrade = same_recipe and known.content_hash == doc.content_hash
+        pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields, upgrade))
         pending_chunks += len(chunks)
         if pending_chunks >= write_batch_chunks:
             flush()
@@ -262,7 +271,9 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
     token_counts = embedder.count_tokens(texts)
     all_ids = [chunk_id(p.doc, c.index, version_key(p.doc.content_hash, chunker, index))
                for p in pending for c in p.chunks]
-    known = known_vectors(all_ids) if known_vectors else {}
+    known = index.vectors_for(all_ids)  # same id: same bytes, chunking and model, so the same vector
+    if known_vectors is not None and len(known) < len(all_ids):
+        known.update(known_vectors([cid for cid in all_ids if cid not in known]))
     todo = [i for i, cid in enumerate(all_ids) if cid not in known]
     vectors = np.zeros((len(texts), embedder.info.dimension), dtype=np.float32)
     if todo:
@@ -291,7 +302,11 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
         index.delete(stale)
         result.chunks_deleted += len(stale)
     for p in pending:
-        (result.added if p.is_new else result.changed).append(p.doc.doc_id)
+        if p.upgrade:
+            result.unchanged += 1
+            result.metadata_upgraded += 1
+        else:
+            (result.added if p.is_new else result.changed).append(p.doc.doc_id)
     return written
 
 

@@ -118,11 +118,8 @@ def generate_probes(chunks: Iterable[tuple[str, int, str, str, str]], settings: 
         rows.append(row)
 
     for doc_id in sorted(titles):
-        for heading in sections[doc_id][:g.per_document * 3]:
-            if sum(r["kind"] == "section" and r["relevant"] == [doc_id] for r in rows) >= g.per_document:
-                break
-            if heading.lower() == titles[doc_id].lower():
-                continue
+        headings = [h for h in sections[doc_id] if h.lower() != titles[doc_id].lower()]
+        for heading in headings[:g.per_document]:
             add("section", doc_id, f"{heading} {context(doc_id, heading)}".strip(), heading, heading)
         used_terms: set[str] = set()
         for kind, term, heading in terms[doc_id]:

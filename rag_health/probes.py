@@ -185,17 +185,18 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
     probes are searched again deeper, so a document really ranked 8th is not reported as a miss."""
     total = index.count()
     if not probes or total == 0:
-        return [ProbeOutcome(p, (), tuple(None for _ in p.relevant), not (set(p.relevant) & indexed_docs))
-                for p in probes]
+        return [ProbeOutcome(p, (), tuple(None for _ in p.relevant),
+                             bool(p.relevant) and not (set(p.relevant) & indexed_docs),
+                             forbidden_ranks=tuple(None for _ in p.must_not_retrieve)) for p in probes]
     by_filter: dict[tuple, list[int]] = defaultdict(list)
-    for i, p in enumerate(probes):
-        by_filter[p.filters].append(i)
+    for i, p in enumerate(probes):  # True, 1 and 1.0 are equal in Python but not to Chroma: group by type too
+        by_filter[tuple((k, type(v).__name__, v) for k, v in p.filters)].append(i)
     vectors = np.zeros((len(probes), embedder.info.dimension), dtype=np.float32)
     for start in range(0, len(probes), QUERY_BATCH):
         vectors[start:start + QUERY_BATCH] = embedder.embed([p.query for p in probes[start:start + QUERY_BATCH]])
     rankings: list[_Ranking | None] = [None] * len(probes)
-    for filters, members in by_filter.items():
-        where = where_for(filters)
+    for members in by_filter.values():
+        where = where_for(probes[members[0]].filters)
         for start in range(0, len(members), QUERY_BATCH):
             batch = members[start:start + QUERY_BATCH]
             found = _rank(index, vectors[batch], chunk_depth, where)
@@ -251,10 +252,9 @@ def _filter_exclusions(index: ChunkIndex, probes: list[Probe], rankings) -> dict
     if not wanted:
         return {}
     meta_of: dict[str, dict[str, Any]] = {}
-    for doc_id in wanted:
-        got = index.collection.get(where={"doc_id": doc_id}, limit=1, include=["metadatas"])
-        if got["ids"]:
-            meta_of[doc_id] = got["metadatas"][0]
+    got = index.collection.get(where={"doc_id": {"$in": sorted(wanted)}}, include=["metadatas"])
+    for meta in got["metadatas"]:
+        meta_of.setdefault(str(meta.get("doc_id")), meta)
     out: dict[int, list[dict[str, Any]]] = {}
     for i, p in enumerate(probes):
         if not p.filters:
@@ -265,7 +265,7 @@ def _filter_exclusions(index: ChunkIndex, probes: list[Probe], rankings) -> dict
                 continue
             for key, value in p.filters:
                 has = meta.get(f"fm_{key}", meta.get(f"mf_{key}"))
-                if has != value:
+                if has != value or isinstance(has, bool) != isinstance(value, bool):
                     out.setdefault(i, []).append({
                         "doc_id": doc_id, "field": key, "wants": value, "has": has,
                         "reason": f"lacks '{key}'" if has in (None, "") else f"has {key}={has!r}, not {value!r}"})

@@ -122,9 +122,12 @@ def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[
     if t.empty:
         empty = chunk_quality(pd.DataFrame(columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
                                                     "ends_mid_sentence"]), embedder.info.max_tokens)
-        return ({"status": "fail", "score": 0.0, "documents": [], "findings": [], "tokens_lost": 0,
-                 "chunks": empty.as_dict(), "embeddings": {"status": "fail", "metrics": {}, "findings": []}},
-                {}, t)
+        return ({"status": "fail", "score": 0.0, "tokens_lost": 0, "documents": [], "findings": [],
+                 "all_findings": [], "findings_total": 0, "findings_omitted": 0, "findings_by_kind": {},
+                 "chunks": _summary(empty),
+                 "embeddings": {"status": "fail", "metrics": {"vectors": 0}, "items": [],
+                                "findings": ["the index holds no vectors"]},
+                 "required_metadata": required, "worst_chunks": []}, {}, t)
     chunk_ids = t["chunk_id"].tolist()
     doc_ids = t["doc_id"].tolist()
     neighbour_ids, neighbour_sims = nearest_neighbours(index, chunk_ids, scan.vectors)
@@ -221,8 +224,12 @@ def _fill_sample(index: ChunkIndex, embedder: Embedder, snapshot: dict[str, Any]
         x.update(current.get(x["chunk_id"], {"docs": [], "chunks": []}))
 
 
+SUMMARY_ITEMS = 200  # offending rows kept per check in the result; quality.findings and the CSV hold them all
+
+
 def _summary(result) -> dict[str, Any]:
-    return {"status": result.status, "metrics": result.metrics, "findings": list(result.findings)}
+    return {"status": result.status, "metrics": result.metrics, "items": list(result.items[:SUMMARY_ITEMS]),
+            "findings": list(result.findings)}
 
 
 def load_snapshot(store: ArtifactStore, run_id: str | None) -> dict[str, Any] | None:

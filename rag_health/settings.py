@@ -99,23 +99,10 @@ class Settings(BaseSettings):
     s3_bucket: str | None = None
     s3_prefix: str = "rag-health"
 
-    @field_validator("runbook_url_prefix", mode="before")
+    @field_validator("runbook_url_prefix", "fail_under", "required_metadata", mode="before")
     @classmethod
-    def _split_prefixes(cls, value):
-        if isinstance(value, str):  # URLs hold colons: the environment form is comma-separated
-            return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
-        return value
-
-    @field_validator("fail_under", mode="before")
-    @classmethod
-    def _split_thresholds(cls, value):
-        if isinstance(value, str):
-            return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
-        return value
-
-    @field_validator("required_metadata", mode="before")
-    @classmethod
-    def _split_fields(cls, value):
+    def _split_commas(cls, value):
+        """The environment form is comma-separated (URLs and thresholds hold colons), or a JSON list."""
         if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
         return value

@@ -142,7 +142,7 @@ def compare_chunking_stage(rt: Runtime, specs: list[str] | None = None) -> dict[
         if rows:
             sets.append(probe_set_from_rows("alerts", rows))
     return compare_chunking(source, rt.embedder, s, specs or default_comparison(s), sets,
-                            metadata_defaults=manifest.defaults_for, live=rt.index)
+                            metadata_defaults=manifest.defaults_for, live=rt.index if rt.index.count() else None)
 
 
 def lifecycle_probes(rt: Runtime, ledger: dict, manifest) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import numpy as np
 from rag_health.embedding import ModelInfo
 
 PAGE = 2000
+MAX_QUERY_HITS = 20000  # query vectors x results per Chroma call (SQLite's variable limit is 32,766)
 
 
 class ModelMismatchError(RuntimeError):
@@ -37,6 +38,7 @@ class LedgerEntry:
     leftover_ids: list[str] = field(default_factory=list)
     complete: bool = True  # every chunk of the version is present (n_chunks of n_chunks)
     chunker: str = ""
+    meta_version: int = 1  # the chunk metadata layout it was written with (rag_health.ingest.META_VERSION)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class ChunkIndex:
                 leftover_ids=[cid for _, other in ordered[1:] for cid, _ in other],
                 complete=complete,
                 chunker=str(meta.get("chunker", "")),
+                meta_version=min(int(m.get("meta_version", 1)) for _, m in chunks),
             )
         return ledger
 
@@ -224,12 +227,18 @@ class ChunkIndex:
 
     def query(self, vectors: np.ndarray, n_results: int, where: dict | None = None,
               include: list[str] | None = None) -> dict[str, list]:
+        """Batched nearest-chunk queries. Chroma reads every hit's metadata in one SQL statement, and SQLite
+        refuses more than ~32k variables, so the queries are sent in groups of at most MAX_QUERY_HITS hits."""
         n_results = max(1, min(n_results, self.count()))
-        result = self.collection.query(
-            query_embeddings=vectors, n_results=n_results, where=where,
-            include=include or ["metadatas", "distances"],
-        )
-        return result
+        include = include or ["metadatas", "distances"]
+        step = max(1, MAX_QUERY_HITS // n_results)
+        merged: dict[str, list] = {key: [] for key in ("ids", *include)}
+        for start in range(0, len(vectors), step):
+            result = self.collection.query(query_embeddings=vectors[start:start + step], n_results=n_results,
+                                           where=where, include=include)
+            for key in ("ids", *include):
+                merged[key].extend(result[key] or [])
+        return merged
 
     def vectors_for(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of those ids that exist (read only)."""

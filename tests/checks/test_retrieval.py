@@ -112,7 +112,8 @@ def test_fail_under_thresholds():
     assert retrieval_check(probes, **base, fail_under=["other:hit@5=0.9"]).status == "warn"  # no such set
     assert parse_threshold("golden:ndcg@10=0.6") == ("golden", "ndcg@10", 0.6)
     assert parse_threshold("recall@100=0.9") == (None, "recall@100", 0.9)
-    for bad in ("hit@5", "hit@5=high", "speed=0.5", "hit@5=1.5"):
+    assert retrieval_check(probes, **base, fail_under=["recall@50=0.5"]).status == "warn"  # not computed here
+    for bad in ("hit@5", "hit@5=high", "speed=0.5", "hit@5=1.5", "precision@3=0.5"):
         with pytest.raises(ValueError, match="bad threshold"):
             parse_threshold(bad)
 

@@ -272,3 +272,34 @@ def test_structure_fields_written_at_ingest(tmp_path, make_runtime):
     assert all(m["structure_known"] for m in metas)
     assert all(m["section"].startswith("Scheme fee schedule") for m in metas)
     assert sum(bool(m["split_blocks"]) for m in metas) >= 2
+
+
+def test_whole_document_chunking_reports_what_the_model_truncates(tmp_path, make_runtime):
+    """One chunk per document, as MTEB embeds them: the model's window cuts long ones, and quality says how much."""
+    root = tmp_path / "docs"
+    plant(root, "planted/long-section.md", LONG_SECTION)
+    plant(root, "planted/tiny.md", "# Pager number\n\nCall the duty manager on the number in the on-call tool.")
+    rt = make_runtime(root, chunk_strategy="whole")
+    stages.ingest_stage(rt)
+    assert rt.index.count() == 2 and rt.chunker.config == "whole"
+    result = stages.quality_stage(rt)
+    overflow = [f for f in result["findings"] if f["kind"] == "token-overflow"]
+    assert [f["doc_id"] for f in overflow] == ["planted/long-section.md"] and result["tokens_lost"] > 0
+
+
+def test_chunks_from_an_older_version_get_the_structure_fields_without_re_embedding(small_corpus, make_runtime):
+    """Chunks written before the structure metadata existed are re-chunked on the next ingest and keep their
+    vectors (same ids): the quality stage then sees sections and cut blocks for them too."""
+    rt = make_runtime(small_corpus)
+    stages.ingest_stage(rt)
+    ids = rt.index.collection.get()["ids"]
+    before = rt.index.vectors_for(ids)
+    rt.index.update_metadata(ids, {"meta_version": 1, "section": "", "headings": "", "structure_known": False})
+    again = stages.ingest_stage(rt)
+    assert again["metadata_upgraded"] == 4 and again["chunks_embedded"] == 0 and again["changed"] == 0
+    metas = dict(rt.index.iter_metadata())
+    assert sorted(metas) == sorted(ids)
+    assert all(m["meta_version"] == 2 and m["structure_known"] for m in metas.values())
+    after = rt.index.vectors_for(ids)
+    assert max(float(np.abs(before[i] - after[i]).max()) for i in ids) < 1e-6, [float(np.abs(before[i] - after[i]).max()) for i in ids]
+    assert stages.ingest_stage(rt)["read"] == 0  # upgraded once, then skipped as before
