@@ -79,6 +79,7 @@ def bench(corpus: str, embedder, limit: int | None, compare: list[str] | None) -
                          "mid_sentence": c["quality"]["mid_sentence_fraction"],
                          "structure_split": c["quality"]["structure_split_chunks"],
                          "lost_heading": c["quality"]["lost_heading_chunks"],
+                         "findings_by_kind": c["quality"]["findings_by_kind"],
                          **{k: (c.get("retrieval") or {}).get("overall", {}).get(k)
                             for k in ("n", "hit@5", "mrr", "ndcg@10")}} for c in result["configs"]],
         }
