@@ -237,6 +237,10 @@ def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.Da
                          for k, cid in zip(keys, t["chunk_id"])]
     t["is_duplicate"] = t["duplicate_of"] != ""
     t["near_duplicate_of"] = col("near_duplicate_of", "").fillna("").astype(str)
+    t["near_duplicate_cosine"] = col("near_duplicate_cosine", float("nan")).astype(float)
+    t["boilerplate_example"] = col("boilerplate_example", "").fillna("").astype(str)
+    t["boilerplate_documents"] = col("boilerplate_documents", 0).fillna(0).astype(int)
+    t["section"] = col("section", "").fillna("").astype(str)
     t["is_near_duplicate"] = t["near_duplicate_of"] != ""
     t["boilerplate_share"] = col("boilerplate_share", 0.0).fillna(0.0).astype(float)
     t["is_boilerplate"] = t["boilerplate_share"] >= BOILERPLATE_MIN_SHARE
@@ -250,7 +254,6 @@ def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.Da
 
 
 def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int):
-    col = t.columns
     for r in t.itertuples(index=False):
         def item(kind: str, detail: str, penalty: float | None = None, r=r) -> dict[str, Any]:
             return {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "kind": kind, "detail": detail,
@@ -273,21 +276,19 @@ def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int):
         if r.is_duplicate:
             yield item("duplicate-chunk", f"same text as {r.duplicate_of}")
         if r.is_near_duplicate:
-            cos = float(r.near_duplicate_cosine) if "near_duplicate_cosine" in col else float("nan")
-            yield item("near-duplicate", f"cosine {cos:.3f} with {r.near_duplicate_of} of another document")
+            yield item("near-duplicate", f"cosine {r.near_duplicate_cosine:.3f} with {r.near_duplicate_of} of "
+                       "another document")
         if r.boilerplate_share > 0:
-            docs = int(r.boilerplate_documents) if "boilerplate_documents" in col else 0
-            example = str(r.boilerplate_example) if "boilerplate_example" in col else ""
             if r.is_boilerplate:
                 yield item("boilerplate", f"{r.boilerplate_share:.0%} of the text repeats across documents, e.g. "
-                           f"{example!r} (in {docs} documents)", PENALTY["boilerplate"] * r.boilerplate_share)
+                           f"{r.boilerplate_example!r} (in {r.boilerplate_documents} documents)",
+                           PENALTY["boilerplate"] * r.boilerplate_share)
         if r.splits_block:
             for label in str(r.split_blocks).split("; "):
                 kind = _SPLIT_KINDS.get(label.split(" ", 1)[0], "step-split")
                 yield item(kind, f"{label} is cut across chunks")
         if r.heading_lost:
-            section = str(r.section) if "section" in col else ""
-            yield item("lost-heading", f"continues section {section.split(' > ')[-1]!r} but neither its text nor its "
+            yield item("lost-heading", f"continues section {r.section.split(' > ')[-1]!r} but neither its text nor its "
                        "embedding carries that heading")
         if r.lacks_metadata:
             yield item("missing-metadata", f"lacks {r.missing_metadata}: metadata-filtered queries never return it")

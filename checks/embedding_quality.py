@@ -66,32 +66,34 @@ def vector_table(vectors: np.ndarray, chunk_ids: Sequence[str], texts: Sequence[
     })
 
 
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (NaN read as 0; zero rows stay zero), so dot products are cosines."""
+    v = np.nan_to_num(np.asarray(vectors, dtype=np.float32))
+    norms = np.linalg.norm(v, axis=1)
+    norms[norms == 0] = 1.0
+    return v / norms[:, None]
+
+
 def anisotropy(vectors: np.ndarray, n_pairs: int = 20000, seed: int = 0) -> float | None:
     """Mean cosine of random pairs of distinct vectors (0 for an isotropic space; sentence models sit well
     above). A fixed seed makes reruns on the same vectors agree exactly."""
-    v = np.nan_to_num(np.asarray(vectors, dtype=np.float32))
-    n = len(v)
+    n = len(vectors)
     if n < 2:
         return None
     rng = np.random.default_rng(seed)
     a = rng.integers(0, n, size=n_pairs)
     b = (a + rng.integers(1, n, size=n_pairs)) % n  # never pairs a vector with itself
-    norms = np.linalg.norm(v, axis=1)
-    norms[norms == 0] = 1.0
-    unit = v / norms[:, None]
+    unit = _unit_rows(vectors)
     return float(np.einsum("ij,ij->i", unit[a], unit[b]).mean())
 
 
 def centroid_similarity(vectors: np.ndarray) -> np.ndarray:
     """Cosine of each vector to the corpus's mean direction. Chunks of one domain share that direction (that is
     what anisotropy measures), so this spread is tight and a chunk far below it stands out."""
-    v = np.nan_to_num(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(v, axis=1)
-    norms[norms == 0] = 1.0
-    unit = v / norms[:, None]
+    unit = _unit_rows(vectors)
     centre = unit.mean(axis=0)
     size = float(np.linalg.norm(centre))
-    return unit @ (centre / size) if size > 0 else np.zeros(len(v))
+    return unit @ (centre / size) if size > 0 else np.zeros(len(unit))
 
 
 def outlier_scores(similarity: Sequence[float]) -> tuple[np.ndarray, float, float]:

@@ -178,11 +178,11 @@ def retrieval_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_a
 def regressions(baseline: Mapping[str, Mapping[str, Any]], current: Sequence[Mapping[str, Any]], *,
                 max_rank_drop: int = 3, top_k: int = 10) -> list[dict[str, Any]]:
     """Probes that were hit (rank <= top_k) in the baseline and now are missed, or dropped more than
-    max_rank_drop ranks. baseline: probe key -> {rank, retrieved}; current: rows with key, rank, retrieved and
-    relevant. displaced_by: the first document now ranked above the right one that was not above it before."""
+    max_rank_drop ranks. baseline: "set/probe_id" -> {rank, retrieved}; current: rows with probe_id, set, rank,
+    retrieved and relevant. displaced_by: the first document now ranked above the right one that was not above it before."""
     out = []
     for row in current:
-        before = baseline.get(row["key"])
+        before = baseline.get(f"{row['set']}/{row['probe_id']}")
         if before is None or before.get("rank") is None or before["rank"] > top_k:
             continue
         was, now = int(before["rank"]), row.get("rank")

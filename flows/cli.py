@@ -139,6 +139,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     from flows import stages as stage_flows
     from flows.resources import runtime_for, settings_from
     from flows.suite import suite_flow
+    from rag_health.stages import new_run_id
 
     common = {"state_dir": args.state_dir, "collection": args.collection}
     docs = getattr(args, "docs", None)
@@ -180,7 +181,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
             **common))
     if args.command == "probes":
         return unwrap(stage_flows.probes_flow(docs=docs, probes=args.probes, fail_under=args.fail_under,
-                                              run_id=stages_run_id(), return_state=True, **common))
+                                              run_id=new_run_id(), return_state=True, **common))
     if args.command == "drift":
         return unwrap(stage_flows.drift_flow(promote_baseline=args.promote_baseline, return_state=True, **common))
     if args.command == "baseline":
@@ -189,12 +190,6 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
         run_id = promote_baseline(runtime_for(settings), args.run_id)
         return {"status": "pass", "baseline_run": run_id}
     raise SystemExit(2)
-
-
-def stages_run_id() -> str:
-    from rag_health.stages import new_run_id
-
-    return new_run_id()
 
 
 def _preflight(settings, command: str) -> None:

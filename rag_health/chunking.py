@@ -84,7 +84,8 @@ class Chunker:
 
     @classmethod
     def from_spec(cls, embedder: Embedder, spec: str) -> Chunker:
-        return cls(embedder, *parse_spec(spec)[1:], strategy=parse_spec(spec)[0])
+        strategy, size, overlap = parse_spec(spec)
+        return cls(embedder, size, overlap, strategy)
 
     @property
     def config(self) -> str:

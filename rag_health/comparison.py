@@ -25,7 +25,6 @@ RETRIEVAL_TIE = 0.01  # nDCG@10 differences below this are a tie, settled by the
 
 def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs: list[str],
                      probe_sets: list[ProbeSet], *, metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
-                     client_factory: Callable[[str], Any] | None = None,
                      live: ChunkIndex | None = None) -> dict[str, Any]:
     """specs: chunking configurations such as "sentence:200:24" or "markdown:256" (see Chunker.from_spec).
     live: the live collection, only read: chunks whose id (content, chunking and model) it already holds take
@@ -42,7 +41,7 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
     workdir = tempfile.mkdtemp(prefix="rag-health-compare-")
     results = []
     try:
-        client = client_factory(workdir) if client_factory else _temporary_client(workdir)
+        client = _temporary_client(workdir)
         for i, chunker in enumerate(chunkers):
             index = ChunkIndex(client, f"compare-{i}-{chunker.strategy}", embedder.info)
             started = time.perf_counter()

@@ -29,14 +29,18 @@ BASELINE_KEY = "baseline.json"
 MIN_ROWS_FOR_EMBEDDING_DRIFT = 40
 
 
+def sample_key(chunk_id: str) -> int:
+    """A chunk's place in a deterministic sample: the same chunks are picked on every run over the same index."""
+    return int(hashlib.blake2b(chunk_id.encode(), digest_size=8).hexdigest(), 16)
+
+
 def snapshot_frame(index: ChunkIndex, sample_rows: int) -> pd.DataFrame:
     """Chunk statistics and vectors for a sample chosen by chunk-id hash, so reruns pick the same chunks.
 
     Only ids and metadata are scanned; vectors are fetched for the sampled chunks alone."""
     ranked: list[tuple[int, str, dict[str, Any]]] = []
     for chunk_id, meta in index.iter_metadata():
-        h = int(hashlib.blake2b(chunk_id.encode(), digest_size=8).hexdigest(), 16)
-        ranked.append((h, chunk_id, meta))
+        ranked.append((sample_key(chunk_id), chunk_id, meta))
         if len(ranked) > 4 * sample_rows:
             ranked = sorted(ranked)[:sample_rows]
     ranked = sorted(ranked)[:sample_rows]

@@ -269,29 +269,23 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
     """Embed all pending chunks in one batched call, add them, then delete the versions they replace."""
     texts = [c.embed_text for p in pending for c in p.chunks]
     token_counts = embedder.count_tokens(texts)
-    all_ids = [chunk_id(p.doc, c.index, version_key(p.doc.content_hash, chunker, index))
-               for p in pending for c in p.chunks]
-    known = index.vectors_for(all_ids)  # same id: same bytes, chunking and model, so the same vector
-    if known_vectors is not None and len(known) < len(all_ids):
-        known.update(known_vectors([cid for cid in all_ids if cid not in known]))
-    todo = [i for i, cid in enumerate(all_ids) if cid not in known]
+    ids = [chunk_id(p.doc, c.index, version_key(p.doc.content_hash, chunker, index))
+           for p in pending for c in p.chunks]
+    known = index.vectors_for(ids)  # same id: same bytes, chunking and model, so the same vector
+    if known_vectors is not None and len(known) < len(ids):
+        known.update(known_vectors([cid for cid in ids if cid not in known]))
+    todo = [i for i, cid in enumerate(ids) if cid not in known]
     vectors = np.zeros((len(texts), embedder.info.dimension), dtype=np.float32)
     if todo:
         vectors[todo] = embedder.embed([texts[i] for i in todo])
-    for i, cid in enumerate(all_ids):
+    for i, cid in enumerate(ids):
         if cid in known:
             vectors[i] = known[cid]
     result.chunks_reused += len(texts) - len(todo)
-    ids, docs, metas = [], [], []
-    position = 0
-    for p in pending:
-        version = version_key(p.doc.content_hash, chunker, index)
-        for chunk in p.chunks:
-            ids.append(chunk_id(p.doc, chunk.index, version))
-            docs.append(chunk.text)
-            metas.append(chunk_metadata(p.doc, chunk, len(p.chunks), token_counts[position], p.entry, index,
-                                        ingested_at, chunker, p.manifest_fields))
-            position += 1
+    docs = [c.text for p in pending for c in p.chunks]
+    metas = [chunk_metadata(p.doc, c, len(p.chunks), n_tokens, p.entry, index, ingested_at, chunker,
+                            p.manifest_fields)
+             for (p, c), n_tokens in zip(((p, c) for p in pending for c in p.chunks), token_counts)]
     # Rewriting a version the store already holds (half-written, or restored after a revert) reuses its ids;
     # Chroma's add() would silently keep the old rows, so upsert whenever ids overlap.
     written = set(ids)

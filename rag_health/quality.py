@@ -5,7 +5,6 @@ a fixed sample of chunks is compared with the baseline run's neighbours. The che
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from checks.quality_score import quality_scores
 from checks.result import worst
 from rag_health.artifacts import ArtifactStore
 from rag_health.chunking import embed_text_for, ends_mid_sentence, starts_mid_sentence
+from rag_health.drift import sample_key
 from rag_health.embedding import Embedder
 from rag_health.store import ChunkIndex
 
@@ -50,7 +50,10 @@ def scan_collection(index: ChunkIndex, required_metadata: list[str]) -> ChunkSca
             rows.append({
                 "chunk_id": r.chunk_id, "doc_id": r.doc_id, "chunk_index": int(m.get("chunk_index", 0)),
                 "n_chars": len(text.strip()), "n_tokens": int(m.get("n_tokens", 0)), "n_words": word_count(text),
-                "ends_mid_sentence": ends_mid_sentence(text), "starts_mid_sentence": starts_mid_sentence(text),
+                "ends_mid_sentence": bool(m["ends_mid_sentence"]) if "ends_mid_sentence" in m
+                else ends_mid_sentence(text),
+                "starts_mid_sentence": bool(m["starts_mid_sentence"]) if "starts_mid_sentence" in m
+                else starts_mid_sentence(text),
                 "text_key": text_key(text), "section": str(m.get("section", "")),
                 "heading_lost": bool(m.get("heading_lost", False)), "split_blocks": str(m.get("split_blocks", "")),
                 "structure_known": bool(m.get("structure_known", False)), "missing_metadata": ", ".join(missing),
@@ -107,7 +110,7 @@ def choose_sample(table: pd.DataFrame, size: int) -> list[int]:
     """Row positions of a sample chosen by chunk-id hash: the same chunks on every run over the same index."""
     if table.empty:
         return []
-    keys = [int(hashlib.blake2b(c.encode(), digest_size=8).hexdigest(), 16) for c in table["chunk_id"]]
+    keys = [sample_key(c) for c in table["chunk_id"]]
     return [int(i) for i in np.argsort(keys, kind="stable")[:size]]
 
 

@@ -16,7 +16,7 @@ from rag_health.drift import Baselines, drift_report, publish_report, snapshot_f
 from rag_health.ingest import ingest
 from rag_health.inventory import build_inventory
 from rag_health.manifest import load_manifest
-from rag_health.probes import load_probe_set, probe_set_from_rows, run_probes, unique_set_names
+from rag_health.probes import ProbeSet, load_probe_set, probe_set_from_rows, run_probes, unique_set_names
 from rag_health.quality import evaluate as evaluate_quality
 from rag_health.quality import load_snapshot as load_quality_snapshot
 from rag_health.quality import save_snapshot as save_quality_snapshot
@@ -129,18 +129,16 @@ def compare_chunking_stage(rt: Runtime, specs: list[str] | None = None) -> dict[
     s = rt.settings
     manifest = load_manifest(s.effective_manifest(), s.review_every_days)
     source = rt.source()
-    paths = s.effective_probes()
-    sets = [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
+    sets = probe_files(s)
     rule_paths, prefixes = s.effective_rules()
     if rule_paths:
         rules, _ = load_rules(rule_paths)
         resolver = RunbookResolver([e.doc_id for e in source.list() if is_supported(e.doc_id)],
                                    [UrlMapping.parse(p) for p in prefixes])
         resolved = {i: doc for i, rule in enumerate(rules) if (doc := resolver.resolve(rule.runbook_url)[0])}
-        rows = [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)}
-                for p in alert_probes(rules, resolved)]
-        if rows:
-            sets.append(probe_set_from_rows("alerts", rows))
+        probes = alert_probes(rules, resolved)
+        if probes:
+            sets.append(ProbeSet("alerts", "(generated: alerts)", probes))
     return compare_chunking(source, rt.embedder, s, specs or default_comparison(s), sets,
                             metadata_defaults=manifest.defaults_for, live=rt.index if rt.index.count() else None)
 
@@ -169,14 +167,19 @@ def lifecycle_probes(rt: Runtime, ledger: dict, manifest) -> list[dict[str, Any]
     return rows
 
 
+def probe_files(settings) -> list:
+    """The configured probe files (or the sample's), each a set named after its file."""
+    paths = settings.effective_probes()
+    return [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
+
+
 def probe_sets(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> list:
     """Every probe set of a run: the configured files, generated sets handed in (alerts), the corpus-generated
     set and the lifecycle guards."""
     from rag_health.probe_generation import GenerationSettings, generate_probes
 
     s = rt.settings
-    paths = s.effective_probes()
-    sets = [load_probe_set(p, name) for p, name in zip(paths, unique_set_names(paths))]
+    sets = probe_files(s)
     sets += [probe_set_from_rows(name, rows) for name, rows in (extra_sets or {}).items() if rows]
     if s.generate_probes and rt.index.count():
         rows = generate_probes(
@@ -215,7 +218,7 @@ def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None
                             recall_ks=recall_ks, ungated=UNGATED_SETS)
     status = check.status
     findings = list(check.findings)
-    per_probe = [o.as_dict() | {"key": o.probe.key} for o in outcomes]
+    per_probe = [o.as_dict() for o in outcomes]
 
     # Regressions against the baseline run's per-probe results.
     baseline_run = Baselines(rt.shared_store).baseline_run()
@@ -234,7 +237,7 @@ def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None
                             f"({level})")
     if run_id:
         _save_json(rt.shared_store, f"runs/{run_id}/probes.json",
-                   {p["key"]: {"rank": p["rank"], "retrieved": p["retrieved"]} for p in per_probe})
+                   {o.probe.key: {"rank": o.rank, "retrieved": list(o.retrieved)} for o in outcomes})
     excluded = [{"probe_id": o.probe.probe_id, "set": o.probe.set_name, **e}
                 for o in outcomes if o.rank is None or o.rank > top_k for e in o.filter_excluded]
     for e in excluded:
@@ -252,7 +255,7 @@ def probes_stage(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None
         "regressions": [{k: r[k] for k in ("set", "probe_id", "was_rank", "now_rank", "displaced_by")}
                         for r in regressed],
         "filter_excluded": excluded,
-        "per_probe": [{k: v for k, v in p.items() if k != "key"} for p in per_probe],
+        "per_probe": per_probe,
         "errors": errors, "findings": findings,
         "files": {ps.name: ps.path for ps in sets},
     }
