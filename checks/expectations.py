@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -29,7 +28,8 @@ class ExpectationOutcome:
 
 @lru_cache(maxsize=1)
 def _context():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # GX analytics are switched off with the other telemetry by rag_health.settings.disable_telemetry(), which
+    # every entry point calls first (checks/ stays free of rag_health imports).
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)

@@ -6,15 +6,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from rag_health.documents import SUPPORTED_SUFFIXES
 from rag_health.probes import Probe
 from rag_health.settings import ConfigError
 
 _TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
-_DOC_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".txt", ".pdf", ".docx")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class UrlMapping:
 
 def _key(path: str) -> str:
     p = PurePosixPath(path.strip("/").lower())
-    return str(p.with_suffix("")) if p.suffix in _DOC_SUFFIXES else str(p)
+    return str(p.with_suffix("")) if p.suffix in SUPPORTED_SUFFIXES else str(p)
 
 
 class RunbookResolver:
@@ -148,6 +149,22 @@ class RunbookResolver:
             if doc:
                 return doc, "covered"
         return None, "missing-runbook"
+
+
+def resolve_alerts(rules: Iterable[AlertRule], resolver: RunbookResolver
+                   ) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Each rule's runbook: one row per rule (alert, severity, group, source_file, runbook_url, doc_id, status)
+    in rule order, and {rule index: doc id} for the covered ones (what alert_probes takes)."""
+    alerts: list[dict[str, Any]] = []
+    resolved: dict[int, str] = {}
+    for i, rule in enumerate(rules):
+        doc_id, status = resolver.resolve(rule.runbook_url)
+        if doc_id:
+            resolved[i] = doc_id
+        alerts.append({"alert": rule.name, "severity": rule.severity, "group": rule.group,
+                       "source_file": rule.source_file, "runbook_url": rule.runbook_url, "doc_id": doc_id,
+                       "status": status})
+    return alerts, resolved
 
 
 def alert_probes(rules: list[AlertRule], resolved: dict[int, str]) -> list[Probe]:

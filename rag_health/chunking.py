@@ -9,7 +9,7 @@ from llama_index.core.node_parser import SentenceSplitter
 
 from rag_health.documents import ParsedDocument
 from rag_health.embedding import Embedder
-from rag_health.structure import DocStructure, analyse_chunks, parse_structure
+from rag_health.structure import DocStructure, analyse_chunks, heading_path_at, parse_structure
 
 _SENTENCE_END = re.compile(r"""[.!?:;…](?:["')\]]*)\s*$""")
 _STRUCTURAL_END = re.compile(r"(```|\|)\s*$")
@@ -202,22 +202,10 @@ def _units(text: str, structure: DocStructure) -> list[tuple[int, int, str]]:
 def _section_for(structure: DocStructure, offset: int, title: str, first_kind: str) -> str:
     """The heading path to put in front of a chunk's embedding. A chunk that opens with its own heading gets
     only that heading's parents (the heading itself is in the text)."""
-    own = next((h for h in structure.headings if h.start == offset), None) if first_kind == "heading" else None
-    trail: list[str] = []
-    levels: list[int] = []
-    for h in structure.headings:
-        if h.start > offset or (own is not None and h.start == offset):
-            break
-        while levels and levels[-1] >= h.level:
-            levels.pop()
-            trail.pop()
-        levels.append(h.level)
-        trail.append(h.text)
-    if own is not None:
-        while levels and levels[-1] >= own.level:
-            levels.pop()
-            trail.pop()
-    return " > ".join(t for t in trail if t != title)
+    path = heading_path_at(structure.headings, offset)
+    if first_kind == "heading" and path and path[-1].start == offset:
+        path = path[:-1]
+    return " > ".join(h.text for h in path if h.text != title)
 
 
 def ends_mid_sentence(text: str) -> bool:

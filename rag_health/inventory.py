@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_health.documents import DocumentError, EmptyDocument, content_hash, is_supported, parse_document
-from rag_health.sources import DocumentSource, unlisted_reason
+from rag_health.sources import DocumentSource, SourceEntry, unlisted_reason
 from rag_health.store import LedgerEntry
 
 
@@ -34,49 +34,57 @@ def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
     listed: set[str] = set()
     for entry in source.list():
         listed.add(entry.doc_id)
-        if not is_supported(entry.doc_id):
-            # Kept so a manifest entry for it is not called missing; the audit ignores it otherwise.
-            rows.append(InventoryRow(entry.doc_id, True, False, error="unsupported file type", supported=False))
-            continue
-        known = ledger.get(entry.doc_id)
-        indexed = {
-            "indexed": known is not None,
-            "indexed_hash": known.content_hash if known else None,
-            "model_fingerprint": known.model_fingerprint if known else None,
-            "ingested_at": known.ingested_at if known else None,
-            "complete": known.complete if known else True,
-        }
-        if known and known.source_version == entry.version:
-            rows.append(InventoryRow(entry.doc_id, True, source_hash=known.content_hash,
-                                     metadata=dict(known.metadata), **indexed))
-            continue
-        noted = notes.get(entry.doc_id)
-        if noted and noted.get("source_version") == entry.version:
-            if noted.get("kind") == "skipped" and not known:
-                continue
-            if noted.get("kind") == "error":
-                rows.append(InventoryRow(entry.doc_id, True, error=str(noted.get("reason")),
-                                         metadata=dict(known.metadata) if known else {}, **indexed))
-                continue
-        try:
-            data = source.read(entry.doc_id)
-        except OSError as exc:
-            rows.append(InventoryRow(entry.doc_id, True, error=f"cannot read: {exc.strerror or exc}",
-                                     metadata=dict(known.metadata) if known else {}, **indexed))
-            continue
-        try:
-            doc = parse_document(entry.doc_id, data)
-        except Exception as exc:  # DocumentError, or a reader bug: the audit goes on either way
-            if not isinstance(exc, DocumentError):
-                exc = DocumentError(f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, EmptyDocument) and exc.front_matter_only and not known:
-                continue  # metadata-only pages (section indexes) are not documents to audit
-            rows.append(InventoryRow(entry.doc_id, True, source_hash=content_hash(data), error=str(exc),
-                                     metadata=dict(known.metadata) if known else {}, **indexed))
-            continue
-        rows.append(InventoryRow(entry.doc_id, True, source_hash=doc.content_hash, metadata=doc.metadata,
-                                 **indexed))
-    unlisted = list(getattr(source, "unlisted", []))
+        row = _listed_row(source, entry, ledger.get(entry.doc_id), notes.get(entry.doc_id))
+        if row is not None:
+            rows.append(row)
+    rows += _unlisted_rows(ledger, listed, list(getattr(source, "unlisted", [])))
+    return rows
+
+
+def _listed_row(source: DocumentSource, entry: SourceEntry, known: LedgerEntry | None,
+                noted: dict[str, Any] | None) -> InventoryRow | None:
+    """The row for a document the source lists (None for one that is not a document to audit), reading it only
+    when neither the ledger nor ingest's note already describes this version."""
+    if not is_supported(entry.doc_id):
+        # Kept so a manifest entry for it is not called missing; the audit ignores it otherwise.
+        return InventoryRow(entry.doc_id, True, False, error="unsupported file type", supported=False)
+    indexed = {
+        "indexed": known is not None,
+        "indexed_hash": known.content_hash if known else None,
+        "model_fingerprint": known.model_fingerprint if known else None,
+        "ingested_at": known.ingested_at if known else None,
+        "complete": known.complete if known else True,
+    }
+    if known and known.source_version == entry.version:
+        return InventoryRow(entry.doc_id, True, source_hash=known.content_hash, metadata=dict(known.metadata),
+                            **indexed)
+    if noted and noted.get("source_version") == entry.version:
+        if noted.get("kind") == "skipped" and not known:
+            return None
+        if noted.get("kind") == "error":
+            return InventoryRow(entry.doc_id, True, error=str(noted.get("reason")),
+                                metadata=dict(known.metadata) if known else {}, **indexed)
+    try:
+        data = source.read(entry.doc_id)
+    except OSError as exc:
+        return InventoryRow(entry.doc_id, True, error=f"cannot read: {exc.strerror or exc}",
+                            metadata=dict(known.metadata) if known else {}, **indexed)
+    try:
+        doc = parse_document(entry.doc_id, data)
+    except Exception as exc:  # DocumentError, or a reader bug: the audit goes on either way
+        if not isinstance(exc, DocumentError):
+            exc = DocumentError(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, EmptyDocument) and exc.front_matter_only and not known:
+            return None  # metadata-only pages (section indexes) are not documents to audit
+        return InventoryRow(entry.doc_id, True, source_hash=content_hash(data), error=str(exc),
+                            metadata=dict(known.metadata) if known else {}, **indexed)
+    return InventoryRow(entry.doc_id, True, source_hash=doc.content_hash, metadata=doc.metadata, **indexed)
+
+
+def _unlisted_rows(ledger: dict[str, LedgerEntry], listed: set[str],
+                   unlisted: list[tuple[str, str]]) -> list[InventoryRow]:
+    """Indexed documents the source did not list: gone, or in a folder that could not be listed."""
+    rows: list[InventoryRow] = []
     for doc_id, known in ledger.items():
         blocked = unlisted_reason(doc_id, unlisted)
         if doc_id not in listed and blocked:

@@ -75,18 +75,7 @@ def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Ma
     if path is None:
         return Manifest(review_every_days=default_review_days)
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        raise ManifestError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    text, root = _read_yaml(path)
     if root is None:
         return Manifest(review_every_days=default_review_days, path=str(path))
     data = yaml.safe_load(text)
@@ -99,12 +88,7 @@ def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Ma
         key = sorted(unknown)[0]
         raise ManifestError(f"{path}: line {_key_line(root, key)}: unknown top-level key {key!r}")
 
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        raise ManifestError(f"{path}: line {nodes['defaults'].start_mark.line + 1}: 'defaults' must be a mapping")
-    for key in defaults:
-        if key not in _DEFAULT_KEYS:
-            raise ManifestError(f"{path}: line {_key_line(nodes['defaults'], key)}: unknown default {key!r}")
+    defaults = _defaults(data, nodes, path)
     review_default = _positive_int(defaults.get("review_every_days", default_review_days), path,
                                    nodes.get("defaults"), "review_every_days")
     required_default = defaults.get("required", True)
@@ -112,38 +96,70 @@ def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Ma
     docs = data.get("documents") or []
     if not isinstance(docs, list):
         raise ManifestError(f"{path}: line {nodes['documents'].start_mark.line + 1}: 'documents' must be a list")
-    entries = []
     seen: dict[str, int] = {}
-    for raw, node in zip(docs, nodes["documents"].value if docs else []):
-        line = node.start_mark.line + 1
-        if not isinstance(raw, dict):
-            raise ManifestError(f"{path}: line {line}: each document must be a mapping with 'id' or 'glob'")
-        for key in raw:
-            if key not in _ENTRY_KEYS:
-                raise ManifestError(f"{path}: line {_key_line(node, key)}: unknown field {key!r}")
-        if ("id" in raw) == ("glob" in raw):
-            raise ManifestError(f"{path}: line {line}: give exactly one of 'id' or 'glob'")
-        pattern = str(raw.get("id") or raw.get("glob") or "").strip()
-        if not pattern:
-            raise ManifestError(f"{path}: line {line}: empty document id")
-        if pattern in seen:
-            raise ManifestError(f"{path}: line {line}: {pattern!r} is listed twice (first at line {seen[pattern]})")
-        seen[pattern] = line
-        required = raw.get("required", required_default)
-        if not isinstance(required, bool):
-            raise ManifestError(f"{path}: line {_key_line(node, 'required')}: 'required' must be true or false")
-        entries.append(ManifestEntry(
-            pattern=pattern,
-            is_glob="glob" in raw,
-            owner=str(raw["owner"]) if raw.get("owner") else defaults.get("owner"),
-            review_every_days=_positive_int(raw["review_every_days"], path, node, "review_every_days")
-            if "review_every_days" in raw else None,
-            required=required,
-            classification=raw.get("classification") or defaults.get("classification"),
-            line=line,
-            metadata=_entry_metadata(raw, path, node),
-        ))
+    entries = [_entry(raw, node, path, defaults, required_default, seen)
+               for raw, node in zip(docs, nodes["documents"].value if docs else [])]
     return Manifest(entries=entries, review_every_days=review_default, path=str(path))
+
+
+def _read_yaml(path: Path) -> tuple[str, yaml.Node | None]:
+    """The file's text and its YAML node tree (None for an empty file)."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise ManifestError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    return text, root
+
+
+def _defaults(data: dict[str, Any], nodes: dict[str, Any], path: Path) -> dict[str, Any]:
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ManifestError(f"{path}: line {nodes['defaults'].start_mark.line + 1}: 'defaults' must be a mapping")
+    for key in defaults:
+        if key not in _DEFAULT_KEYS:
+            raise ManifestError(f"{path}: line {_key_line(nodes['defaults'], key)}: unknown default {key!r}")
+    return defaults
+
+
+def _entry(raw: Any, node: Any, path: Path, defaults: dict[str, Any], required_default: Any,
+           seen: dict[str, int]) -> ManifestEntry:
+    """One item of 'documents'. seen: patterns so far and their lines, to report one listed twice."""
+    line = node.start_mark.line + 1
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: line {line}: each document must be a mapping with 'id' or 'glob'")
+    for key in raw:
+        if key not in _ENTRY_KEYS:
+            raise ManifestError(f"{path}: line {_key_line(node, key)}: unknown field {key!r}")
+    if ("id" in raw) == ("glob" in raw):
+        raise ManifestError(f"{path}: line {line}: give exactly one of 'id' or 'glob'")
+    pattern = str(raw.get("id") or raw.get("glob") or "").strip()
+    if not pattern:
+        raise ManifestError(f"{path}: line {line}: empty document id")
+    if pattern in seen:
+        raise ManifestError(f"{path}: line {line}: {pattern!r} is listed twice (first at line {seen[pattern]})")
+    seen[pattern] = line
+    required = raw.get("required", required_default)
+    if not isinstance(required, bool):
+        raise ManifestError(f"{path}: line {_key_line(node, 'required')}: 'required' must be true or false")
+    return ManifestEntry(
+        pattern=pattern,
+        is_glob="glob" in raw,
+        owner=str(raw["owner"]) if raw.get("owner") else defaults.get("owner"),
+        review_every_days=_positive_int(raw["review_every_days"], path, node, "review_every_days")
+        if "review_every_days" in raw else None,
+        required=required,
+        classification=raw.get("classification") or defaults.get("classification"),
+        line=line,
+        metadata=_entry_metadata(raw, path, node),
+    )
 
 
 def _entry_metadata(raw: dict[str, Any], path: Path, node: Any) -> tuple[tuple[str, Any], ...]:

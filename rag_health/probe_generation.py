@@ -19,6 +19,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 STOPWORDS = frozenset("""a an and are as at be by for from has have how if in into is it its of on or that the their
@@ -64,6 +65,46 @@ def generate_probes(chunks: Iterable[tuple[str, int, str, str, str]], settings: 
     """chunks: (doc_id, chunk index, title, section path, text) for every chunk, in any order. Returns probe rows
     for probe_set_from_rows; the same corpus always gives the same probes."""
     g = settings or GenerationSettings()
+    corpus = _collect(chunks)
+    rows: list[dict[str, Any]] = []
+    for doc_id in sorted(corpus.titles):
+        rows += _section_rows(corpus, doc_id, g)
+        rows += _term_rows(corpus, doc_id, g)
+        rows += _step_rows(corpus, doc_id, g)
+    if len(rows) > g.max_probes:  # a deterministic spread over the corpus, not the first documents
+        rows = sorted(rows, key=lambda r: hashlib.blake2b(r["id"].encode(), digest_size=8).digest())[:g.max_probes]
+        rows.sort(key=lambda r: r["id"])
+    return rows
+
+
+@dataclass
+class _Corpus:
+    """What the chunks offer to ask about, per document and in document order, with the word counts that rank
+    the words of a probe."""
+
+    titles: dict[str, str]
+    doc_freq: Counter[str]  # documents each (lower-cased) content word occurs in
+    sections: defaultdict[str, list[str]]
+    steps: defaultdict[str, list[tuple[str, str]]]  # (section heading, first sentence of the step)
+    terms: defaultdict[str, list[tuple[str, str, str]]]  # ("acronym" or "defined", term, section heading)
+
+    @cached_property
+    def title_freq(self) -> Counter[str]:
+        return Counter(w.lower() for t in self.titles.values() for w in set(content_words(t)))
+
+    def idf(self, word: str) -> float:
+        return math.log(max(1, len(self.titles)) / (1 + self.doc_freq.get(word.lower(), 0)))
+
+    def context(self, doc_id: str, exclude: str, n_words: int) -> str:
+        """The document's rarest title words (rare across titles), not already in the probe."""
+        taken = {w.lower() for w in _WORD.findall(exclude)}
+        words = [w for w in dict.fromkeys(content_words(self.titles[doc_id])) if w.lower() not in taken]
+        words.sort(key=lambda w: (self.title_freq[w.lower()], -len(w)))
+        return " ".join(words[:n_words])
+
+
+def _collect(chunks: Iterable[tuple[str, int, str, str, str]]) -> _Corpus:
+    """Every candidate section, step and term of every document, and how many documents use each word."""
     doc_freq: Counter[str] = Counter()
     seen_words: dict[str, set[str]] = defaultdict(set)
     titles: dict[str, str] = {}
@@ -84,63 +125,57 @@ def generate_probes(chunks: Iterable[tuple[str, int, str, str, str]], settings: 
             found[doc_id].append((index, m.start(), "term", ("acronym", m.group(2), heading)))
         for m in _DEFINED.finditer(text):
             found[doc_id].append((index, m.start(), "term", ("defined", m.group(1).strip(), heading)))
-    sections: dict[str, list[str]] = defaultdict(list)
-    steps: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    terms: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    corpus = _Corpus(titles, doc_freq, defaultdict(list), defaultdict(list), defaultdict(list))
     for doc_id, items in found.items():
         for _, _, kind, data in sorted(items):  # document order, whatever order the chunks came in
-            if kind == "section" and data[0] not in sections[doc_id]:
-                sections[doc_id].append(data[0])
-            elif kind == "step" and all(data[1] != s for _, s in steps[doc_id]):
-                steps[doc_id].append(data)  # type: ignore[arg-type]
+            if kind == "section" and data[0] not in corpus.sections[doc_id]:
+                corpus.sections[doc_id].append(data[0])
+            elif kind == "step" and all(data[1] != s for _, s in corpus.steps[doc_id]):
+                corpus.steps[doc_id].append(data)  # type: ignore[arg-type]
             elif kind == "term":
-                terms[doc_id].append(data)  # type: ignore[arg-type]
-    n_docs = max(1, len(titles))
-    title_freq = Counter(w.lower() for t in titles.values() for w in set(content_words(t)))
+                corpus.terms[doc_id].append(data)  # type: ignore[arg-type]
+    return corpus
 
-    def idf(word: str) -> float:
-        return math.log(n_docs / (1 + doc_freq.get(word.lower(), 0)))
 
-    def context(doc_id: str, exclude: str) -> str:
-        """The document's rarest title words (rare across titles), not already in the probe."""
-        taken = {w.lower() for w in _WORD.findall(exclude)}
-        words = [w for w in dict.fromkeys(content_words(titles[doc_id])) if w.lower() not in taken]
-        words.sort(key=lambda w: (title_freq[w.lower()], -len(w)))
-        return " ".join(words[:g.title_words])
+def _row(kind: str, doc_id: str, query: str, source: str, section: str = "") -> dict[str, Any]:
+    digest = hashlib.blake2b(f"{kind}|{source}".encode(), digest_size=4).hexdigest()
+    row = {"id": f"{kind}:{doc_id}:{digest}", "query": query, "relevant": [doc_id], "kind": kind}
+    if section:
+        row["section"] = section
+    return row
 
+
+def _section_rows(corpus: _Corpus, doc_id: str, g: GenerationSettings) -> list[dict[str, Any]]:
+    headings = [h for h in corpus.sections[doc_id] if h.lower() != corpus.titles[doc_id].lower()]
+    return [_row("section", doc_id, f"{heading} {corpus.context(doc_id, heading, g.title_words)}".strip(), heading,
+                 heading)
+            for heading in headings[:g.per_document]]
+
+
+def _term_rows(corpus: _Corpus, doc_id: str, g: GenerationSettings) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    used_terms: set[str] = set()
+    for kind, term, heading in corpus.terms[doc_id]:
+        if term.lower() in used_terms or len(used_terms) >= g.per_document:
+            continue
+        used_terms.add(term.lower())
+        where = corpus.context(doc_id, term, g.title_words)
+        query = (f"What does {term} mean in {where}?" if kind == "acronym"
+                 else f"What is meant by {term} in {where}?")
+        rows.append(_row("term", doc_id, query, term, heading))
+    return rows
 
-    def add(kind: str, doc_id: str, query: str, source: str, section: str = "") -> None:
-        digest = hashlib.blake2b(f"{kind}|{source}".encode(), digest_size=4).hexdigest()
-        row = {"id": f"{kind}:{doc_id}:{digest}", "query": query, "relevant": [doc_id], "kind": kind}
-        if section:
-            row["section"] = section
-        rows.append(row)
 
-    for doc_id in sorted(titles):
-        headings = [h for h in sections[doc_id] if h.lower() != titles[doc_id].lower()]
-        for heading in headings[:g.per_document]:
-            add("section", doc_id, f"{heading} {context(doc_id, heading)}".strip(), heading, heading)
-        used_terms: set[str] = set()
-        for kind, term, heading in terms[doc_id]:
-            if term.lower() in used_terms or len(used_terms) >= g.per_document:
-                continue
-            used_terms.add(term.lower())
-            where = context(doc_id, term)
-            query = (f"What does {term} mean in {where}?" if kind == "acronym"
-                     else f"What is meant by {term} in {where}?")
-            add("term", doc_id, query, term, heading)
-        for heading, sentence in steps[doc_id][:g.per_document]:
-            words = content_words(sentence)
-            keep_n = max(3, round(len(words) * g.keep_ratio))
-            keep = set(sorted(range(len(words)), key=lambda i: (-idf(words[i]), i))[:keep_n])
-            chosen = [words[i] for i in sorted(keep)]
-            source_words = _WORD.findall(sentence)
-            while len(chosen) > 3 and _longest_common_run(chosen, source_words) > g.max_verbatim:
-                # drop the most common remaining word until no shared run is too long
-                chosen.remove(min(chosen, key=idf))
-            add("step", doc_id, "how to " + " ".join(w.lower() for w in chosen), sentence, heading)
-    if len(rows) > g.max_probes:  # a deterministic spread over the corpus, not the first documents
-        rows = sorted(rows, key=lambda r: hashlib.blake2b(r["id"].encode(), digest_size=8).digest())[:g.max_probes]
-        rows.sort(key=lambda r: r["id"])
+def _step_rows(corpus: _Corpus, doc_id: str, g: GenerationSettings) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for heading, sentence in corpus.steps[doc_id][:g.per_document]:
+        words = content_words(sentence)
+        keep_n = max(3, round(len(words) * g.keep_ratio))
+        keep = set(sorted(range(len(words)), key=lambda i: (-corpus.idf(words[i]), i))[:keep_n])
+        chosen = [words[i] for i in sorted(keep)]
+        source_words = _WORD.findall(sentence)
+        while len(chosen) > 3 and _longest_common_run(chosen, source_words) > g.max_verbatim:
+            # drop the most common remaining word until no shared run is too long
+            chosen.remove(min(chosen, key=corpus.idf))
+        rows.append(_row("step", doc_id, "how to " + " ".join(w.lower() for w in chosen), sentence, heading))
     return rows

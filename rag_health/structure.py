@@ -151,7 +151,7 @@ def analyse_chunks(text: str, chunks: Sequence[str], embed_texts: Sequence[str],
         if span is None:
             out.append(ChunkStructure("", False, "", False))
             continue
-        path = _path_at(structure.headings, span[0])
+        path = heading_path_at(structure.headings, span[0])
         section = " > ".join(h.text for h in path)
         lost = False
         if path:
@@ -167,8 +167,9 @@ def analyse_chunks(text: str, chunks: Sequence[str], embed_texts: Sequence[str],
     return out
 
 
-def _path_at(headings: Sequence[Heading], offset: int) -> list[Heading]:
-    """The heading path in force at `offset` (a heading starting exactly there belongs to the chunk itself)."""
+def heading_path_at(headings: Sequence[Heading], offset: int) -> list[Heading]:
+    """The heading path in force at `offset`, outermost first; a heading starting exactly there is its last
+    element. Headings must be in document order, as parse_structure gives them."""
     path: list[Heading] = []
     for h in headings:
         if h.start > offset:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from rag_health.settings import disable_telemetry
+
+disable_telemetry()
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_CORPORA = REPO.parent / "shared" / "corpora"

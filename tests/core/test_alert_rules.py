@@ -5,7 +5,14 @@ import textwrap
 import pytest
 
 from checks.coverage import alert_coverage
-from rag_health.alert_rules import RunbookResolver, UrlMapping, alert_probes, load_rules, strip_templating
+from rag_health.alert_rules import (
+    RunbookResolver,
+    UrlMapping,
+    alert_probes,
+    load_rules,
+    resolve_alerts,
+    strip_templating,
+)
 from rag_health.settings import ConfigError
 
 PLAIN = """
@@ -83,12 +90,12 @@ def test_prefix_with_folder():
 def test_coverage_and_generated_probes(rules_dir):
     rules, _ = load_rules([rules_dir])
     resolver = RunbookResolver(DOCS, [UrlMapping.parse("https://runbooks.example.com")])
-    alerts, resolved = [], {}
-    for i, r in enumerate(rules):
-        doc, status = resolver.resolve(r.runbook_url)
-        if doc:
-            resolved[i] = doc
-        alerts.append({"alert": r.name, "doc_id": doc, "status": status})
+    alerts, resolved = resolve_alerts(rules, resolver)
+    assert alerts[0] == {"alert": "KafkaConsumerLagHigh", "severity": "critical", "group": "payments",
+                         "source_file": "payments.yaml",
+                         "runbook_url": "https://runbooks.example.com/Payments/Kafka-Consumer-Lag",
+                         "doc_id": "payments/kafka-consumer-lag.md", "status": "covered"}
+    assert resolved == {0: "payments/kafka-consumer-lag.md", 4: "cards/decline-spike.md"}
     result = alert_coverage(alerts, [d for d in DOCS if d != "README.md"])
     assert result.metrics["alerts_missing_runbook"] == ["LedgerBreak"]
     assert result.metrics["alerts_unmapped_url"] == ["ElsewhereRunbook"]
