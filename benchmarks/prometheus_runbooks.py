@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from rag_health.settings import disable_telemetry, load_settings
 
     disable_telemetry()
-    from rag_health import stages
+    from rag_health.registry import stages
+    from rag_health.results import to_json
     from rag_health.runtime import build_runtime
 
     work = Path(tempfile.mkdtemp(prefix="rag-health-bench-"))
@@ -70,25 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     rt = build_runtime(settings)
     timings["load_model"] = time.perf_counter() - start
     out = {}
-    for name, fn in (("ingest", stages.ingest_stage), ("quality", stages.quality_stage),
-                     ("probes", stages.probes_stage)):
+    for name in ("ingest", "quality", "probes"):
         t = time.perf_counter()
-        out[name] = fn(rt)
+        out[name] = stages()[name].run(rt.new_run())
         timings[name] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    out["ingest_again"] = stages.ingest_stage(rt)
+    out["ingest_again"] = stages()["ingest"].run(rt.new_run())
     timings["ingest_again"] = round(time.perf_counter() - t, 2)
     ing = out["ingest"]
     figures = {
-        "documents": ing["documents"], "errors": ing["errors"], "skipped": ing["skipped"],
-        "chunks": ing["chunks_embedded"], "second_run_chunks_embedded": out["ingest_again"]["chunks_embedded"],
-        "chunks_per_second": round(ing["chunks_embedded"] / max(timings["ingest"], 1e-9), 1),
+        "documents": ing.documents, "errors": to_json(ing.errors), "skipped": to_json(ing.skipped),
+        "chunks": ing.chunks_embedded, "second_run_chunks_embedded": out["ingest_again"].chunks_embedded,
+        "chunks_per_second": round(ing.chunks_embedded / max(timings["ingest"], 1e-9), 1),
         "probe_conversion": conversion,
-        "alert_probes": out["probes"]["sets"].get(probes.stem),
+        "alert_probes": to_json(out["probes"].sets.get(probes.stem)),
         "probe_sets": {name: {k: m.get(k) for k in ("n", "hit@1", "hit@5", "hit@10", "recall@10", "precision@5", "mrr",
                                                      "ndcg@10", "chunk_hit@5", "chunk_mrr") if k in m}
-                       for name, m in out["probes"]["sets"].items()},
-        "quality": {k: out["quality"]["chunks"]["metrics"][k] for k in
+                       for name, m in out["probes"].sets.items()},
+        "quality": {k: out["quality"].chunks.metrics[k] for k in
                     ("chunks", "tokens_max", "overflow_chunks", "tokens_lost", "mid_sentence_fraction")},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }

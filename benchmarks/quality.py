@@ -39,7 +39,7 @@ def prepare(corpus: str, work: Path, limit: int | None) -> dict:
 
 
 def bench(corpus: str, embedder, limit: int | None, compare: list[str] | None) -> dict:
-    from rag_health import stages
+    from rag_health.registry import stages
     from rag_health.runtime import build_runtime
     from rag_health.settings import load_settings
 
@@ -47,17 +47,17 @@ def bench(corpus: str, embedder, limit: int | None, compare: list[str] | None) -
     inputs = prepare(corpus, work, limit)
     rt = build_runtime(load_settings(state_dir=str(work / "state"), **inputs), embedder=embedder)
     t = time.perf_counter()
-    ingested = stages.ingest_stage(rt)
+    ingested = stages()["ingest"].run(rt.new_run())
     ingest_s = time.perf_counter() - t
     t = time.perf_counter()
-    q = stages.quality_stage(rt, "bench")
+    q = stages()["quality"].run(rt.new_run(), "bench")
     quality_s = time.perf_counter() - t
-    cm, em = q["chunks"]["metrics"], q["embeddings"]["metrics"]
+    cm, em = q.chunks.metrics, q.embeddings.metrics
     out = {
-        "corpus": corpus, "documents": ingested["documents"], "chunks": cm["chunks"],
+        "corpus": corpus, "documents": ingested.documents, "chunks": cm["chunks"],
         "ingest_s": round(ingest_s, 1), "quality_s": round(quality_s, 1),
         "quality_to_ingest_ratio": round(quality_s / ingest_s, 3),
-        "score": q["score"], "status": q["status"],
+        "score": q.score, "status": q.status,
         "token_overflow": {"chunks": cm["overflow_chunks"], "fraction": cm["overflow_fraction"],
                            "tokens_lost": cm["tokens_lost"], "tokens_max": cm["tokens_max"]},
         "mid_sentence": {"ends": cm["mid_sentence_fraction"], "starts": cm["starts_mid_sentence_fraction"]},
@@ -66,14 +66,14 @@ def bench(corpus: str, embedder, limit: int | None, compare: list[str] | None) -
         "anisotropy": em["anisotropy"], "outliers": em["outliers"],
         "structure": {"split": cm["structure_split_chunks"], "lost_heading": cm["lost_heading_chunks"],
                       "tiny": cm["tiny_chunks"]},
-        "findings_by_kind": q["findings_by_kind"],
-        "worst_documents": [(d["doc_id"], d["score"]) for d in q["documents"][:5]],
+        "findings_by_kind": dict(q.findings_by_kind),
+        "worst_documents": [(d["doc_id"], d["score"]) for d in q.documents[:5]],
     }
     if compare:
         t = time.perf_counter()
-        result = stages.compare_chunking_stage(rt, compare)
+        result = stages()["compare-chunking"].run(rt.new_run(), compare)
         out["comparison"] = {
-            "winner": result["winner"], "reason": result["reason"], "seconds": round(time.perf_counter() - t, 1),
+            "winner": result.winner, "reason": result.reason, "seconds": round(time.perf_counter() - t, 1),
             "configs": [{"chunking": c["chunking"], "chunks": c["chunks"], "score": c["quality"]["score"],
                          "tokens_lost": c["quality"]["tokens_lost"],
                          "mid_sentence": c["quality"]["mid_sentence_fraction"],
@@ -81,7 +81,7 @@ def bench(corpus: str, embedder, limit: int | None, compare: list[str] | None) -
                          "lost_heading": c["quality"]["lost_heading_chunks"],
                          "findings_by_kind": c["quality"]["findings_by_kind"],
                          **{k: (c.get("retrieval") or {}).get("overall", {}).get(k)
-                            for k in ("n", "hit@5", "mrr", "ndcg@10")}} for c in result["configs"]],
+                            for k in ("n", "hit@5", "mrr", "ndcg@10")}} for c in result.configs],
         }
     return out
 

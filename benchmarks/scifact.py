@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if not SCIFACT.exists():
         print(f"skipped: {SCIFACT} is absent", file=sys.stderr)
         return 0
-    from rag_health import stages
+    from rag_health.registry import stages
     from rag_health.embedding import load_embedder
     from rag_health.runtime import build_runtime
     from rag_health.settings import disable_telemetry, load_settings
@@ -65,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         rt = build_runtime(settings, embedder=embedder)
         timings = {}
         t = time.perf_counter()
-        ingested = stages.ingest_stage(rt)
+        ingested = stages()["ingest"].run(rt.new_run())
         timings["ingest"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        result = stages.probes_stage(rt)
+        result = stages()["probes"].run(rt.new_run())
         timings["probes"] = round(time.perf_counter() - t, 1)
-        m = result["sets"][probes.stem]
+        m = result.sets[probes.stem]
         out[name] = {
-            "chunking": rt.chunker.config, "documents": ingested["documents"], "chunks": rt.index.count(),
-            "chunks_embedded": ingested["chunks_embedded"],
+            "chunking": rt.chunker.config, "documents": ingested.documents, "chunks": rt.index.count(),
+            "chunks_embedded": ingested.chunks_embedded,
             **{k: m[k] for k in ("n", "ndcg@10", "recall@10", "recall@100", "hit@1", "hit@10", "mrr",
                                  "precision@10")},
             "timings_s": timings,

@@ -1,18 +1,6 @@
 """Chunk quality: what chunking did to the text the assistant will be shown, one finding per chunk and problem.
 
-Finding kinds (each with the score penalty it costs its chunk, see checks.quality_score):
-  token-overflow       the chunk is longer than the model's window; the tokens past it are never embedded
-  empty-chunk          no text at all
-  tiny-chunk           fewer words than min_chunk_words: too little context to be retrieved for anything
-  starts-mid-sentence  opens inside a sentence (the sentence's start is in another chunk)
-  ends-mid-sentence    stops inside a sentence
-  duplicate-chunk      same text (case and spacing aside) as an earlier chunk
-  near-duplicate       vector within near_duplicate_threshold cosine of a chunk of another document
-  boilerplate          lines repeated across many documents (headers, footers, disclaimers) make up the chunk
-  code-block-split / table-split / step-split
-                       a fenced code block, a table or a numbered step is cut across chunks
-  lost-heading         continues a section whose heading is neither in its text nor in its embedding
-  missing-metadata     a required metadata field is absent, so metadata-filtered queries never return it
+The finding kinds, their penalties and thresholds are in checks.findings; this module detects the chunk kinds.
 """
 
 from __future__ import annotations
@@ -20,47 +8,20 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from checks.expectations import validate_frame
-from checks.result import CheckResult, worst
+from checks.findings import SPLIT_KINDS, Finding, FindingKind, default_max_fractions, penalty
+from checks.result import CheckResult, Metrics, worst
 
 CHUNK_COLUMNS = ("chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens", "ends_mid_sentence")
-# Share of chunks with a finding of each kind above which the stage warns (overflow has its own fail line).
-DEFAULT_MAX_FRACTION: dict[str, float] = {
-    "token-overflow": 0.0,
-    "tiny-chunk": 0.05,
-    "starts-mid-sentence": 0.5,
-    "ends-mid-sentence": 0.5,
-    "duplicate-chunk": 0.02,
-    "near-duplicate": 0.05,
-    "boilerplate": 0.05,
-    "structure-split": 0.1,
-    "lost-heading": 0.5,
-    "missing-metadata": 0.0,
-}
-PENALTY: dict[str, float] = {
-    "empty-chunk": 1.0,
-    "token-overflow": 0.3,  # plus up to 0.7 more in proportion to the share of the chunk that is lost
-    "tiny-chunk": 0.4,
-    "starts-mid-sentence": 0.1,
-    "ends-mid-sentence": 0.1,
-    "duplicate-chunk": 0.5,
-    "near-duplicate": 0.3,
-    "boilerplate": 0.5,  # times the share of the chunk that is boilerplate
-    "code-block-split": 0.3,
-    "table-split": 0.3,
-    "step-split": 0.3,
-    "lost-heading": 0.1,
-    "missing-metadata": 0.3,
-}
 SAME_VECTOR = 1 - 1e-6
 BOILERPLATE_MIN_SHARE = 0.2  # a chunk is reported when at least this share of its text is boilerplate
-_SPLIT_KINDS = {"code": "code-block-split", "table": "table-split", "step": "step-split"}
 _WORD = re.compile(r"\w+")
 _SKIP_LINE = re.compile(r"^\s*(#|\|?\s*:?-{3,}|```|~~~)")
 
@@ -137,6 +98,49 @@ def near_duplicates(chunk_ids: Sequence[str], doc_ids: Sequence[str], text_keys:
     return out
 
 
+@dataclass(frozen=True)
+class ChunkMetrics(Metrics):
+    """The chunk table's figures; `findings_by_kind` counts this check's findings per kind."""
+
+    chunks: int
+    documents: int | None = None
+    tokens_mean: float | None = None
+    tokens_p95: int | None = None
+    tokens_max: int | None = None
+    max_tokens: int | None = None
+    overflow_chunks: int | None = None
+    overflow_fraction: float | None = None
+    tokens_lost: int | None = None
+    empty_chunks: int | None = None
+    duplicate_ids: int | None = None
+    tiny_chunks: int | None = None
+    mid_sentence_fraction: float | None = None
+    starts_mid_sentence_fraction: float | None = None
+    duplicate_chunks: int | None = None
+    near_duplicate_chunks: int | None = None
+    boilerplate_chunks: int | None = None
+    structure_split_chunks: int | None = None
+    lost_heading_chunks: int | None = None
+    missing_metadata_chunks: int | None = None
+    structure_unknown_chunks: int | None = None
+    findings_by_kind: dict[str, int] | None = None
+
+
+# Share checks: the flag column, the threshold key it counts against and what the expectation says. Several
+# kinds may share a threshold (code-block, table and step splits are all "structure-split").
+SHARES: tuple[tuple[str, str, str], ...] = (
+    ("is_tiny", "tiny-chunk", "chunks have at least {min_words} words"),
+    ("starts_mid_sentence", "starts-mid-sentence", "chunks start at a sentence boundary"),
+    ("ends_mid_sentence", "ends-mid-sentence", "chunks end at a sentence boundary"),
+    ("is_duplicate", "duplicate-chunk", "no chunk repeats another's text"),
+    ("is_near_duplicate", "near-duplicate", "no chunk nearly duplicates one of another document"),
+    ("is_boilerplate", "boilerplate", f"chunks are not {BOILERPLATE_MIN_SHARE:.0%}+ boilerplate"),
+    ("splits_block", "structure-split", "code blocks, tables and numbered steps are not cut"),
+    ("heading_lost", "lost-heading", "chunks keep their section heading"),
+    ("lacks_metadata", "missing-metadata", "chunks carry the required metadata fields"),
+)
+
+
 def chunk_quality(table: pd.DataFrame, max_tokens: int, *, max_overflow_fraction: float = 0.05,
                   max_mid_sentence_fraction: float = 0.5, min_chunk_words: int = 12,
                   max_fraction: Mapping[str, float] | None = None) -> CheckResult:
@@ -148,72 +152,68 @@ def chunk_quality(table: pd.DataFrame, max_tokens: int, *, max_overflow_fraction
     if missing:
         raise ValueError(f"chunk table lacks columns {missing}")
     if table.empty:
-        return CheckResult("chunk-quality", "fail", {"chunks": 0}, findings=("the index holds no chunks",))
-    limits = {**DEFAULT_MAX_FRACTION, "ends-mid-sentence": max_mid_sentence_fraction,
+        return CheckResult("chunk-quality", "fail", ChunkMetrics(chunks=0), findings=("the index holds no chunks",))
+    limits = {**default_max_fractions(), "ends-mid-sentence": max_mid_sentence_fraction,
               "starts-mid-sentence": max_mid_sentence_fraction, **(max_fraction or {})}
     t = _with_flags(table.reset_index(drop=True), max_tokens, min_chunk_words)
-
-    import great_expectations as gx
-
-    E = gx.expectations
-
-    def share(column: str, kind: str, description: str, value_set=(False,)):
-        return (E.ExpectColumnValuesToBeInSet(column=column, value_set=list(value_set),
-                                              mostly=max(0.0, 1.0 - limits[kind])),
-                "warn", f"{description} (at most {limits[kind]:.0%} of chunks)")
-
-    expectations = [
-        (E.ExpectColumnValuesToNotBeNull(column="chunk_id"), "fail", "every chunk has an id"),
-        (E.ExpectColumnValuesToBeUnique(column="chunk_id"), "fail", "chunk ids are unique"),
-        (E.ExpectColumnValuesToBeBetween(column="n_chars", min_value=1), "fail", "no empty chunk"),
-        (E.ExpectColumnValuesToBeBetween(column="tokens_lost", max_value=0), "warn",
-         f"every chunk fits the model's {max_tokens}-token window"),
-        (E.ExpectColumnValuesToBeBetween(column="tokens_lost", max_value=0,
-                                         mostly=max(0.0, 1.0 - max_overflow_fraction)), "fail",
-         f"at most {max_overflow_fraction:.0%} of chunks overflow the window"),
-        share("is_tiny", "tiny-chunk", f"chunks have at least {min_chunk_words} words"),
-        share("starts_mid_sentence", "starts-mid-sentence", "chunks start at a sentence boundary"),
-        share("ends_mid_sentence", "ends-mid-sentence", "chunks end at a sentence boundary"),
-        share("is_duplicate", "duplicate-chunk", "no chunk repeats another's text"),
-        share("is_near_duplicate", "near-duplicate", "no chunk nearly duplicates one of another document"),
-        share("is_boilerplate", "boilerplate", f"chunks are not {BOILERPLATE_MIN_SHARE:.0%}+ boilerplate"),
-        share("splits_block", "structure-split", "code blocks, tables and numbered steps are not cut"),
-        share("heading_lost", "lost-heading", "chunks keep their section heading"),
-        share("lacks_metadata", "missing-metadata", "chunks carry the required metadata fields"),
-    ]
-    outcomes = validate_frame(t, "chunk-quality", expectations)
-    items = list(_findings(t, max_tokens, min_chunk_words))
-    tokens = t["n_tokens"].astype(int)
+    outcomes = validate_frame(t, "chunk-quality", _expectations(limits, max_tokens, max_overflow_fraction,
+                                                                min_chunk_words))
+    items = tuple(_findings(t, max_tokens, min_chunk_words))
     n = len(t)
-    counts = pd.Series([i["kind"] for i in items]).value_counts().to_dict() if items else {}
-    metrics = {
-        "chunks": int(n),
-        "documents": int(t["doc_id"].nunique()),
-        "tokens_mean": round(float(tokens.mean()), 1),
-        "tokens_p95": int(tokens.quantile(0.95)),
-        "tokens_max": int(tokens.max()),
-        "max_tokens": int(max_tokens),
-        "overflow_chunks": int((t["tokens_lost"] > 0).sum()),
-        "overflow_fraction": round(float((t["tokens_lost"] > 0).mean()), 4),
-        "tokens_lost": int(t["tokens_lost"].sum()),
-        "empty_chunks": int((t["n_chars"].astype(int) < 1).sum()),
-        "duplicate_ids": int(t.loc[t["chunk_id"].duplicated(keep=False), "chunk_id"].nunique()),
-        "tiny_chunks": int(t["is_tiny"].sum()),
-        "mid_sentence_fraction": round(float(t["ends_mid_sentence"].mean()), 4),
-        "starts_mid_sentence_fraction": round(float(t["starts_mid_sentence"].mean()), 4),
-        "duplicate_chunks": int(t["is_duplicate"].sum()),
-        "near_duplicate_chunks": int(t["is_near_duplicate"].sum()),
-        "boilerplate_chunks": int(t["is_boilerplate"].sum()),
-        "structure_split_chunks": int(t["splits_block"].sum()),
-        "lost_heading_chunks": int(t["heading_lost"].sum()),
-        "missing_metadata_chunks": int(t["lacks_metadata"].sum()),
-        "structure_unknown_chunks": int((~t["structure_known"]).sum()),
-        "findings_by_kind": {k: int(v) for k, v in sorted(counts.items())},
-    }
     status = worst(*(o.severity for o in outcomes if not o.success))
     findings = tuple(f"{o.description}: {o.unexpected_count} of {n} chunk(s) do not ({o.severity})"
                      for o in outcomes if not o.success)
-    return CheckResult("chunk-quality", status, metrics, tuple(items), findings)
+    return CheckResult("chunk-quality", status, _metrics(t, items, max_tokens), items, findings)
+
+
+def _expectations(limits: Mapping[str, float], max_tokens: int, max_overflow_fraction: float,
+                  min_chunk_words: int) -> list[tuple[Any, str, str]]:
+    import great_expectations as gx
+
+    E = gx.expectations
+    overflow_limit = limits.get("token-overflow", 0.0)
+    return [
+        (E.ExpectColumnValuesToNotBeNull(column="chunk_id"), "fail", "every chunk has an id"),
+        (E.ExpectColumnValuesToBeUnique(column="chunk_id"), "fail", "chunk ids are unique"),
+        (E.ExpectColumnValuesToBeBetween(column="n_chars", min_value=1), "fail", "no empty chunk"),
+        (E.ExpectColumnValuesToBeBetween(column="tokens_lost", max_value=0, mostly=max(0.0, 1.0 - overflow_limit)),
+         "warn", f"every chunk fits the model's {max_tokens}-token window"),
+        (E.ExpectColumnValuesToBeBetween(column="tokens_lost", max_value=0,
+                                         mostly=max(0.0, 1.0 - max_overflow_fraction)), "fail",
+         f"at most {max_overflow_fraction:.0%} of chunks overflow the window"),
+        *((E.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=max(0.0, 1.0 - limits[key])),
+           "warn", f"{description.format(min_words=min_chunk_words)} (at most {limits[key]:.0%} of chunks)")
+          for column, key, description in SHARES),
+    ]
+
+
+def _metrics(t: pd.DataFrame, items: tuple[Finding, ...], max_tokens: int) -> ChunkMetrics:
+    tokens = t["n_tokens"].astype(int)
+    counts = pd.Series([i.kind.value for i in items]).value_counts().to_dict() if items else {}
+    return ChunkMetrics(
+        chunks=int(len(t)),
+        documents=int(t["doc_id"].nunique()),
+        tokens_mean=round(float(tokens.mean()), 1),
+        tokens_p95=int(tokens.quantile(0.95)),
+        tokens_max=int(tokens.max()),
+        max_tokens=int(max_tokens),
+        overflow_chunks=int((t["tokens_lost"] > 0).sum()),
+        overflow_fraction=round(float((t["tokens_lost"] > 0).mean()), 4),
+        tokens_lost=int(t["tokens_lost"].sum()),
+        empty_chunks=int((t["n_chars"].astype(int) < 1).sum()),
+        duplicate_ids=int(t.loc[t["chunk_id"].duplicated(keep=False), "chunk_id"].nunique()),
+        tiny_chunks=int(t["is_tiny"].sum()),
+        mid_sentence_fraction=round(float(t["ends_mid_sentence"].mean()), 4),
+        starts_mid_sentence_fraction=round(float(t["starts_mid_sentence"].mean()), 4),
+        duplicate_chunks=int(t["is_duplicate"].sum()),
+        near_duplicate_chunks=int(t["is_near_duplicate"].sum()),
+        boilerplate_chunks=int(t["is_boilerplate"].sum()),
+        structure_split_chunks=int(t["splits_block"].sum()),
+        lost_heading_chunks=int(t["heading_lost"].sum()),
+        missing_metadata_chunks=int(t["lacks_metadata"].sum()),
+        structure_unknown_chunks=int((~t["structure_known"]).sum()),
+        findings_by_kind={k: int(v) for k, v in sorted(counts.items())},
+    )
 
 
 def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.DataFrame:
@@ -253,42 +253,42 @@ def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.Da
     return t
 
 
-def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int):
-    for r in t.itertuples(index=False):
-        def item(kind: str, detail: str, penalty: float | None = None, r=r) -> dict[str, Any]:
-            return {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "kind": kind, "detail": detail,
-                    "chunk_index": int(r.chunk_index), "penalty": round(PENALTY[kind] if penalty is None else penalty, 4)}
+def _detect(r: Any, max_tokens: int, min_chunk_words: int) -> Iterator[tuple[FindingKind, str, float | None]]:
+    """The chunk kinds found on one row of the flagged table: (kind, detail, penalty when not the table's)."""
+    K = FindingKind
+    if r.tokens_lost > 0:
+        share = r.tokens_lost / max(1, int(r.n_tokens))
+        yield (K.TOKEN_OVERFLOW, f"{int(r.n_tokens)} tokens: the last {int(r.tokens_lost)} ({share:.0%}) are past "
+               f"the model's {max_tokens}-token window and never embedded", penalty(K.TOKEN_OVERFLOW) + 0.7 * share)
+    if r.is_tiny:
+        yield K.TINY_CHUNK, f"{int(r.n_words)} words (fewer than {min_chunk_words}): too little context", None
+    if r.starts_mid_sentence:
+        yield K.STARTS_MID_SENTENCE, "opens inside a sentence begun in the previous chunk", None
+    if r.ends_mid_sentence:
+        yield K.ENDS_MID_SENTENCE, "stops inside a sentence", None
+    if r.is_duplicate:
+        yield K.DUPLICATE_CHUNK, f"same text as {r.duplicate_of}", None
+    if r.is_near_duplicate:
+        yield (K.NEAR_DUPLICATE, f"cosine {r.near_duplicate_cosine:.3f} with {r.near_duplicate_of} of another "
+               "document", None)
+    if r.is_boilerplate:
+        yield (K.BOILERPLATE, f"{r.boilerplate_share:.0%} of the text repeats across documents, e.g. "
+               f"{r.boilerplate_example!r} (in {r.boilerplate_documents} documents)",
+               penalty(K.BOILERPLATE) * r.boilerplate_share)
+    if r.splits_block:
+        for label in str(r.split_blocks).split("; "):
+            yield SPLIT_KINDS.get(label.split(" ", 1)[0], K.STEP_SPLIT), f"{label} is cut across chunks", None
+    if r.heading_lost:
+        yield (K.LOST_HEADING, f"continues section {r.section.split(' > ')[-1]!r} but neither its text nor its "
+               "embedding carries that heading", None)
+    if r.lacks_metadata:
+        yield K.MISSING_METADATA, f"lacks {r.missing_metadata}: metadata-filtered queries never return it", None
 
-        if r.n_chars < 1:
-            yield item("empty-chunk", "chunk has no text")
-            continue
-        if r.tokens_lost > 0:
-            share = r.tokens_lost / max(1, int(r.n_tokens))
-            yield item("token-overflow", f"{int(r.n_tokens)} tokens: the last {int(r.tokens_lost)} ({share:.0%}) are "
-                       f"past the model's {max_tokens}-token window and never embedded",
-                       PENALTY["token-overflow"] + 0.7 * share)
-        if r.is_tiny:
-            yield item("tiny-chunk", f"{int(r.n_words)} words (fewer than {min_chunk_words}): too little context")
-        if r.starts_mid_sentence:
-            yield item("starts-mid-sentence", "opens inside a sentence begun in the previous chunk")
-        if r.ends_mid_sentence:
-            yield item("ends-mid-sentence", "stops inside a sentence")
-        if r.is_duplicate:
-            yield item("duplicate-chunk", f"same text as {r.duplicate_of}")
-        if r.is_near_duplicate:
-            yield item("near-duplicate", f"cosine {r.near_duplicate_cosine:.3f} with {r.near_duplicate_of} of "
-                       "another document")
-        if r.boilerplate_share > 0:
-            if r.is_boilerplate:
-                yield item("boilerplate", f"{r.boilerplate_share:.0%} of the text repeats across documents, e.g. "
-                           f"{r.boilerplate_example!r} (in {r.boilerplate_documents} documents)",
-                           PENALTY["boilerplate"] * r.boilerplate_share)
-        if r.splits_block:
-            for label in str(r.split_blocks).split("; "):
-                kind = _SPLIT_KINDS.get(label.split(" ", 1)[0], "step-split")
-                yield item(kind, f"{label} is cut across chunks")
-        if r.heading_lost:
-            yield item("lost-heading", f"continues section {r.section.split(' > ')[-1]!r} but neither its text nor its "
-                       "embedding carries that heading")
-        if r.lacks_metadata:
-            yield item("missing-metadata", f"lacks {r.missing_metadata}: metadata-filtered queries never return it")
+
+def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> Iterator[Finding]:
+    for r in t.itertuples(index=False):
+        found = ([(FindingKind.EMPTY_CHUNK, "chunk has no text", None)] if r.n_chars < 1
+                 else _detect(r, max_tokens, min_chunk_words))
+        for kind, detail, cost in found:
+            yield Finding(r.doc_id, r.chunk_id, kind, detail, round(penalty(kind) if cost is None else cost, 4),
+                          int(r.chunk_index))

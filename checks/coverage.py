@@ -8,9 +8,11 @@ from typing import Any
 from checks.result import CheckResult
 
 
-def alert_coverage(alerts: Sequence[dict[str, Any]], runbook_doc_ids: Iterable[str]) -> CheckResult:
+def alert_coverage(alerts: Sequence[dict[str, Any]], runbook_doc_ids: Iterable[str],
+                   rule_errors: Sequence[dict[str, str]] = ()) -> CheckResult:
     """alerts: one row per alerting rule with `alert`, `status` (covered / missing-runbook / unmapped-url /
-    no-runbook-url) and `doc_id`. runbook_doc_ids: the documents that count as runbooks."""
+    no-runbook-url) and `doc_id`. runbook_doc_ids: the documents that count as runbooks. rule_errors: rule files
+    that could not be read (a warn: their alerts are not checked)."""
     covered_docs = {a["doc_id"] for a in alerts if a["status"] == "covered"}
     missing = sorted({a["alert"] for a in alerts if a["status"] == "missing-runbook"})
     unmapped = sorted({a["alert"] for a in alerts if a["status"] == "unmapped-url"})
@@ -28,5 +30,5 @@ def alert_coverage(alerts: Sequence[dict[str, Any]], runbook_doc_ids: Iterable[s
         "alerts_without_runbook_url": no_url,
         "runbooks_without_alert": orphans,
     }
-    status = "warn" if missing or unmapped or no_url else "pass"
+    status = "warn" if missing or unmapped or no_url or rule_errors else "pass"
     return CheckResult("alert-coverage", status, metrics, tuple(dict(a) for a in alerts), tuple(findings))

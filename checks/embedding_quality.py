@@ -1,31 +1,55 @@
 """Embedding quality: one model's vectors throughout, all finite, unit-length and distinct; the space's shape
 (anisotropy, outliers) and its stability against the baseline run (neighbours of a fixed sample of chunks).
 
-Finding kinds: dimension-mismatch, model-mismatch, nan-vector, zero-vector, non-normalised, shared-vector,
-embedding-outlier (a chunk far from the corpus's common direction: garbage text, an encoding problem, a
-stray document or a vector from somewhere else) and
-neighbour-shift (a sample chunk whose nearest documents changed since the baseline; it costs no score).
+The finding kinds (dimension-mismatch, model-mismatch, nan-vector, zero-vector, non-normalised, shared-vector,
+embedding-outlier, neighbour-shift), their penalties and thresholds are in checks.findings.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from checks.expectations import validate_frame
-from checks.result import CheckResult, worst
+from checks.findings import Finding, FindingKind, default_max_fractions, penalty
+from checks.result import CheckResult, Metrics, keep_none, worst
 
 NORM_TOLERANCE = 1e-3
 MIN_CHUNKS_FOR_OUTLIERS = 20
 # An outlier must also sit this far (in cosine) below the median: on a tight corpus a small absolute gap can
 # still be many MADs, and that is ordinary topic variety, not a broken chunk.
 OUTLIER_MIN_GAP = 0.2
-PENALTY = {"dimension-mismatch": 1.0, "model-mismatch": 1.0, "nan-vector": 1.0, "zero-vector": 1.0,
-           "non-normalised": 0.2, "shared-vector": 0.5, "embedding-outlier": 0.2, "neighbour-shift": 0.0}
+
+
+@dataclass(frozen=True)
+class EmbeddingMetrics(Metrics):
+    vectors: int
+    dimension: int
+    expected_dimension: int
+    model_fingerprints: list[str]
+    other_model_vectors: int
+    nan_vectors: int
+    zero_vectors: int
+    norm_min: float
+    norm_mean: float
+    norm_max: float
+    non_normalised: int
+    shared_vectors: int
+    outliers: int
+    neighbour_sample: int
+    anisotropy: float | None = keep_none()
+    anisotropy_baseline: float | None = keep_none()
+    anisotropy_change: float | None = keep_none()
+    centroid_similarity_median: float | None = keep_none()
+    neighbour_similarity_median: float | None = keep_none()
+    neighbour_overlap: float | None = keep_none()
+    neighbour_overlap_chunks: float | None = keep_none()
+    anisotropy_note: str | None = None
 
 
 def vector_table(vectors: np.ndarray, chunk_ids: Sequence[str], texts: Sequence[str],
@@ -132,14 +156,15 @@ def neighbour_overlap(baseline: Sequence[dict[str, Any]], current: dict[str, dic
 
 def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fingerprint: str | None = None, *,
                       anisotropy_now: float | None = None, anisotropy_baseline: float | None = None,
-                      overlaps: pd.DataFrame | None = None, outlier_z: float = 4.0,
-                      min_neighbour_overlap: float = 0.6, max_anisotropy_change: float = 0.05) -> CheckResult:
-    """table: from vector_table(). The collection's vectors must all come from one normalising model."""
+                      other_model_anisotropy: float | None = None, overlaps: pd.DataFrame | None = None,
+                      outlier_z: float = 4.0, min_neighbour_overlap: float = 0.6, max_anisotropy_change: float = 0.05,
+                      max_fraction: Mapping[str, float] | None = None) -> CheckResult:
+    """table: from vector_table(). The collection's vectors must all come from one normalising model.
+    other_model_anisotropy: the baseline's anisotropy when the baseline was embedded by another model (shown,
+    never compared)."""
     if table.empty:
         return CheckResult("embedding-quality", "fail", {"vectors": 0}, findings=("the index holds no vectors",))
-    import great_expectations as gx
-
-    E = gx.expectations
+    limits = {**default_max_fractions(), **(max_fraction or {})}
     t = table.reset_index(drop=True).copy()
     usable = ~(t["has_nan"] | t["is_zero"])
     z, sim_median, sim_mad = outlier_scores(t["centroid_similarity"].where(usable))
@@ -147,7 +172,66 @@ def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fin
     t["is_outlier"] = usable & (z > outlier_z) & ((sim_median - t["centroid_similarity"]) >= OUTLIER_MIN_GAP)
     t["fingerprint_ok"] = (t["model_fingerprint"].isin(["", expected_fingerprint]) if expected_fingerprint
                            else True)
-    expectations = [
+    outcomes = validate_frame(t, "embedding-quality", _expectations(expected_dimension, outlier_z,
+                                                                    limits["embedding-outlier"]))
+    change = None
+    if anisotropy_now is not None and anisotropy_baseline is not None:
+        change = anisotropy_now - anisotropy_baseline
+        outcomes += _anisotropy_outcomes(abs(change), max_anisotropy_change)
+    mean_overlap = None
+    if overlaps is not None and not overlaps.empty:
+        mean_overlap = float(overlaps["overlap_docs"].mean())
+        outcomes += _overlap_outcomes(overlaps, min_neighbour_overlap)
+    items = list(_findings(t, expected_dimension, outlier_z, sim_median))
+    items += _shifts(overlaps)
+    metrics = _metrics(t, expected_dimension, anisotropy_now, anisotropy_baseline, other_model_anisotropy, change,
+                       sim_median, mean_overlap, overlaps)
+    status = worst(*(o.severity for o in outcomes if not o.success))
+    findings = tuple(f"{o.description}: not met ({o.severity})" if o.column in ("anisotropy_change", "overlap_docs")
+                     else f"{o.description}: {o.unexpected_count} vector(s) do not ({o.severity})"
+                     for o in outcomes if not o.success)
+    return CheckResult("embedding-quality", status, metrics, tuple(items), findings)
+
+
+def _metrics(t: pd.DataFrame, expected_dimension: int, anisotropy_now: float | None,
+             anisotropy_baseline: float | None, other_model_anisotropy: float | None, change: float | None,
+             sim_median: float, mean_overlap: float | None, overlaps: pd.DataFrame | None) -> EmbeddingMetrics:
+    norms = t["norm"]
+    return EmbeddingMetrics(
+        vectors=int(len(t)),
+        dimension=int(t["dimension"].iloc[0]),
+        expected_dimension=int(expected_dimension),
+        model_fingerprints=sorted(set(t["model_fingerprint"]) - {""}),
+        other_model_vectors=int((~t["fingerprint_ok"].astype(bool)).sum()),
+        nan_vectors=int(t["has_nan"].sum()),
+        zero_vectors=int(t["is_zero"].sum()),
+        norm_min=round(float(norms.min()), 5),
+        norm_mean=round(float(norms.mean()), 5),
+        norm_max=round(float(norms.max()), 5),
+        non_normalised=int(((norms - 1).abs() > NORM_TOLERANCE).sum()),
+        shared_vectors=int((t["shares_vector_with"] != "").sum()),
+        anisotropy=None if anisotropy_now is None else round(anisotropy_now, 4),
+        anisotropy_baseline=(round(anisotropy_baseline, 4) if anisotropy_baseline is not None else
+                             round(other_model_anisotropy, 4) if other_model_anisotropy is not None else None),
+        anisotropy_change=None if change is None else round(change, 4),
+        centroid_similarity_median=None if np.isnan(sim_median) else round(sim_median, 4),
+        neighbour_similarity_median=(None if t["neighbour_similarity"].isna().all()
+                                     else round(float(t["neighbour_similarity"].median()), 4)),
+        outliers=int(t["is_outlier"].sum()),
+        neighbour_overlap=None if mean_overlap is None else round(mean_overlap, 4),
+        neighbour_overlap_chunks=(None if overlaps is None or overlaps.empty
+                                  else round(float(overlaps["overlap_chunks"].mean()), 4)),
+        neighbour_sample=0 if overlaps is None else int(len(overlaps)),
+        anisotropy_note=("the baseline was embedded with another model"
+                         if anisotropy_baseline is None and other_model_anisotropy is not None else None),
+    )
+
+
+def _expectations(expected_dimension: int, outlier_z: float, max_outliers: float) -> list[tuple[Any, str, str]]:
+    import great_expectations as gx
+
+    E = gx.expectations
+    return [
         (E.ExpectColumnValuesToBeBetween(column="dimension", min_value=expected_dimension,
                                          max_value=expected_dimension), "fail",
          f"every vector has the model's dimension {expected_dimension}"),
@@ -159,82 +243,55 @@ def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fin
          "warn", "vectors are L2-normalised"),
         (E.ExpectColumnValuesToBeInSet(column="shares_vector_with", value_set=[""]), "warn",
          "no two chunks with different text share a vector"),
-        (E.ExpectColumnValuesToBeInSet(column="is_outlier", value_set=[False], mostly=0.99), "warn",
-         f"at most 1% of chunks are outliers (robust z above {outlier_z:g})"),
+        (E.ExpectColumnValuesToBeInSet(column="is_outlier", value_set=[False], mostly=1.0 - max_outliers), "warn",
+         f"at most {max_outliers:.0%} of chunks are outliers (robust z above {outlier_z:g})"),
     ]
-    outcomes = validate_frame(t, "embedding-quality", expectations)
-    change = None
-    if anisotropy_now is not None and anisotropy_baseline is not None:
-        change = anisotropy_now - anisotropy_baseline
-        outcomes += validate_frame(pd.DataFrame({"anisotropy_change": [abs(change)]}), "anisotropy", [
-            (E.ExpectColumnValuesToBeBetween(column="anisotropy_change", max_value=max_anisotropy_change), "warn",
-             f"anisotropy moved by at most {max_anisotropy_change:g} since the baseline")])
-    mean_overlap = None
-    if overlaps is not None and not overlaps.empty:
-        mean_overlap = float(overlaps["overlap_docs"].mean())
-        outcomes += validate_frame(overlaps[["overlap_docs"]].reset_index(drop=True), "neighbour-stability", [
-            (E.ExpectColumnMeanToBeBetween(column="overlap_docs", min_value=min_neighbour_overlap), "warn",
-             f"sample chunks keep at least {min_neighbour_overlap:.0%} of their baseline neighbour documents")])
-    items = list(_findings(t, expected_dimension, outlier_z, sim_median))
-    if overlaps is not None:
-        for r in overlaps.itertuples(index=False):
-            if r.overlap_docs < 0.5:
-                items.append({"doc_id": r.doc_id, "chunk_id": r.chunk_id, "kind": "neighbour-shift",
-                              "detail": f"{r.overlap_docs:.0%} of its baseline neighbour documents remain; lost "
-                                        f"{', '.join(r.lost_docs[:3])}; now near {', '.join(r.new_docs[:3])}",
-                              "penalty": 0.0})
-    norms = t["norm"]
-    metrics = {
-        "vectors": int(len(t)),
-        "dimension": int(t["dimension"].iloc[0]),
-        "expected_dimension": int(expected_dimension),
-        "model_fingerprints": sorted(set(t["model_fingerprint"]) - {""}),
-        "other_model_vectors": int((~t["fingerprint_ok"].astype(bool)).sum()),
-        "nan_vectors": int(t["has_nan"].sum()),
-        "zero_vectors": int(t["is_zero"].sum()),
-        "norm_min": round(float(norms.min()), 5),
-        "norm_mean": round(float(norms.mean()), 5),
-        "norm_max": round(float(norms.max()), 5),
-        "non_normalised": int(((norms - 1).abs() > NORM_TOLERANCE).sum()),
-        "shared_vectors": int((t["shares_vector_with"] != "").sum()),
-        "anisotropy": None if anisotropy_now is None else round(anisotropy_now, 4),
-        "anisotropy_baseline": None if anisotropy_baseline is None else round(anisotropy_baseline, 4),
-        "anisotropy_change": None if change is None else round(change, 4),
-        "centroid_similarity_median": None if np.isnan(sim_median) else round(sim_median, 4),
-        "neighbour_similarity_median": (None if t["neighbour_similarity"].isna().all()
-                                        else round(float(t["neighbour_similarity"].median()), 4)),
-        "outliers": int(t["is_outlier"].sum()),
-        "neighbour_overlap": None if mean_overlap is None else round(mean_overlap, 4),
-        "neighbour_overlap_chunks": (None if overlaps is None or overlaps.empty
-                                     else round(float(overlaps["overlap_chunks"].mean()), 4)),
-        "neighbour_sample": 0 if overlaps is None else int(len(overlaps)),
-    }
-    status = worst(*(o.severity for o in outcomes if not o.success))
-    findings = tuple(f"{o.description}: not met ({o.severity})" if o.column in ("anisotropy_change", "overlap_docs")
-                     else f"{o.description}: {o.unexpected_count} vector(s) do not ({o.severity})"
-                     for o in outcomes if not o.success)
-    return CheckResult("embedding-quality", status, metrics, tuple(items), findings)
 
 
-def _findings(t: pd.DataFrame, expected_dimension: int, outlier_z: float, sim_median: float):
+def _anisotropy_outcomes(change: float, max_change: float) -> list:
+    import great_expectations as gx
+
+    return validate_frame(pd.DataFrame({"anisotropy_change": [change]}), "anisotropy", [
+        (gx.expectations.ExpectColumnValuesToBeBetween(column="anisotropy_change", max_value=max_change), "warn",
+         f"anisotropy moved by at most {max_change:g} since the baseline")])
+
+
+def _overlap_outcomes(overlaps: pd.DataFrame, min_overlap: float) -> list:
+    import great_expectations as gx
+
+    return validate_frame(overlaps[["overlap_docs"]].reset_index(drop=True), "neighbour-stability", [
+        (gx.expectations.ExpectColumnMeanToBeBetween(column="overlap_docs", min_value=min_overlap), "warn",
+         f"sample chunks keep at least {min_overlap:.0%} of their baseline neighbour documents")])
+
+
+def _shifts(overlaps: pd.DataFrame | None) -> list[Finding]:
+    if overlaps is None:
+        return []
+    return [Finding(r.doc_id, r.chunk_id, FindingKind.NEIGHBOUR_SHIFT,
+                    f"{r.overlap_docs:.0%} of its baseline neighbour documents remain; lost "
+                    f"{', '.join(r.lost_docs[:3])}; now near {', '.join(r.new_docs[:3])}", 0.0)
+            for r in overlaps.itertuples(index=False) if r.overlap_docs < 0.5]
+
+
+def _findings(t: pd.DataFrame, expected_dimension: int, outlier_z: float, sim_median: float) -> Iterator[Finding]:
+    K = FindingKind
     for r in t.itertuples(index=False):
-        def item(kind: str, detail: str, r=r) -> dict[str, Any]:
-            return {"doc_id": r.doc_id, "chunk_id": r.chunk_id, "kind": kind, "detail": detail,
-                    "penalty": PENALTY[kind]}
-
+        found: list[tuple[FindingKind, str]] = []
         if r.dimension != expected_dimension:
-            yield item("dimension-mismatch", f"dimension {r.dimension}, the model's is {expected_dimension}")
+            found.append((K.DIMENSION_MISMATCH, f"dimension {r.dimension}, the model's is {expected_dimension}"))
         if not r.fingerprint_ok:
-            yield item("model-mismatch", f"written by model fingerprint {r.model_fingerprint}, not this model's")
+            found.append((K.MODEL_MISMATCH, f"written by model fingerprint {r.model_fingerprint}, not this model's"))
         if r.has_nan:
-            yield item("nan-vector", "contains NaN or infinite values")
+            found.append((K.NAN_VECTOR, "contains NaN or infinite values"))
         elif r.is_zero:
-            yield item("zero-vector", "zero vector: matches nothing")
+            found.append((K.ZERO_VECTOR, "zero vector: matches nothing"))
         elif abs(r.norm - 1) > NORM_TOLERANCE:
-            yield item("non-normalised", f"norm {r.norm:.4f}, not 1: cosine and inner-product rankings disagree")
+            found.append((K.NON_NORMALISED, f"norm {r.norm:.4f}, not 1: cosine and inner-product rankings disagree"))
         if r.shares_vector_with:
-            yield item("shared-vector", f"same vector as {r.shares_vector_with}, whose text differs")
+            found.append((K.SHARED_VECTOR, f"same vector as {r.shares_vector_with}, whose text differs"))
         if r.is_outlier:
-            yield item("embedding-outlier", f"cosine to the corpus centroid {r.centroid_similarity:.3f} against a "
-                       f"median of {sim_median:.3f} (robust z {r.outlier_z:.1f} > {outlier_z:g}); its nearest "
-                       f"chunks are at {r.neighbour_similarity:.3f} on average")
+            found.append((K.EMBEDDING_OUTLIER, f"cosine to the corpus centroid {r.centroid_similarity:.3f} against a "
+                          f"median of {sim_median:.3f} (robust z {r.outlier_z:.1f} > {outlier_z:g}); its nearest "
+                          f"chunks are at {r.neighbour_similarity:.3f} on average"))
+        for kind, detail in found:
+            yield Finding(r.doc_id, r.chunk_id, kind, detail, penalty(kind))

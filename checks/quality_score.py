@@ -1,7 +1,6 @@
 """One quality score per chunk, per document and for the corpus, from the findings of the quality checks.
 
-A chunk starts at 1 and loses each of its findings' penalties (checks.chunk_quality.PENALTY and
-checks.embedding_quality.PENALTY), floored at 0. A document scores the mean of its chunks; the corpus scores the
+A chunk starts at 1 and loses each of its findings' penalties (checks.findings.KINDS), floored at 0. A document scores the mean of its chunks; the corpus scores the
 mean over all chunks, so a long document counts in proportion to what it puts in the index.
 """
 
@@ -13,15 +12,17 @@ from typing import Any
 
 import pandas as pd
 
+from checks.findings import Finding
 
-def quality_scores(chunks: pd.DataFrame, items: Iterable[dict[str, Any]]) -> tuple[float, list[dict[str, Any]],
-                                                                                     dict[str, float]]:
+
+def quality_scores(chunks: pd.DataFrame, items: Iterable[Finding]) -> tuple[float, list[dict[str, Any]],
+                                                                            dict[str, float]]:
     """chunks: chunk_id and doc_id of every chunk. Returns (corpus score, documents worst first, chunk scores)."""
     penalty: dict[str, float] = defaultdict(float)
     kinds: dict[str, Counter] = defaultdict(Counter)
     for item in items:
-        penalty[item["chunk_id"]] += float(item.get("penalty", 0.0))
-        kinds[item["doc_id"]][item["kind"]] += 1
+        penalty[item.chunk_id] += float(item.penalty)
+        kinds[item.doc_id][item.kind.value] += 1
     if chunks.empty:
         return 0.0, [], {}
     scores = {cid: max(0.0, 1.0 - penalty.get(cid, 0.0)) for cid in chunks["chunk_id"]}

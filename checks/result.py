@@ -1,8 +1,11 @@
-"""The one result type every check returns."""
+"""The one result type every check returns, and the base of typed metric records."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 Status = Literal["pass", "warn", "fail"]
@@ -13,21 +16,43 @@ def worst(*statuses: str) -> Status:
     return max(statuses, key=lambda s: _ORDER[s], default="pass") if statuses else "pass"  # type: ignore[return-value]
 
 
+class Metrics(Mapping[str, Any]):
+    """A frozen dataclass of figures that also reads like the mapping the JSON contract shows: fields left None
+    are absent (so a partial record, e.g. of an empty index, lists only what was measured)."""
+
+    def _present(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) is not None or f.metadata.get("keep_none")}
+
+    def __getitem__(self, key: str) -> Any:
+        present = self._present()
+        if key not in present:
+            raise KeyError(key)
+        return present[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present())
+
+    def __len__(self) -> int:
+        return len(self._present())
+
+
+def keep_none() -> Any:
+    """A Metrics field that is reported even when None (the contract shows null for figures not computed)."""
+    return field(default=None, metadata={"keep_none": True})
+
+
 @dataclass(frozen=True)
 class CheckResult:
-    """name: what was checked; status: the verdict; metrics: figures; items: offending rows; findings: sentences."""
+    """name: what was checked; status: the verdict; metrics: figures; items: offending rows (dicts, or Finding
+    for the quality checks); findings: one sentence per failed expectation."""
 
     name: str
     status: Status
-    metrics: dict[str, Any] = field(default_factory=dict)
-    items: tuple[dict[str, Any], ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    items: tuple[Any, ...] = ()
     findings: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "metrics": dict(self.metrics),
-            "items": [dict(i) for i in self.items],
-            "findings": list(self.findings),
-        }
+    def __post_init__(self) -> None:
+        if isinstance(self.metrics, dict):  # frozen means frozen: nobody adds figures afterwards
+            object.__setattr__(self, "metrics", MappingProxyType(self.metrics))

@@ -196,3 +196,31 @@ def regressions(baseline: Mapping[str, Mapping[str, Any]], current: Sequence[Map
         out.append({"probe_id": row["probe_id"], "set": row["set"], "was_rank": was, "now_rank": now,
                     "displaced_by": displaced})
     return out
+
+
+def probe_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_at_5_fail: float,
+                fail_under: Sequence[str] = (), top_k: int = 10, recall_ks: Sequence[int] = RECALL_KS,
+                ungated: Sequence[str] = (), regressed: Sequence[Mapping[str, Any]] = (), max_regressions: int = 0,
+                baseline_run: str | None = None, excluded: Sequence[Mapping[str, Any]] = (),
+                file_errors: Sequence[Mapping[str, Any]] = ()) -> CheckResult:
+    """The probe stage's verdict: retrieval_check's, then regressions against the baseline run (more than
+    max_regressions fails, fewer warns), filter probes whose relevant document the filter shuts out (warn) and
+    probe-file lines that could not be read (warn). Each set's metrics list its regressions."""
+    base = retrieval_check(probes, hit_at_5_warn=hit_at_5_warn, hit_at_5_fail=hit_at_5_fail, fail_under=fail_under,
+                           top_k=top_k, recall_ks=recall_ks, ungated=ungated)
+    status, findings = base.status, list(base.findings)
+    sets = {name: {**m, "regressions": [{k: r[k] for k in ("probe_id", "was_rank", "now_rank", "displaced_by")}
+                                        for r in regressed if r["set"] == name]}
+            for name, m in base.metrics["sets"].items()}
+    if regressed:
+        level = "fail" if len(regressed) > max_regressions else "warn"
+        status = worst(status, level)
+        findings += [f"probe {r['set']}/{r['probe_id']} regressed since baseline {baseline_run}: rank "
+                     f"{r['was_rank']} -> {r['now_rank'] or 'missed'}, displaced by {r['displaced_by']} ({level})"
+                     for r in regressed[:20]]
+    findings += [f"filter probe {e['set']}/{e['probe_id']}: {e['doc_id']} {e['reason']}, so the filter excludes it "
+                 "(warn)" for e in excluded]
+    findings += [f"probe file {e['file']} line {e['line']}: {e['reason']} (warn)" for e in file_errors]
+    status = worst(status, "warn" if excluded or file_errors else "pass")
+    return CheckResult("retrieval", status, {"sets": sets, "overall": base.metrics["overall"]}, base.items,
+                       tuple(findings))

@@ -1,32 +1,15 @@
-"""Per-process cache of the runtime a flow needs: the embedding model loads once, the Chroma client opens once."""
+"""Settings and runtimes for flow runs. A suite run's stages (each its own subflow run, in one process) share one
+Runtime, so the source is listed and the manifest loaded once per run; a runtime is released when its run ends."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import json
 from typing import Any
 
-from rag_health.embedding import Embedder, load_embedder
 from rag_health.runtime import Runtime, build_runtime
 from rag_health.settings import Settings, disable_telemetry, load_settings
-from rag_health.store import open_client
 
-_injected_embedder: Embedder | None = None
-
-
-def use_embedder(embedder: Embedder | None) -> None:
-    """Let tests (and long-lived workers) hand in an already loaded model."""
-    global _injected_embedder
-    _injected_embedder = embedder
-
-
-@lru_cache(maxsize=4)
-def _embedder(name: str, device: str, batch_size: int) -> Embedder:
-    return load_embedder(name, device, batch_size)
-
-
-@lru_cache(maxsize=8)
-def _client(mode: str, state_dir: str, host: str, port: int) -> Any:
-    return open_client(Settings(chroma_mode=mode, state_dir=state_dir, chroma_host=host, chroma_port=port))
+_runs: dict[tuple[str, str], Runtime] = {}
 
 
 def settings_from(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
@@ -34,10 +17,19 @@ def settings_from(params: dict[str, Any], overrides: dict[str, Any] | None = Non
     return load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if v is not None}})
 
 
-def runtime_for(settings: Settings) -> Runtime:
-    embedder = _injected_embedder or _embedder(settings.embed_model, settings.embed_device, settings.embed_batch_size)
-    client = _client(settings.chroma_mode, str(settings.state_dir), settings.chroma_host, settings.chroma_port)
-    return build_runtime(settings, embedder=embedder, chroma_client=client)
+def runtime_for(settings: Settings, run_id: str | None = None) -> Runtime:
+    """The run's runtime (one per run id and settings); without a run id, a fresh one."""
+    if run_id is None:
+        return build_runtime(settings)
+    key = (run_id, json.dumps(settings.model_dump(mode="json"), sort_keys=True))
+    if key not in _runs:
+        _runs[key] = build_runtime(settings)
+    return _runs[key]
+
+
+def release(run_id: str) -> None:
+    for key in [k for k in _runs if k[0] == run_id]:
+        del _runs[key]
 
 
 def run_name(prefix: str):

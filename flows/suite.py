@@ -9,17 +9,10 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from flows import publish
-from flows.resources import run_name, runtime_for, settings_from
-from flows.stages import (
-    coverage_flow,
-    drift_flow,
-    freshness_flow,
-    ingest_flow,
-    probes_flow,
-    quality_flow,
-    unwrap,
-)
-from rag_health import stages
+from flows.resources import release, run_name, runtime_for, settings_from
+from flows.stages import FLOWS, unwrap
+from rag_health import suite
+from rag_health.results import to_json
 
 
 @flow(name="rag-health-suite", flow_run_name=run_name("suite"))
@@ -31,35 +24,37 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
     settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
                               "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
                               "collection": collection, "fail_under": fail_under or None}, settings_overrides)
-    # Subflows get the resolved settings so every stage sees exactly the same configuration.
-    resolved = settings.model_dump(mode="json")
-    common = {"state_dir": str(settings.state_dir), "collection": settings.collection,
-              "settings_overrides": resolved}
-    run_id = stages.new_run_id()
-    outputs: dict[str, dict[str, Any]] = {}
+    # Subflows get the resolved settings, so every stage sees exactly the same configuration and, within this
+    # process, shares this run's runtime (one listing, one manifest, one ledger scan per state of the index).
+    run_id = suite.new_run_id()
+    common = {"docs": settings.docs, "state_dir": str(settings.state_dir), "collection": settings.collection,
+              "settings_overrides": settings.model_dump(mode="json"), "run_id": run_id}
+    outputs: dict[str, Any] = {}
     timings: dict[str, float] = {}
 
-    def timed(name, fn, **kwargs):
+    def timed(name: str, **kwargs: Any) -> None:
         start = time.perf_counter()
         # A failing stage fails its own flow run; the suite still runs the other stages and judges at the end.
-        outputs[name] = unwrap(fn(return_state=True, **kwargs))
+        outputs[name] = unwrap(FLOWS[name](return_state=True, **kwargs))
         timings[name] = time.perf_counter() - start
 
-    timed("ingest", ingest_flow, docs=settings.docs, **common)
-    timed("freshness", freshness_flow, docs=settings.docs,
-          manifest=str(m) if (m := settings.effective_manifest()) else None, **common)
-    timed("coverage", coverage_flow, docs=settings.docs, **common)
-    timed("quality", quality_flow, docs=settings.docs, run_id=run_id, **common)
-    generated = {"alerts": outputs["coverage"].get("probes", [])}
-    timed("probes", probes_flow, docs=settings.docs, probes=[str(p) for p in settings.effective_probes()] or None,
-          extra_sets=generated, run_id=run_id, **common)
-    verdict_so_far = stages.overall_verdict({k: v.get("status", "pass") for k, v in outputs.items()})
-    timed("drift", drift_flow, run_id=run_id, promote_baseline=promote_baseline, verdict=verdict_so_far, **common)
-
-    rt = runtime_for(settings)
-    result = stages.assemble_result(run_id, rt, outputs, timings)
-    result["result_file"] = stages.save_run_result(rt, run_id, result)
-    publish.publish_verdict(result)
+    try:
+        timed("ingest", **common)
+        timed("freshness", **common)
+        timed("coverage", **common)
+        timed("quality", **common)
+        coverage = outputs["coverage"]
+        alerts = [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)}
+                  for p in getattr(coverage, "probes", ())]
+        timed("probes", extra_sets={"alerts": alerts}, **common)
+        drift_args = {k: v for k, v in common.items() if k != "docs"}
+        timed("drift", promote_baseline=promote_baseline, verdict=suite.overall_verdict(suite.statuses(outputs)),
+              **drift_args)
+        rt = runtime_for(settings, run_id)
+        result = to_json(suite.save(rt, suite.assemble(run_id, rt, outputs, timings)))
+    finally:
+        release(run_id)
+    publish.publish(suite.verdict_artifacts(result))
     get_run_logger().info("verdict %s: %s", result["verdict"], result["stages"])
     if result["verdict"] == "fail":
         publish.emit_failure(result)

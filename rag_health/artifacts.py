@@ -1,7 +1,10 @@
-"""Where run artifacts live: reports, snapshots and the baseline pointer. Local folder or an S3 prefix."""
+"""Key-value stores for what runs write: a local folder or an S3 prefix. Which keys exist is rag_health.archive's
+business; these only put, get and list bytes."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +18,9 @@ class ArtifactStore(Protocol):
 
     def uri(self, key: str) -> str: ...
 
+    def list(self, prefix: str) -> list[str]:
+        """Keys under prefix, sorted."""
+
 
 class LocalArtifactStore:
     def __init__(self, root: str | Path):
@@ -26,14 +32,23 @@ class LocalArtifactStore:
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        # A temporary name of this writer's own, then an atomic rename: a reader never sees half a file, and two
+        # writers of one key (two workers rebuilding the report index) never rename each other's temporary file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         tmp.write_bytes(data)
-        tmp.replace(path)  # atomic: a reader never sees half a report or half a baseline pointer
+        tmp.replace(path)
         return self.uri(key)
 
     def get(self, key: str) -> bytes | None:
         path = self.root / key
         return path.read_bytes() if path.is_file() else None
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        return sorted(f"{prefix}{p.relative_to(folder).as_posix()}" for p in folder.rglob("*")
+                      if p.is_file() and not p.name.endswith(".tmp"))
 
 
 class S3ArtifactStore:
@@ -46,6 +61,7 @@ class S3ArtifactStore:
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -63,6 +79,13 @@ class S3ArtifactStore:
             if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    def list(self, prefix: str) -> list[str]:
+        start = self._key(prefix)
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            keys += [obj["Key"][len(self._key("")):] for obj in page.get("Contents", [])]
+        return sorted(keys)
 
 
 def s3_client() -> Any:

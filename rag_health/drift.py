@@ -1,30 +1,23 @@
 """Drift between this run's chunks and a baseline run's: chunk statistics and embeddings, via Evidently.
 
-Each run stores a snapshot (chunk statistics for a deterministic sample of chunks plus their vectors). The first
-run becomes the baseline; promoting a later run moves the baseline pointer. The report is HTML, written under the
-state directory and, when a bucket is configured, published to S3 with an index of past reports.
+Each run stores a snapshot (chunk statistics for a deterministic sample of chunks plus their vectors) in the run
+archive (rag_health.archive), which also keeps the baseline pointer and publishes the HTML report.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
-import io
-import json
 import warnings
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rag_health.artifacts import ArtifactStore
 from rag_health.store import ChunkIndex
 
 STAT_COLUMNS = ["n_chars", "n_tokens", "ends_mid_sentence", "chunk_index"]
 EMBEDDING_DRIFT_THRESHOLD = 0.55  # Evidently's default for its classifier-based embedding drift (ROC AUC)
-BASELINE_KEY = "baseline.json"
 # Evidently's embedding plot runs t-SNE (perplexity 30), which needs more rows than that on each side.
 MIN_ROWS_FOR_EMBEDDING_DRIFT = 40
 
@@ -63,53 +56,6 @@ def _stats(meta: dict[str, Any]) -> dict[str, float]:
         "ends_mid_sentence": float(bool(meta.get("ends_mid_sentence", False))),
         "chunk_index": float(meta.get("chunk_index", 0)),
     }
-
-
-def frame_to_bytes(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
-def frame_from_bytes(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))
-
-
-@dataclass
-class Baselines:
-    """Run snapshots and the baseline pointer, kept in the shared artifact store (S3 when configured)."""
-
-    store: ArtifactStore
-
-    def save_snapshot(self, run_id: str, frame: pd.DataFrame) -> str:
-        return self.store.put(f"runs/{run_id}/snapshot.parquet", frame_to_bytes(frame))
-
-    def load_snapshot(self, run_id: str) -> pd.DataFrame | None:
-        data = self.store.get(f"runs/{run_id}/snapshot.parquet")
-        return frame_from_bytes(data) if data is not None else None
-
-    def baseline_run(self) -> str | None:
-        data = self.store.get(BASELINE_KEY)
-        return json.loads(data)["run_id"] if data else None
-
-    def promote(self, run_id: str) -> None:
-        if self.store.get(f"runs/{run_id}/snapshot.parquet") is None:
-            from rag_health.settings import ConfigError
-
-            raise ConfigError(f"run {run_id} has no stored snapshot to promote")
-        self.point_to(run_id)
-
-    def point_to(self, run_id: str) -> None:
-        self.store.put(BASELINE_KEY, json.dumps({
-            "run_id": run_id, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }).encode(), "application/json")
-
-    def latest_run(self) -> str | None:
-        data = self.store.get("runs/latest.json")
-        return json.loads(data)["run_id"] if data else None
-
-    def record_latest(self, run_id: str) -> None:
-        self.store.put("runs/latest.json", json.dumps({"run_id": run_id}).encode(), "application/json")
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, title: str) -> tuple[str, dict[str, Any]]:
@@ -175,28 +121,3 @@ def _mean_vector_distance(reference: pd.DataFrame, current: pd.DataFrame) -> flo
     a, b = reference.to_numpy(dtype=np.float64).mean(axis=0), current.to_numpy(dtype=np.float64).mean(axis=0)
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return max(0.0, round(1.0 - float(a @ b) / denom, 6)) if denom else 0.0
-
-
-def report_index_html(entries: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(e['run_id'])}</td><td>{html.escape(e['created_at'])}</td>"
-        f"<td>{html.escape(str(e.get('baseline_run')))}</td><td>{html.escape(e.get('verdict', ''))}</td>"
-        f"<td>{e.get('embedding_drift_score', '')}</td><td><a href='{html.escape(e['href'])}'>report</a></td></tr>"
-        for e in sorted(entries, key=lambda e: e["created_at"], reverse=True)
-    )
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>rag-health drift reports</title></head>"
-            "<body style='font-family:sans-serif'><h1>rag-health drift reports</h1><table border='1' "
-            "cellpadding='4'><tr><th>run</th><th>created</th><th>baseline</th><th>verdict</th>"
-            f"<th>embedding drift</th><th></th></tr>{rows}</table></body></html>")
-
-
-def publish_report(store: ArtifactStore, run_id: str, html_text: str, entry: dict[str, Any]) -> str:
-    """Write reports/<run>/drift-report.html and refresh reports/index.json and index.html in the same store."""
-    uri = store.put(f"reports/{run_id}/drift-report.html", html_text.encode("utf-8"), "text/html; charset=utf-8")
-    existing = store.get("reports/index.json")
-    entries = json.loads(existing) if existing else []
-    entries = [e for e in entries if e.get("run_id") != run_id]
-    entries.append({**entry, "run_id": run_id, "href": f"{run_id}/drift-report.html"})
-    store.put("reports/index.json", json.dumps(entries, indent=1).encode(), "application/json")
-    store.put("reports/index.html", report_index_html(entries).encode("utf-8"), "text/html; charset=utf-8")
-    return uri

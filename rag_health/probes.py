@@ -151,7 +151,8 @@ class ProbeOutcome:
         return ProbeRanks(self.probe.probe_id, self.probe.set_name, self.ranks, self.probe.grades,
                           self.section_rank, bool(self.probe.section), self.forbidden_ranks)
 
-    def as_dict(self) -> dict[str, Any]:
+    def row(self) -> dict[str, Any]:
+        """The probe's row in the contract's probes.per_probe."""
         out = {
             "probe_id": self.probe.probe_id, "set": self.probe.set_name, "query": self.probe.query,
             "relevant": list(self.probe.relevant), "rank": self.rank, "retrieved": list(self.retrieved),

@@ -16,10 +16,10 @@ from checks.chunk_quality import BoilerplateCounter, chunk_quality, near_duplica
 from checks.embedding_quality import anisotropy, embedding_quality, neighbour_overlap, vector_table
 from checks.quality_score import quality_scores
 from checks.result import worst
-from rag_health.artifacts import ArtifactStore
 from rag_health.chunking import embed_text_for, ends_mid_sentence, starts_mid_sentence
 from rag_health.drift import sample_key
 from rag_health.embedding import Embedder
+from rag_health.results import CheckSummary, QualityResult
 from rag_health.store import ChunkIndex
 
 NEIGHBOURS = 10  # nearest chunks fetched per chunk (besides itself)
@@ -115,7 +115,7 @@ def choose_sample(table: pd.DataFrame, size: int) -> list[int]:
 
 
 def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[str, Any] | None = None,
-             required_metadata: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+             required_metadata: list[str] | None = None) -> tuple[QualityResult, dict[str, Any], pd.DataFrame]:
     """Score the collection. Returns (the stage result, this run's quality snapshot for later baselines,
     the per-chunk table with scores)."""
     s = settings
@@ -123,18 +123,56 @@ def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[
     scan = scan_collection(index, required)
     t = scan.table
     if t.empty:
-        empty = chunk_quality(pd.DataFrame(columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
-                                                    "ends_mid_sentence"]), embedder.info.max_tokens)
-        return ({"status": "fail", "score": 0.0, "tokens_lost": 0, "documents": [], "findings": [],
-                 "all_findings": [], "findings_total": 0, "findings_omitted": 0, "findings_by_kind": {},
-                 "chunks": _summary(empty),
-                 "embeddings": {"status": "fail", "metrics": {"vectors": 0}, "items": [],
-                                "findings": ["the index holds no vectors"]},
-                 "required_metadata": required, "worst_chunks": []}, {}, t)
+        return _empty_result(embedder, required), {}, t
+    _annotate(index, scan, s)
+    aniso = anisotropy(scan.vectors)
+    chunk_result = chunk_quality(t, embedder.info.max_tokens, max_overflow_fraction=s.max_overflow_fraction,
+                                 max_mid_sentence_fraction=s.max_mid_sentence_fraction,
+                                 min_chunk_words=s.min_chunk_words, max_fraction=s.max_finding_fraction)
+    vector_result = _embedding_check(index, embedder, scan, s, baseline, aniso)
+    items = list(chunk_result.items) + list(vector_result.items)
+    score, documents, chunk_scores = quality_scores(t[["chunk_id", "doc_id"]], items)
     chunk_ids = t["chunk_id"].tolist()
-    doc_ids = t["doc_id"].tolist()
+    t["score"] = [chunk_scores[c] for c in chunk_ids]
+    items.sort(key=lambda i: (chunk_scores.get(i.chunk_id, 1.0), -i.penalty, i.doc_id, i.chunk_id, i.kind.value))
+    by_kind = pd.Series([f.kind.value for f in items], dtype=str).value_counts().to_dict() if items else {}
+    result = QualityResult(
+        status=worst(chunk_result.status, vector_result.status),
+        score=score,
+        tokens_lost=int(chunk_result.metrics.get("tokens_lost", 0)),
+        documents=tuple(documents),
+        findings=tuple(items[:s.max_quality_findings]),
+        findings_total=len(items),
+        findings_omitted=max(0, len(items) - s.max_quality_findings),
+        findings_by_kind=dict(sorted(by_kind.items())),
+        chunks=CheckSummary.of(chunk_result),
+        embeddings=CheckSummary.of(vector_result),
+        required_metadata=tuple(required),
+        worst_chunks=tuple(json.loads(t.sort_values(["score", "n_tokens"], ascending=[True, False]).head(20)[
+            ["chunk_id", "doc_id", "chunk_index", "score", "n_tokens", "n_words", "section", "split_blocks",
+             "starts_mid_sentence", "ends_mid_sentence"]].to_json(orient="records"))),
+        all_findings=tuple(items),
+    )
+    return result, _snapshot(index, embedder, scan, score, aniso, s), t
+
+
+def _empty_result(embedder: Embedder, required: list[str]) -> QualityResult:
+    empty = chunk_quality(pd.DataFrame(columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
+                                                "ends_mid_sentence"]), embedder.info.max_tokens)
+    return QualityResult(
+        status="fail", score=0.0, tokens_lost=0, documents=(), findings=(), findings_total=0, findings_omitted=0,
+        findings_by_kind={}, chunks=CheckSummary.of(empty),
+        embeddings=CheckSummary("fail", {"vectors": 0}, (), ("the index holds no vectors",)),
+        required_metadata=tuple(required), worst_chunks=())
+
+
+def _annotate(index: ChunkIndex, scan: ChunkScan, s) -> None:
+    """Add the columns that need the whole collection: near-duplicates and neighbour similarity (from the vector
+    index) and boilerplate shares."""
+    t = scan.table
+    chunk_ids = t["chunk_id"].tolist()
     neighbour_ids, neighbour_sims = nearest_neighbours(index, chunk_ids, scan.vectors)
-    near = near_duplicates(chunk_ids, doc_ids, t["text_key"].tolist(), neighbour_ids, neighbour_sims,
+    near = near_duplicates(chunk_ids, t["doc_id"].tolist(), t["text_key"].tolist(), neighbour_ids, neighbour_sims,
                            s.near_duplicate_threshold)
     t["near_duplicate_of"] = [near.get(c, ("", 0.0))[0] for c in chunk_ids]
     t["near_duplicate_cosine"] = [near.get(c, ("", np.nan))[1] for c in chunk_ids]
@@ -144,73 +182,47 @@ def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[
     t["boilerplate_documents"] = [shares.get(c, (0.0, "", 0))[2] for c in chunk_ids]
     t["neighbour_similarity"] = [float(np.mean(x[:OUTLIER_NEIGHBOURS])) if x else np.nan for x in neighbour_sims]
 
-    chunk_result = chunk_quality(t, embedder.info.max_tokens, max_overflow_fraction=s.max_overflow_fraction,
-                                 max_mid_sentence_fraction=s.max_mid_sentence_fraction,
-                                 min_chunk_words=s.min_chunk_words, max_fraction=s.max_finding_fraction)
 
-    # Anisotropy and neighbour stability against the baseline run's snapshot.
-    aniso = anisotropy(scan.vectors)
-    vectors_by_id = {}
-    positions = choose_sample(t, s.neighbour_sample)
+def _embedding_check(index: ChunkIndex, embedder: Embedder, scan: ChunkScan, s, baseline: dict[str, Any] | None,
+                     aniso: float | None):
+    """The vector table's check, with anisotropy and neighbour stability against the baseline run's snapshot."""
+    t = scan.table
+    chunk_ids = t["chunk_id"].tolist()
     fingerprint = embedder.info.fingerprint
     same_model = (baseline or {}).get("model_fingerprint") == fingerprint
-    row_of = {c: i for i, c in enumerate(chunk_ids)}
     overlaps = None
     if baseline and baseline.get("sample"):
-        if same_model:
-            vectors_by_id = {x["chunk_id"]: scan.vectors[row_of[x["chunk_id"]]] for x in baseline["sample"]
-                             if x["chunk_id"] in row_of}
+        row_of = {c: i for i, c in enumerate(chunk_ids)}
+        vectors_by_id = ({x["chunk_id"]: scan.vectors[row_of[x["chunk_id"]]] for x in baseline["sample"]
+                          if x["chunk_id"] in row_of} if same_model else {})
         current = sample_neighbours(index, embedder, baseline["sample"], vectors_by_id, s.neighbour_k)
         overlaps = neighbour_overlap(baseline["sample"], current)
-    vt = vector_table(scan.vectors, chunk_ids, t["text_key"].tolist(), t["model_fingerprint"].tolist(), doc_ids,
-                      t["neighbour_similarity"].tolist())
-    vector_result = embedding_quality(
+    vt = vector_table(scan.vectors, chunk_ids, t["text_key"].tolist(), t["model_fingerprint"].tolist(),
+                      t["doc_id"].tolist(), t["neighbour_similarity"].tolist())
+    baseline_anisotropy = (baseline or {}).get("anisotropy")
+    return embedding_quality(
         vt, embedder.info.dimension, fingerprint, anisotropy_now=aniso,
-        anisotropy_baseline=(baseline or {}).get("anisotropy") if same_model else None, overlaps=overlaps,
+        anisotropy_baseline=baseline_anisotropy if same_model else None,
+        other_model_anisotropy=baseline_anisotropy if baseline and not same_model else None, overlaps=overlaps,
         outlier_z=s.outlier_z, min_neighbour_overlap=s.min_neighbour_overlap,
-        max_anisotropy_change=s.max_anisotropy_change)
-    if baseline and not same_model and baseline.get("anisotropy") is not None:
-        vector_result.metrics["anisotropy_baseline"] = round(baseline["anisotropy"], 4)
-        vector_result.metrics["anisotropy_note"] = "the baseline was embedded with another model"
+        max_anisotropy_change=s.max_anisotropy_change, max_fraction=s.max_finding_fraction)
 
-    items = list(chunk_result.items) + list(vector_result.items)
-    score, documents, chunk_scores = quality_scores(t[["chunk_id", "doc_id"]], items)
-    t["score"] = [chunk_scores[c] for c in chunk_ids]
-    items.sort(key=lambda i: (chunk_scores.get(i["chunk_id"], 1.0), -i.get("penalty", 0), i["doc_id"],
-                              i["chunk_id"], i["kind"]))
-    findings = [{"doc_id": i["doc_id"], "chunk_id": i["chunk_id"], "kind": i["kind"], "detail": i["detail"],
-                 "penalty": i.get("penalty", 0.0)} for i in items]
-    sample_rows = t.iloc[positions]
+
+def _snapshot(index: ChunkIndex, embedder: Embedder, scan: ChunkScan, score: float, aniso: float | None,
+              s) -> dict[str, Any]:
+    """What later runs compare with: anisotropy, the model, and a fixed sample of chunks with their neighbours."""
+    t = scan.table
+    positions = choose_sample(t, s.neighbour_sample)
     snapshot = {
-        "anisotropy": aniso, "model_fingerprint": fingerprint, "model_name": embedder.info.name,
-        "chunker": sorted(set(t["chunker"])), "score": score,
+        "anisotropy": aniso, "model_fingerprint": embedder.info.fingerprint,
+        "model_name": embedder.info.name, "chunker": sorted(set(t["chunker"])), "score": score,
         "sample": [
             {"chunk_id": r.chunk_id, "doc_id": r.doc_id, "title": scan.titles[p], "text": None}
-            for p, r in zip(positions, sample_rows.itertuples(index=False))
+            for p, r in zip(positions, t.iloc[positions].itertuples(index=False))
         ],
     }
-    _fill_sample(index, embedder, snapshot, scan, row_of, s.neighbour_k)
-    result = {
-        "status": worst(chunk_result.status, vector_result.status),
-        "score": score,
-        "tokens_lost": int(chunk_result.metrics.get("tokens_lost", 0)),
-        "documents": documents,
-        "findings": findings[:s.max_quality_findings],
-        "all_findings": findings,  # for the run's CSV; the stage drops it from the result
-        "findings_total": len(findings),
-        "findings_omitted": max(0, len(findings) - s.max_quality_findings),
-        "findings_by_kind": dict(sorted(pd.Series([f["kind"] for f in findings], dtype=str).value_counts()
-                                        .to_dict().items())) if findings else {},
-        "chunks": _summary(chunk_result),
-        "embeddings": _summary(vector_result),
-        "required_metadata": required,
-        "worst_chunks": json.loads(t.sort_values(["score", "n_tokens"], ascending=[True, False]).head(20)[
-            ["chunk_id", "doc_id", "chunk_index", "score", "n_tokens", "n_words", "section", "split_blocks",
-             "starts_mid_sentence", "ends_mid_sentence"]].to_json(orient="records")),
-    }
-    return result, snapshot, t
-
-
+    _fill_sample(index, embedder, snapshot, scan, {c: i for i, c in enumerate(t["chunk_id"])}, s.neighbour_k)
+    return snapshot
 def _fill_sample(index: ChunkIndex, embedder: Embedder, snapshot: dict[str, Any], scan: ChunkScan,
                  row_of: dict[str, int], k: int) -> None:
     """Store the sample's texts (to re-embed them if the model changes) and their neighbours in this run."""
@@ -225,22 +237,3 @@ def _fill_sample(index: ChunkIndex, embedder: Embedder, snapshot: dict[str, Any]
     current = sample_neighbours(index, embedder, sample, vectors_by_id, k)
     for x in sample:
         x.update(current.get(x["chunk_id"], {"docs": [], "chunks": []}))
-
-
-SUMMARY_ITEMS = 200  # offending rows kept per check in the result; quality.findings and the CSV hold them all
-
-
-def _summary(result) -> dict[str, Any]:
-    return {"status": result.status, "metrics": result.metrics, "items": list(result.items[:SUMMARY_ITEMS]),
-            "findings": list(result.findings)}
-
-
-def load_snapshot(store: ArtifactStore, run_id: str | None) -> dict[str, Any] | None:
-    if not run_id:
-        return None
-    data = store.get(f"runs/{run_id}/quality.json")
-    return json.loads(data) if data else None
-
-
-def save_snapshot(store: ArtifactStore, run_id: str, snapshot: dict[str, Any]) -> str:
-    return store.put(f"runs/{run_id}/quality.json", json.dumps(snapshot).encode(), "application/json")

@@ -1,47 +1,142 @@
-"""The composition root: builds the stores and clients a run needs from settings, once, and hands them down."""
+"""The composition root: every client and store a run uses is built here from settings, once, lazily, and handed
+to the stages. One Runtime serves one run: the source is listed once, the manifest loaded once and the ledger
+scanned once per state of the index (a stage that writes the index says so, and the next reader scans again).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from collections.abc import Iterator
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from rag_health.artifacts import ArtifactStore, LocalArtifactStore, S3ArtifactStore, s3_client
+from rag_health.archive import RunArchive
+from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
 from rag_health.embedding import Embedder, load_embedder
+from rag_health.inventory import InventoryRow, build_inventory
+from rag_health.manifest import Manifest, load_manifest
 from rag_health.settings import Settings
-from rag_health.sources import DocumentSource, open_source
-from rag_health.store import ChunkIndex, open_client
+from rag_health.sources import DocumentSource, SourceEntry, open_source
+from rag_health.store import ChunkIndex, LedgerEntry, open_client
 
 
-@dataclass
+class ListedSource:
+    """A source whose listing is taken once and reused by every stage of the run (reads still go to the source)."""
+
+    def __init__(self, source: DocumentSource):
+        self.inner = source
+        self._entries: list[SourceEntry] | None = None
+
+    def list(self) -> Iterator[SourceEntry]:
+        if self._entries is None:
+            self._entries = list(self.inner.list())
+        return iter(self._entries)
+
+    def read(self, doc_id: str) -> bytes:
+        return self.inner.read(doc_id)
+
+    def __getattr__(self, name: str) -> Any:  # uri, root, unlisted, downloads: the source's own
+        return getattr(self.inner, name)
+
+
 class Runtime:
-    settings: Settings
-    embedder: Embedder
-    index: ChunkIndex
-    chunker: Chunker
-    local_store: LocalArtifactStore  # reports are always also written here
-    shared_store: ArtifactStore  # snapshots, baseline pointer, run results: S3 when configured
-    s3_store: S3ArtifactStore | None
-    s3: Any = None  # the boto3 client, when the docs or the artifacts live in S3
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, chroma_client: Any = None,
+                 s3: Any = None):
+        self.settings = settings
+        self._embedder = embedder
+        self._chroma = chroma_client
+        self._s3 = s3
+        self._ledger: dict[str, LedgerEntry] | None = None
+        self._inventory: list[InventoryRow] | None = None
 
-    def source(self) -> DocumentSource:
-        return open_source(self.settings.docs, self.s3)
+    @cached_property
+    def embedder(self) -> Embedder:
+        s = self.settings
+        return self._embedder or load_embedder(s.embed_model, s.embed_device, s.embed_batch_size)
+
+    @cached_property
+    def chroma(self) -> Any:
+        s = self.settings
+        return self._chroma or _client(s.chroma_mode, str(Path(s.state_dir).resolve() / "chroma"), s.chroma_host,
+                                       s.chroma_port)
+
+    @cached_property
+    def s3(self) -> Any:
+        if self._s3 is None and (self.settings.s3_bucket or self.settings.docs.startswith("s3://")):
+            from rag_health.artifacts import s3_client
+
+            self._s3 = s3_client()
+        return self._s3
+
+    @cached_property
+    def index(self) -> ChunkIndex:
+        return ChunkIndex(self.chroma, self.settings.collection, self.embedder.info)
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        s = self.settings
+        return Chunker(self.embedder, s.chunk_size, s.chunk_overlap, s.chunk_strategy)
+
+    @cached_property
+    def _source(self) -> ListedSource:
+        return ListedSource(open_source(self.settings.docs, self.s3))
+
+    def source(self) -> ListedSource:
+        return self._source
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        return load_manifest(self.settings.effective_manifest(), self.settings.review_every_days)
+
+    @cached_property
+    def local_store(self) -> LocalArtifactStore:
+        return LocalArtifactStore(Path(self.settings.state_dir))
+
+    @cached_property
+    def archive(self) -> RunArchive:
+        s = self.settings
+        if s.s3_bucket:
+            return RunArchive(S3ArtifactStore(self.s3, s.s3_bucket, s.s3_prefix), self.local_store)
+        return RunArchive(self.local_store)
+
+    def ledger(self) -> dict[str, LedgerEntry]:
+        if self._ledger is None:
+            self._ledger = self.index.ledger()
+        return self._ledger
+
+    def inventory(self) -> list[InventoryRow]:
+        """The source listing joined with what the store holds (ledger and notes); reads only what changed."""
+        if self._inventory is None:
+            self._inventory = build_inventory(self.source(), self.ledger(), self.index.notes())
+        return self._inventory
+
+    def new_run(self) -> Runtime:
+        """Forget what was read for the previous run (listing, manifest, ledger) but keep the clients."""
+        for name in ("_source", "manifest"):
+            self.__dict__.pop(name, None)
+        self.index_changed()
+        return self
+
+    def index_changed(self) -> None:
+        """A stage wrote the collection: the next ledger or inventory read scans it again."""
+        self._ledger = None
+        self._inventory = None
+
+    def temporary_index(self, label: str) -> ChunkIndex:
+        """A throwaway collection on the same Chroma (server mode included), for comparisons; the caller drops
+        it with ChunkIndex.drop()."""
+        name = f"{self.settings.collection}-tmp-{secrets.token_hex(3)}-{label}"[:63]
+        return ChunkIndex(self.chroma, name, self.embedder.info)
+
+
+@lru_cache(maxsize=8)
+def _client(mode: str, path: str, host: str, port: int) -> Any:
+    """One Chroma client per process and location: long-lived workers and every runtime of a process share it."""
+    return open_client(mode, path, host, port)
 
 
 def build_runtime(settings: Settings, *, embedder: Embedder | None = None, chroma_client: Any = None,
                   s3: Any = None) -> Runtime:
-    embedder = embedder or load_embedder(settings.embed_model, settings.embed_device, settings.embed_batch_size)
-    client = chroma_client or open_client(settings)
-    index = ChunkIndex(client, settings.collection, embedder.info)
-    local = LocalArtifactStore(Path(settings.state_dir))
-    s3_store = None
-    if s3 is None and (settings.s3_bucket or settings.docs.startswith("s3://")):
-        s3 = s3_client()
-    if settings.s3_bucket:
-        s3_store = S3ArtifactStore(s3, settings.s3_bucket, settings.s3_prefix)
-    return Runtime(
-        settings=settings, embedder=embedder, index=index,
-        chunker=Chunker(embedder, settings.chunk_size, settings.chunk_overlap, settings.chunk_strategy),
-        local_store=local, shared_store=s3_store or local, s3_store=s3_store, s3=s3,
-    )
+    return Runtime(settings, embedder=embedder, chroma_client=chroma_client, s3=s3)

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
 
     # Drift report and publishing
     drift_sample_rows: int = 500
-    drift_threshold: float = 0.2
+    drift_threshold: float = 0.5  # share of chunk statistics drifted above which the drift stage warns
     s3_bucket: str | None = None
     s3_prefix: str = "rag-health"
 
@@ -159,7 +159,9 @@ def load_settings(**overrides) -> Settings:
 
 
 def disable_telemetry() -> None:
-    """Offline by default: no analytics calls from Prefect, Chroma or Hugging Face."""
+    """Offline by default: no analytics calls from Prefect, Chroma, Hugging Face or Great Expectations. The one
+    place these variables are set: every entry point (CLI, flows, benchmarks, tests) calls it before a model
+    loads or a check runs. Values already in the environment win."""
     for key, value in {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -168,5 +170,6 @@ def disable_telemetry() -> None:
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "GX_ANALYTICS_ENABLED": "False",
     }.items():
         os.environ.setdefault(key, value)

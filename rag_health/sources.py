@@ -148,9 +148,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 def open_source(uri: str, s3_client: Any = None) -> DocumentSource:
     if uri.startswith("s3://"):
         bucket, prefix = parse_s3_uri(uri)
-        if s3_client is None:
-            from rag_health.artifacts import s3_client as make_client
-
-            s3_client = make_client()
+        if s3_client is None:  # clients are built by the composition root (rag_health.runtime), never here
+            raise ValueError(f"{uri}: an S3 source needs the S3 client from the runtime")
         return S3Source(s3_client, bucket, prefix)
     return LocalFolderSource(uri)

@@ -49,14 +49,14 @@ class ChunkRecord:
     metadata: dict[str, Any]
 
 
-def open_client(settings) -> Any:
-    """Embedded PersistentClient under the state directory, or an HttpClient for a shared Chroma server."""
+def open_client(mode: str, path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> Any:
+    """Embedded PersistentClient at path, or (mode "http") an HttpClient for a shared Chroma server."""
     import chromadb
 
     chroma_settings = chromadb.Settings(anonymized_telemetry=False)
-    if settings.chroma_mode == "http":
-        return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
-    path = Path(settings.state_dir) / "chroma"
+    if mode == "http":
+        return chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
+    path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
@@ -112,6 +112,12 @@ class ChunkIndex:
     @property
     def name(self) -> str:
         return self.collection.name
+
+    def drop(self) -> None:
+        """Delete the collection and its notes (for throwaway collections)."""
+        self.client.delete_collection(self.name)
+        if self._notes is not None:
+            self.client.delete_collection(self._notes_name)
 
     def stored_model(self) -> dict[str, Any]:
         meta = self.collection.metadata or {}

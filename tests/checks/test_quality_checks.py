@@ -5,6 +5,7 @@ import pandas as pd
 
 from checks.chunk_quality import chunk_quality
 from checks.embedding_quality import embedding_quality, vector_table
+from checks.findings import Finding, FindingKind
 from rag_health.chunking import ends_mid_sentence
 
 
@@ -26,7 +27,7 @@ def test_overflow_is_measured_in_lost_tokens():
     result = chunk_quality(chunks(n_tokens=[300, 50, 30, 20]), max_tokens=256, max_overflow_fraction=0.3)
     assert result.status == "warn"
     assert result.metrics["tokens_lost"] == 44
-    assert result.items[0]["kind"] == "token-overflow" and result.items[0]["chunk_id"] == "a"
+    assert result.items[0].kind == "token-overflow" and result.items[0].chunk_id == "a"
     assert chunk_quality(chunks(n_tokens=[300, 50, 30, 20]), max_tokens=256, max_overflow_fraction=0.05).status == "fail"
 
 
@@ -92,7 +93,7 @@ from rag_health.structure import analyse_chunks, parse_structure  # noqa: E402
 
 
 def kinds(result):
-    return sorted({i["kind"] for i in result.items})
+    return sorted({i.kind for i in result.items})
 
 
 def test_each_chunk_column_yields_its_finding():
@@ -106,11 +107,11 @@ def test_each_chunk_column_yields_its_finding():
     result = chunk_quality(table, max_tokens=256, min_chunk_words=12)
     by_chunk = {}
     for i in result.items:
-        by_chunk.setdefault(i["chunk_id"], set()).add(i["kind"])
+        by_chunk.setdefault(i.chunk_id, set()).add(i.kind)
     assert by_chunk == {"a": {"tiny-chunk", "near-duplicate"}, "b": {"starts-mid-sentence", "duplicate-chunk"},
                         "c": {"duplicate-chunk", "table-split"},
                         "d": {"lost-heading", "missing-metadata", "boilerplate"}}
-    detail = {(i["chunk_id"], i["kind"]): i["detail"] for i in result.items}
+    detail = {(i.chunk_id, i.kind): i.detail for i in result.items}
     assert detail[("b", "duplicate-chunk")] == "same text as c" and "product" in detail[("d", "missing-metadata")]
     assert "'Steps'" in detail[("d", "lost-heading")] and "0.970" in detail[("a", "near-duplicate")]
     assert result.status == "warn"
@@ -159,7 +160,7 @@ def test_outliers_by_robust_z_of_centroid_similarity():
     assert z[-1] > 10 and (z[:-1] < 4).all() and median > 0.9
     table = vector_table(unit(np.vstack([cluster, odd])), [f"c{i}" for i in range(31)], [str(i) for i in range(31)])
     result = embedding_quality(table, expected_dimension=16)
-    assert [i["chunk_id"] for i in result.items if i["kind"] == "embedding-outlier"] == ["c30"]
+    assert [i.chunk_id for i in result.items if i.kind == "embedding-outlier"] == ["c30"]
 
 
 def test_nan_zero_and_foreign_model_vectors_fail_with_findings():
@@ -169,7 +170,7 @@ def test_nan_zero_and_foreign_model_vectors_fail_with_findings():
     table = vector_table(v, ["a", "b", "c"], ["1", "2", "3"], fingerprints=["m1", "m1", "m2"])
     result = embedding_quality(table, expected_dimension=3, expected_fingerprint="m1")
     assert result.status == "fail"
-    assert {(i["chunk_id"], i["kind"]) for i in result.items} == {
+    assert {(i.chunk_id, i.kind) for i in result.items} == {
         ("a", "nan-vector"), ("b", "zero-vector"), ("c", "model-mismatch")}
 
 
@@ -190,10 +191,9 @@ def test_neighbour_overlap_against_the_baseline_sample():
 def test_quality_scores_hand_worked():
     """Chunk a1 loses 0.3 + 0.1, a2 nothing, b1 1.0 (floored): document a 0.8, b 0.0, corpus (0.6+1+0)/3."""
     table = pd.DataFrame({"chunk_id": ["a1", "a2", "b1"], "doc_id": ["a", "a", "b"]})
-    items = [{"chunk_id": "a1", "doc_id": "a", "kind": "table-split", "penalty": 0.3},
-             {"chunk_id": "a1", "doc_id": "a", "kind": "lost-heading", "penalty": 0.1},
-             {"chunk_id": "b1", "doc_id": "b", "kind": "empty-chunk", "penalty": 1.0},
-             {"chunk_id": "b1", "doc_id": "b", "kind": "tiny-chunk", "penalty": 0.4}]
+    K = FindingKind
+    items = [Finding("a", "a1", K.TABLE_SPLIT, "", 0.3), Finding("a", "a1", K.LOST_HEADING, "", 0.1),
+             Finding("b", "b1", K.EMPTY_CHUNK, "", 1.0), Finding("b", "b1", K.TINY_CHUNK, "", 0.4)]
     corpus, documents, scores = quality_scores(table, items)
     assert corpus == round((0.6 + 1.0 + 0.0) / 3, 4)
     assert [(d["doc_id"], d["score"]) for d in documents] == [("b", 0.0), ("a", 0.8)]

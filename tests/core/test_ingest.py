@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from rag_health import stages
 from rag_health.store import ChunkIndex, ModelMismatchError
 from tests.conftest import write_doc
+from tests.support.stages import stage
 
 
 def ingest(rt, **kw):
-    return stages.ingest_stage(rt, **kw)
+    return stage(rt, "ingest", **kw)
 
 
 def test_second_run_embeds_nothing(small_corpus, make_runtime):
@@ -69,7 +69,7 @@ def test_unreadable_document_keeps_its_last_good_version(small_corpus, make_runt
                                  "reason": result["errors"][0]["reason"]}]
     assert "invalid YAML front-matter" in result["errors"][0]["reason"]
     assert rt.index.ledger()["runbooks/card-declines.md"].chunk_ids == good.chunk_ids
-    freshness = stages.freshness_stage(rt)
+    freshness = stage(rt, "freshness")
     row = next(d for d in freshness["documents"] if d["doc_id"] == "runbooks/card-declines.md")
     assert row["status"] == "unreadable" and "previous version still indexed" in row["reason"]
     # The next good version replaces it.
@@ -160,7 +160,7 @@ def test_chunks_fit_the_model_window(sample_docs_copy, make_runtime):
     """Chunks are sized in the model's own tokens, so the sample corpus loses nothing to truncation."""
     rt = make_runtime(sample_docs_copy)
     ingest(rt)
-    quality = stages.quality_stage(rt)
+    quality = stage(rt, "quality")
     m = quality["chunks"]["metrics"]
     assert m["chunks"] == rt.index.count()
     assert m["tokens_max"] <= rt.embedder.info.max_tokens and quality["tokens_lost"] == 0
@@ -177,7 +177,7 @@ def test_front_matter_only_pages_are_skipped_not_errors(small_corpus, make_runti
     result = ingest(rt)
     assert result["errors"] == []
     assert result["skipped"] == [{"doc_id": "runbooks/_index.md", "reason": "front-matter only, no body text to index"}]
-    statuses = {d["doc_id"] for d in stages.freshness_stage(rt)["documents"]}
+    statuses = {d["doc_id"] for d in stage(rt, "freshness")["documents"]}
     assert "runbooks/_index.md" not in statuses
 
 
@@ -209,7 +209,7 @@ def test_half_written_version_is_reported_and_rebuilt(small_corpus, make_runtime
     assert len(entry.chunk_ids) >= 2
     rt.index.delete(entry.chunk_ids[1:])
     assert rt.index.ledger()["runbooks/kafka-lag.md"].complete is False
-    row = next(d for d in stages.freshness_stage(rt)["documents"] if d["doc_id"] == "runbooks/kafka-lag.md")
+    row = next(d for d in stage(rt, "freshness")["documents"] if d["doc_id"] == "runbooks/kafka-lag.md")
     assert row["status"] == "index-stale" and "part of its chunks" in row["reason"]
     result = ingest(rt)
     assert result["changed_ids"] == ["runbooks/kafka-lag.md"]
@@ -278,7 +278,7 @@ def test_unchanged_bad_documents_are_not_read_again(small_corpus, make_runtime):
     assert first["read"] == 6 and len(first["skipped"]) == 1 and len(first["errors"]) == 1
     second = ingest(rt)
     assert second["read"] == 0 and second["skipped"] == first["skipped"] and second["errors"] == first["errors"]
-    freshness = {d["doc_id"]: d["status"] for d in stages.freshness_stage(rt)["documents"]}
+    freshness = {d["doc_id"]: d["status"] for d in stage(rt, "freshness")["documents"]}
     assert freshness["runbooks/broken.md"] == "unreadable" and "runbooks/_index.md" not in freshness
     (small_corpus / "runbooks" / "broken.md").write_text("# Fixed\nNow it parses.\n")
     third = ingest(rt)

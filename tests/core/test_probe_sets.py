@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import re
 
-from rag_health import stages
-from rag_health.drift import Baselines
 from rag_health.probe_generation import GenerationSettings, _longest_common_run, generate_probes
 from rag_health.probes import load_probe_set
 from tests.conftest import write_doc
+from tests.support.stages import stage
 
 PROBES = [
     {"id": "lag", "query": "payments consumer group is behind", "relevant": ["runbooks/kafka-lag.md"]},
@@ -29,16 +28,16 @@ def test_a_regressed_probe_is_reported_with_the_displacing_document(small_corpus
     """New documents that answer the lag question better push the right runbook down: exactly that probe
     regresses, the first new document is named as displacing it, and the stage fails."""
     rt = make_runtime(small_corpus, probes=probe_file(tmp_path, PROBES), generate_probes=False)
-    stages.ingest_stage(rt)
-    first = stages.probes_stage(rt, run_id="run-1")
+    stage(rt, "ingest")
+    first = stage(rt, "probes", run_id="run-1")
     assert {p["probe_id"]: p["rank"] for p in first["per_probe"]} == {"lag": 1, "declines": 1}
-    Baselines(rt.shared_store).point_to("run-1")
+    rt.archive.point_baseline("run-1")
     for i in range(5):
         write_doc(small_corpus, f"runbooks/payments-consumer-{i}.md",
                   f"# Payments consumer group is behind ({i})\nThe payments consumer group is behind: alert {i} "
                   f"fires when the payments consumer group is behind the producer.", title=f"Payments consumer {i}")
-    stages.ingest_stage(rt)
-    second = stages.probes_stage(rt, run_id="run-2")
+    stage(rt, "ingest")
+    second = stage(rt, "probes", run_id="run-2")
     assert second["baseline_run"] == "run-1"
     assert [r["probe_id"] for r in second["regressions"]] == ["lag"]
     regression = second["sets"]["golden"]["regressions"][0]
@@ -52,11 +51,11 @@ def test_a_regressed_probe_is_reported_with_the_displacing_document(small_corpus
 def test_fail_under_threshold_fails_the_stage(small_corpus, make_runtime, tmp_path):
     rt = make_runtime(small_corpus, probes=probe_file(tmp_path, PROBES), generate_probes=False,
                       fail_under=["golden:precision@1=1.0", "mrr=0.5"])
-    stages.ingest_stage(rt)
-    assert stages.probes_stage(rt)["status"] == "pass"
+    stage(rt, "ingest")
+    assert stage(rt, "probes")["status"] == "pass"
     strict = make_runtime(small_corpus, probes=probe_file(tmp_path, PROBES), generate_probes=False,
                           fail_under=["precision@5=0.5"])
-    result = stages.probes_stage(strict)
+    result = stage(strict, "probes")
     assert result["status"] == "fail" and "precision@5 0.200 below the required 0.5" in result["findings"][0]
 
 
@@ -77,8 +76,8 @@ def test_filter_probes_report_the_field_that_excludes_the_right_document(tmp_pat
          "filters": {"jurisdiction": "EU", "product": "loans"}},
     ]
     rt = make_runtime(root, probes=probe_file(tmp_path, rows), generate_probes=False)
-    stages.ingest_stage(rt)
-    result = stages.probes_stage(rt)
+    stage(rt, "ingest")
+    result = stage(rt, "probes")
     ranks = {p["probe_id"]: p for p in result["per_probe"]}
     assert ranks["eu"]["rank"] == 1 and ranks["eu"]["retrieved"] == ["policies/refunds-eu.md"]  # filter applied
     assert ranks["wrong-value"]["rank"] is None and ranks["missing-field"]["rank"] is None
@@ -98,8 +97,8 @@ def test_deleted_and_superseded_documents_are_guarded(small_corpus, make_runtime
     chargebacks.write_text(chargebacks.read_text().replace("title: Chargebacks",
                                                            "title: Chargebacks\nsuperseded_by: policies/chargebacks-2025.md"))
     rt = make_runtime(small_corpus, generate_probes=False, remove_deleted=False)
-    stages.ingest_stage(rt)
-    result = stages.probes_stage(rt)
+    stage(rt, "ingest")
+    result = stage(rt, "probes")
     guards = {p["probe_id"]: p for p in result["per_probe"] if p["set"] == "lifecycle"}
     superseded = guards["superseded:policies/chargebacks.md"]
     assert superseded["relevant"] == ["policies/chargebacks-2025.md"]
@@ -107,8 +106,8 @@ def test_deleted_and_superseded_documents_are_guarded(small_corpus, make_runtime
     assert result["sets"]["lifecycle"]["violations@10"] == 0 and result["status"] == "warn"
 
     (small_corpus / "runbooks" / "card-declines.md").unlink()  # deleted at the source, kept in the index
-    stages.ingest_stage(rt)
-    result = stages.probes_stage(rt)
+    stage(rt, "ingest")
+    result = stage(rt, "probes")
     deleted = next(p for p in result["per_probe"] if p["probe_id"] == "deleted:runbooks/card-declines.md")
     assert deleted["forbidden_ranks"] == [1]
     assert result["status"] == "fail" and result["sets"]["lifecycle"]["violations@10"] == 1
@@ -116,7 +115,7 @@ def test_deleted_and_superseded_documents_are_guarded(small_corpus, make_runtime
 
 def test_generated_probes_target_their_document_and_are_not_verbatim(sample_docs_copy, make_runtime):
     rt = make_runtime(sample_docs_copy)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     chunks = [(r.doc_id, r.metadata["chunk_index"], str(r.metadata["title"]), str(r.metadata["section"]), r.text)
               for records, _ in rt.index.iter_chunks() for r in records]
     rows = generate_probes(chunks)
@@ -135,7 +134,7 @@ def test_generated_probes_target_their_document_and_are_not_verbatim(sample_docs
     harder = generate_probes(chunks, GenerationSettings(keep_ratio=0.3))
     step_len = lambda rs: sum(len(r["query"].split()) for r in rs if r["kind"] == "step")  # noqa: E731
     assert step_len(harder) < step_len(rows)
-    result = stages.probes_stage(rt)
+    result = stage(rt, "probes")
     generated = result["sets"]["generated"]
     assert generated["n"] == len(rows) and generated["hit@10"] > 0.8 and "chunk_hit@5" in generated
 

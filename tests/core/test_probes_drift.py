@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from rag_health import stages
 from rag_health.runtime import build_runtime
 from rag_health.settings import load_settings
+from rag_health.stages.drift import promote
 from tests.conftest import write_doc
+from tests.support.stages import stage
 
 
 @pytest.fixture
@@ -25,8 +26,8 @@ def probes_file(tmp_path):
 
 def test_probes_rank_documents_and_flag_absent_ones(small_corpus, make_runtime, probes_file):
     rt = make_runtime(small_corpus, probes=[probes_file])
-    stages.ingest_stage(rt)
-    out = stages.probes_stage(rt)
+    stage(rt, "ingest")
+    out = stage(rt, "probes")
     per = {p["probe_id"]: p for p in out["per_probe"]}
     assert per["p1"]["rank"] == 1 and per["p1"]["retrieved"][0] == "runbooks/kafka-lag.md"
     assert per["p4"]["rank"] is None and per["p4"]["relevant_missing"] is True
@@ -41,17 +42,17 @@ def test_probes_rank_documents_and_flag_absent_ones(small_corpus, make_runtime, 
 
 def test_drift_baseline_and_local_reports(small_corpus, make_runtime):
     rt = make_runtime(small_corpus)
-    stages.ingest_stage(rt)
-    first = stages.drift_stage(rt, "run-1")
+    stage(rt, "ingest")
+    first = stage(rt, "drift", "run-1")
     assert first["baseline_run"] == "run-1" and first["baseline_promoted"]
     html = open(first["html"], encoding="utf-8").read()
     assert "run-1" in html and len(html) > 10_000
     write_doc(small_corpus, "runbooks/extra.md", "# Extra\n" + "A new runbook about ledger replays. " * 40)
-    stages.ingest_stage(rt)
-    second = stages.drift_stage(rt, "run-2")
+    stage(rt, "ingest")
+    second = stage(rt, "drift", "run-2")
     assert second["baseline_run"] == "run-1" and not second["baseline_promoted"]
-    assert stages.promote_baseline(rt) == "run-2"
-    assert stages.drift_stage(rt, "run-3")["baseline_run"] == "run-2"
+    assert promote(rt) == "run-2"
+    assert stage(rt, "drift", "run-3")["baseline_run"] == "run-2"
     index = json.loads((rt.local_store.root / "reports" / "index.json").read_text())
     assert [e["run_id"] for e in index] == ["run-1", "run-2", "run-3"]
 
@@ -69,14 +70,14 @@ def test_drift_report_published_to_s3(small_corpus, embedder, tmp_path, seaweed,
         return build_runtime(settings, embedder=embedder, s3=client)
 
     worker_a = runtime("a")
-    stages.ingest_stage(worker_a)
-    first = stages.drift_stage(worker_a, "run-a")
+    stage(worker_a, "ingest")
+    first = stage(worker_a, "drift", "run-a")
     assert first["s3_uri"] == "s3://rag-reports/team/health/reports/run-a/drift-report.html"
     body = client.get_object(Bucket="rag-reports", Key="team/health/reports/run-a/drift-report.html")["Body"].read()
     assert body.decode().lstrip().startswith("<!DOCTYPE html>") and b"run-a" in body
     worker_b = runtime("b")  # another worker: its own state dir and own embedded Chroma
-    stages.ingest_stage(worker_b)
-    second = stages.drift_stage(worker_b, "run-b")
+    stage(worker_b, "ingest")
+    second = stage(worker_b, "drift", "run-b")
     assert second["baseline_run"] == "run-a"
     index = json.loads(client.get_object(Bucket="rag-reports", Key="team/health/reports/index.json")["Body"].read())
     assert [e["run_id"] for e in index] == ["run-a", "run-b"]

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag_health import stages
-from rag_health.drift import Baselines
 from tests.conftest import REPO, write_doc
+from tests.support.stages import stage
 
 FULL_META = {"title": None, "owner": "ops", "last_reviewed": "2026-10-01", "classification": "internal",
              "jurisdiction": "EU", "product": "payments"}
@@ -87,7 +86,7 @@ def planted(tmp_path_factory, embedder):
           "reviewed by the cards risk team every quarter.", product=None)
     settings = load_settings(docs=str(root), state_dir=str(base / "state"), required_metadata=REQUIRED)
     rt = build_runtime(settings, embedder=embedder)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     ledger = rt.index.ledger()
     first = {doc: entry.chunk_ids[0] for doc, entry in ledger.items()}
     col = rt.index.collection
@@ -102,7 +101,7 @@ def planted(tmp_path_factory, embedder):
     rt.index.update_metadata([first["runbooks/fx-rate-feed-stale.md"]], {"model_fingerprint": "0ther-model"})
     pci = first["policies/pci-dss-scope-management.md"]
     col.update(ids=[pci], documents=[""], embeddings=[vec[pci]])  # with its vector: Chroma would embed the text
-    return stages.quality_stage(rt, "planted-run")
+    return stage(rt, "quality", "planted-run")
 
 
 PLANTED = [
@@ -157,8 +156,8 @@ def test_scores_per_document_and_corpus(planted):
 
 def test_clean_corpus_has_no_findings(tmp_path, make_runtime):
     rt = make_runtime(clean_corpus(tmp_path / "docs"), required_metadata=REQUIRED)
-    stages.ingest_stage(rt)
-    result = stages.quality_stage(rt, "clean-run")
+    stage(rt, "ingest")
+    result = stage(rt, "quality", "clean-run")
     assert result["findings"] == [] and result["findings_by_kind"] == {}
     assert result["score"] == 1.0 and result["status"] == "pass" and result["tokens_lost"] == 0
     assert all(d["score"] == 1.0 for d in result["documents"])
@@ -168,8 +167,8 @@ def test_token_overflow_counts_the_tokens_never_embedded(tmp_path, make_runtime,
     root = clean_corpus(tmp_path / "docs")
     plant(root, "planted/long-section.md", LONG_SECTION)
     rt = make_runtime(root, chunk_size=400, chunk_overlap=40)  # bigger than the model's 256-token window
-    stages.ingest_stage(rt)
-    result = stages.quality_stage(rt)
+    stage(rt, "ingest")
+    result = stage(rt, "quality")
     overflow = [f for f in result["findings"] if f["kind"] == "token-overflow"]
     assert {f["doc_id"] for f in overflow} == {"planted/long-section.md"}
     texts = {r.chunk_id: r.metadata["title"] + "\n\n" + r.text for recs, _ in rt.index.iter_chunks() for r in recs}
@@ -181,11 +180,11 @@ def test_token_overflow_counts_the_tokens_never_embedded(tmp_path, make_runtime,
 def test_neighbour_stability_and_anisotropy_against_the_baseline(tmp_path, make_runtime):
     """An unchanged index keeps its neighbours; a reshuffled vector space is reported against the baseline."""
     rt = make_runtime(clean_corpus(tmp_path / "docs"))
-    stages.ingest_stage(rt)
-    first = stages.quality_stage(rt, "run-1")
+    stage(rt, "ingest")
+    first = stage(rt, "quality", "run-1")
     assert first["baseline_run"] is None and first["embeddings"]["metrics"]["neighbour_overlap"] is None
-    Baselines(rt.shared_store).point_to("run-1")
-    same = stages.quality_stage(rt, "run-2")
+    rt.archive.point_baseline("run-1")
+    same = stage(rt, "quality", "run-2")
     m = same["embeddings"]["metrics"]
     assert same["baseline_run"] == "run-1" and m["neighbour_overlap"] == 1.0 and m["anisotropy_change"] == 0.0
     assert same["status"] == "pass"
@@ -197,7 +196,7 @@ def test_neighbour_stability_and_anisotropy_against_the_baseline(tmp_path, make_
     shuffled = vectors[np.random.default_rng(1).permutation(len(vectors))] + 0.3 * pull
     shuffled /= np.linalg.norm(shuffled, axis=1, keepdims=True)
     rt.index.collection.update(ids=got["ids"], embeddings=shuffled)
-    moved = stages.quality_stage(rt, "run-3")
+    moved = stage(rt, "quality", "run-3")
     m = moved["embeddings"]["metrics"]
     assert m["neighbour_overlap"] < 0.6 and abs(m["anisotropy_change"]) > 0.05
     assert moved["status"] == "warn"
@@ -218,12 +217,12 @@ def test_markdown_chunking_keeps_blocks_whole_and_headings_attached(tmp_path, ma
     plant(root, "planted/small-code.md", SMALL_CODE)
     plant(root, "planted/long-section.md", LONG_SECTION)
     sentence = make_runtime(root, collection="sentence-chunks", chunk_size=120, chunk_overlap=12)
-    stages.ingest_stage(sentence)
+    stage(sentence, "ingest")
     markdown = make_runtime(root, collection="markdown-chunks", chunk_strategy="markdown", chunk_size=120,
                             chunk_overlap=0)
-    stages.ingest_stage(markdown)
-    by_sentence = stages.quality_stage(sentence)["findings_by_kind"]
-    by_markdown = stages.quality_stage(markdown)["findings_by_kind"]
+    stage(markdown, "ingest")
+    by_sentence = stage(sentence, "quality")["findings_by_kind"]
+    by_markdown = stage(markdown, "quality")["findings_by_kind"]
     assert by_sentence.get("code-block-split") and by_sentence.get("lost-heading")
     assert not by_markdown.get("code-block-split") and not by_markdown.get("lost-heading")
     texts = [r.text for recs, _ in markdown.index.iter_chunks() for r in recs]
@@ -237,9 +236,9 @@ def test_compare_chunking_never_touches_the_live_collection(small_corpus, make_r
     probes.write_text(json.dumps({"id": "k", "query": "payments consumer group is behind",
                                   "relevant": ["runbooks/kafka-lag.md"]}) + "\n")
     rt = make_runtime(small_corpus, probes=str(probes))
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     before = (rt.index.collection.get()["ids"], [c.name for c in rt.index.client.list_collections()])
-    result = stages.compare_chunking_stage(rt, ["sentence:64:8", "markdown:64"])
+    result = stage(rt, "compare-chunking", ["sentence:64:8", "markdown:64"])
     after = (rt.index.collection.get()["ids"], [c.name for c in rt.index.client.list_collections()])
     assert before == after
     assert [c["chunking"] for c in result["configs"]] == ["sentence:64:8", "markdown:64:0"]
@@ -248,7 +247,7 @@ def test_compare_chunking_never_touches_the_live_collection(small_corpus, make_r
         assert c["documents"] == 4 and c["chunks"] > 4 and 0 <= c["quality"]["score"] <= 1
         assert c["retrieval"]["overall"]["n"] == 1
     # The live chunking's vectors are read from the live collection (same ids: same content, chunking, model).
-    live = stages.compare_chunking_stage(rt, ["sentence:200:24", "markdown:200"])["configs"][0]
+    live = stage(rt, "compare-chunking", ["sentence:200:24", "markdown:200"])["configs"][0]
     assert live["chunks_embedded"] == 0 and live["vectors_reused_from_live"] == live["chunks"] == rt.index.count()
     assert (rt.index.collection.get()["ids"], [c.name for c in rt.index.client.list_collections()]) == before
 
@@ -258,16 +257,16 @@ def test_compare_chunking_rejects_bad_configurations(small_corpus, make_runtime)
 
     rt = make_runtime(small_corpus)
     with pytest.raises(ConfigError, match="bad chunking configuration 'words:100'"):
-        stages.compare_chunking_stage(rt, ["sentence:100", "words:100"])
+        stage(rt, "compare-chunking", ["sentence:100", "words:100"])
     with pytest.raises(ConfigError, match="the same"):
-        stages.compare_chunking_stage(rt, ["sentence:100:12", "100"])
+        stage(rt, "compare-chunking", ["sentence:100:12", "100"])
 
 
 def test_structure_fields_written_at_ingest(tmp_path, make_runtime):
     root = tmp_path / "docs"
     plant(root, "planted/table.md", TABLE)
     rt = make_runtime(root)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     metas = [m for _, m in rt.index.iter_metadata()]
     assert all(m["structure_known"] for m in metas)
     assert all(m["section"].startswith("Scheme fee schedule") for m in metas)
@@ -280,9 +279,9 @@ def test_whole_document_chunking_reports_what_the_model_truncates(tmp_path, make
     plant(root, "planted/long-section.md", LONG_SECTION)
     plant(root, "planted/tiny.md", "# Pager number\n\nCall the duty manager on the number in the on-call tool.")
     rt = make_runtime(root, chunk_strategy="whole")
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     assert rt.index.count() == 2 and rt.chunker.config == "whole"
-    result = stages.quality_stage(rt)
+    result = stage(rt, "quality")
     overflow = [f for f in result["findings"] if f["kind"] == "token-overflow"]
     assert [f["doc_id"] for f in overflow] == ["planted/long-section.md"] and result["tokens_lost"] > 0
 
@@ -291,15 +290,15 @@ def test_chunks_from_an_older_version_get_the_structure_fields_without_re_embedd
     """Chunks written before the structure metadata existed are re-chunked on the next ingest and keep their
     vectors (same ids): the quality stage then sees sections and cut blocks for them too."""
     rt = make_runtime(small_corpus)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     ids = rt.index.collection.get()["ids"]
     before = rt.index.vectors_for(ids)
     rt.index.update_metadata(ids, {"meta_version": 1, "section": "", "headings": "", "structure_known": False})
-    again = stages.ingest_stage(rt)
+    again = stage(rt, "ingest")
     assert again["metadata_upgraded"] == 4 and again["chunks_embedded"] == 0 and again["changed"] == 0
     metas = dict(rt.index.iter_metadata())
     assert sorted(metas) == sorted(ids)
     assert all(m["meta_version"] == 2 and m["structure_known"] for m in metas.values())
     after = rt.index.vectors_for(ids)
     assert max(float(np.abs(before[i] - after[i]).max()) for i in ids) < 1e-6, [float(np.abs(before[i] - after[i]).max()) for i in ids]
-    assert stages.ingest_stage(rt)["read"] == 0  # upgraded once, then skipped as before
+    assert stage(rt, "ingest")["read"] == 0  # upgraded once, then skipped as before

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag_health import stages
 from rag_health.ingest import ingest
 from rag_health.runtime import build_runtime
 from rag_health.settings import load_settings
@@ -14,6 +13,7 @@ from rag_health.sources import LocalFolderSource, S3Source
 from rag_health.store import ChunkIndex
 from tests.conftest import write_doc
 from tests.support.fixtures import docx_bytes, html_bytes, pdf_bytes
+from tests.support.stages import stage
 
 
 def upload(client, bucket: str, prefix: str, root: Path) -> None:
@@ -73,18 +73,18 @@ def test_missing_bucket_is_a_configuration_error(seaweed):
 
 def test_corrupt_pdf_keeps_previous_chunks_and_recovers(mixed_corpus, make_runtime):
     rt = make_runtime(mixed_corpus)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     before = ledger_view(rt.index)
     pdf = mixed_corpus / "policies" / "disputes.pdf"
     pdf.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 50)
-    result = stages.ingest_stage(rt)
+    result = stage(rt, "ingest")
     assert [e["doc_id"] for e in result["errors"]] == ["policies/disputes.pdf"]
     assert "PDF" in result["errors"][0]["reason"]
     assert ledger_view(rt.index) == before
-    row = next(d for d in stages.freshness_stage(rt)["documents"] if d["doc_id"] == "policies/disputes.pdf")
+    row = next(d for d in stage(rt, "freshness")["documents"] if d["doc_id"] == "policies/disputes.pdf")
     assert row["status"] == "unreadable"
     pdf.write_bytes(pdf_bytes("Dispute evidence", ["New rule: upload proof within seven days."]))
-    recovered = stages.ingest_stage(rt)
+    recovered = stage(rt, "ingest")
     assert recovered["changed_ids"] == ["policies/disputes.pdf"] and recovered["errors"] == []
     assert "seven days" in " ".join(r.text for recs, _ in rt.index.iter_chunks() for r in recs
                                     if r.doc_id == "policies/disputes.pdf")
@@ -92,10 +92,10 @@ def test_corrupt_pdf_keeps_previous_chunks_and_recovers(mixed_corpus, make_runti
 
 def test_deleting_at_the_source_removes_only_that_document(mixed_corpus, make_runtime):
     rt = make_runtime(mixed_corpus)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     before = ledger_view(rt.index)
     (mixed_corpus / "policies" / "wires.html").unlink()
-    result = stages.ingest_stage(rt)
+    result = stage(rt, "ingest")
     assert result["removed_ids"] == ["policies/wires.html"] and result["chunks_embedded"] == 0
     after = ledger_view(rt.index)
     assert after == {d: v for d, v in before.items() if d != "policies/wires.html"}
@@ -109,9 +109,9 @@ def test_every_freshness_status_on_a_real_index(small_corpus, make_runtime, tmp_
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("documents:\n  - id: runbooks/kafka-lag.md\n  - id: runbooks/absent.md\n")
     rt = make_runtime(small_corpus, manifest=manifest, today="2026-11-28", remove_deleted=False)
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     (small_corpus / "runbooks/gone-later.md").unlink()  # orphaned: kept because remove_deleted is off
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     (small_corpus / "runbooks/card-declines.md").write_text("# Card declines\nEdited after ingest.\n")  # index-stale
     (small_corpus / "notes/reconciliation.txt").write_bytes(b"\xff\xfe broken")  # unreadable
     other = ChunkIndex(rt.index.client, rt.settings.collection, embedder.info)
@@ -119,7 +119,7 @@ def test_every_freshness_status_on_a_real_index(small_corpus, make_runtime, tmp_
                          metadatas=[{"doc_id": "legacy/old-model.md", "content_hash": "x", "chunk_index": 0,
                                      "n_chunks": 1, "model_fingerprint": "older-model", "ingested_at": "2020"}])
     write_doc(small_corpus, "legacy/old-model.md", "# Legacy\nIndexed by an older embedding model.")
-    statuses = {d["doc_id"]: d["status"] for d in stages.freshness_stage(rt)["documents"]}
+    statuses = {d["doc_id"]: d["status"] for d in stage(rt, "freshness")["documents"]}
     assert statuses == {
         "runbooks/kafka-lag.md": "fresh",
         "policies/chargebacks.md": "review-overdue",
@@ -141,13 +141,13 @@ def test_chroma_server_mode(small_corpus, embedder, tmp_path):
         settings = load_settings(docs=str(small_corpus), state_dir=str(tmp_path / "worker-1"), chroma_mode="http",
                                  chroma_port=port)
         worker_1 = build_runtime(settings, embedder=embedder)
-        first = stages.ingest_stage(worker_1)
+        first = stage(worker_1, "ingest")
         assert first["added"] == 4 and not (tmp_path / "worker-1" / "chroma").exists()
         worker_2 = build_runtime(settings.model_copy(update={"state_dir": tmp_path / "worker-2"}), embedder=embedder)
         assert ledger_view(worker_2.index) == ledger_view(worker_1.index)
-        second = stages.ingest_stage(worker_2)
+        second = stage(worker_2, "ingest")
         assert second["chunks_embedded"] == 0 and second["unchanged"] == 4
-        out = stages.probes_stage(worker_2, {"smoke": [{"id": "s1", "query": "consumer lag on payments",
+        out = stage(worker_2, "probes", {"smoke": [{"id": "s1", "query": "consumer lag on payments",
                                                         "relevant": ["runbooks/kafka-lag.md"]}]})
         assert out["per_probe"][0]["rank"] == 1
     finally:
@@ -162,13 +162,13 @@ def test_manifest_fields_for_pdfs_are_stored_apart_and_the_live_manifest_wins(mi
     manifest.write_text("documents:\n  - id: policies/disputes.pdf\n    owner: disputes\n"
                         "    last_reviewed: 2024-01-01\n    review_every_days: 90\n")
     rt = make_runtime(mixed_corpus, manifest=manifest, today="2026-11-28")
-    stages.ingest_stage(rt)
+    stage(rt, "ingest")
     meta = next(r.metadata for recs, _ in rt.index.iter_chunks() for r in recs if r.doc_id == "policies/disputes.pdf")
     assert meta["mf_last_reviewed"] == "2024-01-01" and meta["fm_title"] == "Dispute evidence"
-    status = lambda: next(d for d in stages.freshness_stage(rt)["documents"]  # noqa: E731
+    status = lambda: next(d for d in stage(rt, "freshness")["documents"]  # noqa: E731
                           if d["doc_id"] == "policies/disputes.pdf")
     assert status()["status"] == "review-overdue" and status()["owner"] == "disputes"
     manifest.write_text("documents:\n  - id: policies/disputes.pdf\n    owner: disputes\n"
                         "    last_reviewed: 2026-11-01\n    review_every_days: 90\n")
-    assert stages.ingest_stage(rt)["chunks_embedded"] == 0
+    assert stage(rt, "ingest")["chunks_embedded"] == 0
     assert status()["status"] == "fresh"

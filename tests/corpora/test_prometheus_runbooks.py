@@ -5,9 +5,9 @@ import json
 import pytest
 
 from benchmarks.prometheus_runbooks import alert_probes
-from rag_health import stages
 from rag_health.alert_rules import strip_templating
 from tests.conftest import shared_corpus
+from tests.support.stages import stage
 
 pytestmark = pytest.mark.corpus
 
@@ -33,12 +33,12 @@ def test_whole_corpus_ingests_and_probes(tmp_path, make_runtime):
     probes = tmp_path / "alerts.jsonl"
     alert_probes(corpus / "golden_probes_from_kube-prometheus_alerts.jsonl", probes)
     rt = make_runtime(corpus / "content", probes=[probes])
-    result = stages.ingest_stage(rt)
+    result = stage(rt, "ingest")
     md_files = [p for p in (corpus / "content").rglob("*") if p.is_file()]
     assert result["documents"] == len(md_files) and result["errors"] == []
     indexed = rt.index.ledger()
     assert len(indexed) + len(result["skipped"]) == len(md_files)
-    out = stages.probes_stage(rt)
+    out = stage(rt, "probes")
     m = out["sets"]["alerts"]
     per = [p for p in out["per_probe"] if p["set"] == "alerts"]
     assert m["n"] == len(per) > 100
@@ -47,7 +47,7 @@ def test_whole_corpus_ingests_and_probes(tmp_path, make_runtime):
     assert m["hit@5"] == pytest.approx(sum(1 for p in per if p["rank"] and p["rank"] <= 5) / len(per), abs=1e-4)
     assert m["mrr"] == pytest.approx(sum(1 / p["rank"] for p in per if p["rank"] and p["rank"] <= 10) / len(per),
                                      abs=1e-3)
-    assert stages.ingest_stage(rt)["chunks_embedded"] == 0
+    assert stage(rt, "ingest")["chunks_embedded"] == 0
 
 
 def test_alert_coverage_lists_exactly_the_absent_runbooks(tmp_path, make_runtime):
@@ -57,7 +57,7 @@ def test_alert_coverage_lists_exactly_the_absent_runbooks(tmp_path, make_runtime
               (corpus / "golden_probes_from_kube-prometheus_alerts.jsonl").read_text().splitlines() if line]
     rt = make_runtime(corpus / "content", rules=[corpus / "probes_src_kube-prometheus"],
                       runbook_url_prefix=["https://runbooks.prometheus-operator.dev/"])
-    out = stages.coverage_stage(rt)
+    out = stage(rt, "coverage")
     assert out["rules"] == len(golden)
     assert out["alerts_missing_runbook"] == sorted({g["alert"] for g in golden if g["relevant_doc"] is None})
     missing_rules = sum(1 for a in out["alerts"] if a["status"] == "missing-runbook")

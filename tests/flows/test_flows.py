@@ -13,14 +13,11 @@ from tests.conftest import REPO
 
 @pytest.fixture(scope="module")
 def harness(embedder):
+    """A temporary Prefect server; the flows share the session's model (load_embedder caches it per process)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.resources import use_embedder
-
-    use_embedder(embedder)
     with prefect_test_harness(server_startup_timeout=120):
         yield
-    use_embedder(None)
 
 
 @pytest.fixture

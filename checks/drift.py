@@ -1,0 +1,21 @@
+"""Drift verdict: whether this run's chunks moved away from the baseline run's, from the figures Evidently computed
+(rag_health.drift). A run compared with itself (the first run, or a promoted one) never drifts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from checks.result import CheckResult
+
+
+def drift_check(figures: Mapping[str, Any], *, baseline_run: str | None, max_drifted_share: float) -> CheckResult:
+    """figures: embedding_drift (Evidently's classifier verdict), drifted_share (share of chunk statistics that
+    drifted), drifted_columns, embedding_drift_score. Warns when the embeddings drifted or more than
+    max_drifted_share of the chunk statistics did. baseline_run: None when the run was compared with itself."""
+    drifted = bool(figures.get("embedding_drift")) or float(figures.get("drifted_share", 0) or 0) > max_drifted_share
+    if not drifted or baseline_run is None:
+        return CheckResult("drift", "pass", dict(figures))
+    return CheckResult("drift", "warn", dict(figures), findings=(
+        f"drift against baseline {baseline_run}: embedding drift score {figures.get('embedding_drift_score')}, "
+        f"{figures.get('drifted_columns', 0)} chunk statistics drifted",))

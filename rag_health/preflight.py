@@ -1,0 +1,46 @@
+"""Pre-flight: what a stage needs (rag_health.registry) is checked before any work, so bad configuration fails
+fast with a ConfigError (exit 2) naming the file and the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rag_health import registry
+from rag_health.runtime import Runtime
+from rag_health.settings import ConfigError
+
+
+def check(rt: Runtime, needs: Iterable[str], chunkings: Sequence[str] | None = None) -> None:
+    needs = set(needs)
+    s = rt.settings
+    if registry.SOURCE in needs:
+        rt.source()
+    if registry.RULES in needs:
+        from rag_health.alert_rules import UrlMapping, rule_files
+
+        rule_paths, prefixes = s.effective_rules()
+        rule_files(rule_paths)
+        for prefix in prefixes:
+            UrlMapping.parse(prefix)
+    if registry.MANIFEST in needs:
+        _ = rt.manifest
+    if registry.THRESHOLDS in needs:
+        from checks.retrieval import parse_threshold
+
+        for threshold in s.fail_under:
+            try:
+                parse_threshold(threshold)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    if registry.PROBES in needs:
+        for p in s.effective_probes():
+            if not Path(p).is_file():
+                raise ConfigError(f"probe file {p} not found")
+    if registry.CHUNKINGS in needs and chunkings:
+        from rag_health.chunking import parse_spec
+
+        for spec in chunkings:
+            parse_spec(spec)
+        if len(chunkings) == 1:
+            raise ConfigError("give --config at least twice (or not at all for the default pair)")

@@ -1,0 +1,113 @@
+"""The stage registry: one entry per stage with everything the rest of the system builds from it. The Prefect
+tasks and flows (flows/), the CLI sub-commands, their options and the pre-flight checks are made from these
+entries, so adding a stage is one module under rag_health/stages/ plus one line in STAGES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag_health.views import Artifact
+
+
+@dataclass(frozen=True)
+class Option:
+    """A CLI option and the flow parameter of the same name. `setting`: it overrides the settings field `dest`
+    (otherwise it is an input of the stage's run function)."""
+
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    repeat: bool = False
+    switch: bool = False
+    metavar: str | None = None
+    setting: bool = True
+
+
+# Options several stages share, so their wording is written once.
+def docs() -> Option:
+    return Option(("--docs",), "docs", "document folder or s3://bucket/prefix (default: the sample corpus in "
+                                       "datasets/docs)")
+
+
+def manifest() -> Option:
+    return Option(("--manifest",), "manifest", "manifest of expected documents (YAML)")
+
+
+def probes() -> Option:
+    return Option(("--probes",), "probes", "probe set (JSONL); repeatable", repeat=True)
+
+
+def rules() -> tuple[Option, ...]:
+    return (Option(("--rules",), "rules", "Prometheus rule file or folder (groups[].rules[] or PrometheusRule); "
+                                          "repeatable", repeat=True),
+            Option(("--runbook-url-prefix",), "runbook_url_prefix", "runbook URL prefix mapped to the docs root, "
+                                                                   "or URL=FOLDER; repeatable", repeat=True))
+
+
+def today() -> Option:
+    return Option(("--today",), "today", "audit date YYYY-MM-DD (default: today)")
+
+
+def fail_under(help: str) -> Option:
+    return Option(("--fail-under",), "fail_under", help, repeat=True, metavar="[SET:]METRIC=MIN")
+
+
+def require_metadata() -> Option:
+    return Option(("--require-metadata",), "required_metadata", "metadata field every chunk must carry; repeatable "
+                  "(default: RAG_HEALTH_REQUIRED_METADATA)", repeat=True, metavar="FIELD")
+
+
+def promote_baseline() -> Option:
+    return Option(("--promote-baseline",), "promote_baseline", "make this run the drift baseline", switch=True,
+                  setting=False)
+
+
+# What a stage needs before it may start: each is checked up front so bad configuration exits 2 before any work.
+SOURCE, MANIFEST, RULES, PROBES, THRESHOLDS, CHUNKINGS = "source", "manifest", "rules", "probes", "thresholds", \
+    "chunkings"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """name: the CLI command, the key of its result in a run's JSON and the flow's suffix.
+    run(runtime, **inputs): the core function; its result is `result_type` (or results.Skipped).
+    artifacts(result): what the flow publishes. summary(result): the human output of the stage's own command
+    (None: the result's JSON without its long lists)."""
+
+    name: str
+    run: Callable[..., Any]
+    result_type: type
+    artifacts: Callable[[Any], list[Artifact]]
+    help: str
+    example: str
+    task_name: str
+    options: tuple[Option, ...] = ()
+    needs: frozenset[str] = frozenset()
+    summary: Callable[[Any], str] | None = None
+    retries: int = 0  # only stages that talk to S3 or a Chroma server retry
+    new_run_id: bool = False  # its own command starts a run id (so what it stores can be a later baseline)
+    inputs: Sequence[str] = field(default=())  # run() keyword inputs passed by the suite (not options)
+
+
+def stages() -> dict[str, Stage]:
+    """Every stage, in suite order (compare-chunking is not part of the suite)."""
+    from rag_health.stages import compare, coverage, drift, freshness, ingest, probes, quality
+
+    return {s.name: s for s in (ingest.STAGE, freshness.STAGE, coverage.STAGE, quality.STAGE, probes.STAGE,
+                                drift.STAGE, compare.STAGE)}
+
+
+SUITE = ("ingest", "freshness", "coverage", "quality", "probes", "drift")
+
+
+def suite_options() -> tuple[Option, ...]:
+    """`rag-health run` (the suite flow): the options of its stages that a whole run takes."""
+    return (docs(), manifest(), probes(), *rules(), today(), promote_baseline(),
+            fail_under("fail the run when a probe set's metric is below MIN, e.g. 'hit@5=0.9' or "
+                       "'golden:ndcg@10=0.8'; repeatable"), require_metadata())
+
+
+SUITE_NEEDS = frozenset({SOURCE, MANIFEST, RULES, PROBES, THRESHOLDS})

@@ -1,0 +1,74 @@
+"""Drift: snapshot this run's chunks, compare them with the baseline run's in an Evidently report, publish it
+through the run archive."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from checks.drift import drift_check
+from rag_health import registry
+from rag_health.archive import REPORT_INDEX_HTML
+from rag_health.drift import drift_report, snapshot_frame
+from rag_health.results import DriftResult, Skipped
+from rag_health.runtime import Runtime
+from rag_health.settings import ConfigError
+from rag_health.views import Artifact, Link
+
+
+def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str = "") -> DriftResult | Skipped:
+    """The first run (or a promoted one) becomes the baseline and is compared with itself."""
+    archive = rt.archive
+    current = snapshot_frame(rt.index, rt.settings.drift_sample_rows)
+    if current.empty:
+        return Skipped("the index is empty")
+    archive.save_snapshot(run_id, current)
+    archive.record_latest(run_id)
+    baseline_run = archive.baseline_run()
+    promoted = baseline_run is None or promote_baseline
+    if promoted:  # its snapshot was just saved, so no existence check
+        archive.point_baseline(run_id)
+        baseline_run = run_id
+    reference = current if baseline_run == run_id else archive.snapshot(baseline_run)
+    if reference is None or reference.empty:
+        reference, baseline_run = current, run_id
+    name = rt.index.name
+    title = (f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {name}"
+             if baseline_run != run_id else
+             f"rag-health drift: run {run_id} is the baseline (first run or promoted) — collection {name}")
+    html_text, figures = drift_report(reference, current, title)
+    entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
+             "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score")}
+    uri, local_path = archive.publish_report(run_id, html_text, entry)
+    check = drift_check(figures, baseline_run=baseline_run if baseline_run != run_id else None,
+                        max_drifted_share=rt.settings.drift_threshold)
+    return DriftResult(
+        status=check.status, html=local_path, run_id=run_id, baseline_run=baseline_run, baseline_promoted=promoted,
+        figures=figures, sample_rows=int(len(current)), reference_rows=int(len(reference)),
+        s3_uri=uri if archive.remote else None, s3_index=archive.uri(REPORT_INDEX_HTML) if archive.remote else None,
+        findings=check.findings)
+
+
+def promote(rt: Runtime, run_id: str | None = None) -> str:
+    """Make a run (default: the latest) the drift baseline."""
+    run_id = run_id or rt.archive.latest_run()
+    if not run_id:
+        raise ConfigError("no run has been recorded yet: run the suite (or the drift stage) first")
+    rt.archive.promote(run_id)
+    return run_id
+
+
+def artifacts(result: DriftResult | Skipped) -> list[Artifact]:
+    if isinstance(result, Skipped):
+        return []
+    local = Link("drift-report" if not result.s3_uri else "drift-report-local", f"file://{result.html}",
+                 "Evidently drift report (state directory)")
+    if result.s3_uri:
+        return [Link("drift-report", result.s3_uri, "Evidently drift report (S3)"), local]
+    return [local]
+
+
+STAGE = registry.Stage(
+    name="drift", run=run, result_type=DriftResult, artifacts=artifacts, task_name="drift-report",
+    help="build the drift report against the baseline", example="rag-health drift --promote-baseline",
+    options=(registry.promote_baseline(),), inputs=("run_id", "verdict"), retries=1,
+)

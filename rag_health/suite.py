@@ -1,0 +1,100 @@
+"""A whole run's result from its stages' results: the verdict, the findings in stage order, the report links,
+and the result file in the run archive."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from checks.result import worst
+from rag_health.results import RunResult, to_json
+from rag_health.runtime import Runtime
+from rag_health.views import Artifact, Markdown
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def overall_verdict(stage_statuses: Mapping[str, str]) -> str:
+    return worst(*[st for st in stage_statuses.values() if st in ("pass", "warn", "fail")])
+
+
+def statuses(outputs: Mapping[str, Any]) -> dict[str, str]:
+    return {name: getattr(out, "status", "pass") for name, out in outputs.items()}
+
+
+def assemble(run_id: str, rt: Runtime, outputs: Mapping[str, Any], timings: Mapping[str, float]) -> RunResult:
+    """The run's result: the CLI contract. Later versions add keys; they never rename these."""
+    stage_statuses = statuses(outputs)
+    findings = [sentence for out in outputs.values() for sentence in out.sentences()]
+    drift = outputs.get("drift")
+    report = None
+    if drift is not None:
+        shown = to_json(drift)
+        report = {k: shown[k] for k in ("html", "s3_uri", "s3_index", "baseline_run") if k in shown}
+    return RunResult(run_id=run_id, verdict=overall_verdict(stage_statuses), stages=stage_statuses,
+                     findings=tuple(findings), docs=rt.settings.docs, collection=rt.index.name,
+                     model=rt.embedder.info.as_metadata(), outputs=dict(outputs),
+                     timings={k: round(v, 3) for k, v in timings.items()},
+                     report=report)
+
+
+def save(rt: Runtime, result: RunResult) -> RunResult:
+    """Store the result in the run archive; the returned result names its local file."""
+    path = rt.archive.save_result(result.run_id, to_json(result))
+    return dataclasses.replace(result, result_file=path)
+
+
+def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
+    """The run's verdict as a markdown artifact: stages, quality score, findings."""
+    lines = [f"# rag-health verdict: **{result['verdict']}**", "", "| stage | status |", "|---|---|"]
+    lines += [f"| {stage} | {status} |" for stage, status in result["stages"].items()]
+    quality = result.get("quality") or {}
+    if "score" in quality:
+        lowest = ", ".join(f"`{d['doc_id']}` {d['score']:.2f}" for d in quality.get("documents", [])[:5])
+        lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest}"]
+    if result.get("findings"):
+        lines += ["", "## Findings"] + [f"- {f}" for f in result["findings"][:50]]
+    return [Markdown("health-verdict", "\n".join(lines))]
+
+
+def summary(result: dict[str, Any]) -> str:
+    """What `rag-health run` prints without --json."""
+    lines = [f"rag-health verdict: {result['verdict'].upper()}  (run {result['run_id']})", ""]
+    lines += [f"  {stage:<10} {status}" for stage, status in result["stages"].items()]
+    cov = result.get("coverage", {})
+    if cov.get("rules"):
+        lines += ["", f"coverage: {cov['covered_rules']} of {cov['rules']} alert rules have a runbook; "
+                  f"{len(cov['alerts_missing_runbook'])} alerts without one; "
+                  f"{len(cov['runbooks_without_alert'])} runbooks no alert points to"]
+    ing = result.get("ingest", {})
+    lines += ["", f"ingest: {ing.get('documents')} documents, {ing.get('added')} added, {ing.get('changed')} changed, "
+              f"{ing.get('removed')} removed, {ing.get('unchanged')} unchanged, "
+              f"{ing.get('chunks_embedded')} chunks embedded"]
+    quality = result.get("quality") or {}
+    if "score" in quality:
+        kinds = ", ".join(f"{k} {v}" for k, v in (quality.get("findings_by_kind") or {}).items()) or "no findings"
+        lines.append(f"quality: score {quality['score']:.3f}, {quality.get('tokens_lost', 0)} tokens past the "
+                     f"model window; {kinds}")
+    lines += [_probe_line(name, m) for name, m in (result.get("probes", {}).get("sets") or {}).items()]
+    if result.get("findings"):
+        lines += ["", "findings:"] + [f"  - {f}" for f in result["findings"]]
+    report = result.get("report") or {}
+    if report.get("html"):
+        lines += ["", f"drift report: {report['html']}"]
+    if report.get("s3_uri"):
+        lines.append(f"published:    {report['s3_uri']}")
+    return "\n".join(lines)
+
+
+def _probe_line(name: str, m: dict[str, Any]) -> str:
+    if not m.get("n"):
+        lingering = next((v for k, v in m.items() if k.startswith("lingering@")), 0)
+        return f"probes {name}: {m.get('guarded_n', 0)} guard probes, {lingering} still retrieve a removed document"
+    return (f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} hit@10={m['hit@10']:.3f} "
+            f"recall@10={m['recall@10']:.3f} P@5={m['precision@5']:.3f} MRR={m['mrr']:.3f} "
+            f"nDCG@10={m['ndcg@10']:.3f}" + (f" regressions={len(m['regressions'])}" if m.get("regressions") else ""))
