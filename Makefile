@@ -8,7 +8,7 @@ export DO_NOT_TRACK ?= 1
 export ANONYMIZED_TELEMETRY ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -26,8 +26,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-test-all: $(STAMP)
-	$(PY) -m pytest -m ''
+# The fast set: pure checks and the core on real embedded backends, without Prefect or the shared corpora.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m 'not slow'
 
 bench: $(STAMP)
 	$(PY) benchmarks/prometheus_runbooks.py

@@ -141,6 +141,7 @@ def assert_agree(probes: Sequence[ProbeRanks], retrieved: dict[str, Sequence[str
 # --- a real run ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_of_a_real_probe_run_agree_with_ir_measures(sample_docs_copy, make_runtime):
     """The sample corpus ingested into embedded Chroma with the real model, the 68 golden and 7 filter probes (one
     graded) run as the probes stage runs them; every metric of set_metrics equals ir-measures', per probe and per

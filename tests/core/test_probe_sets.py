@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from rag_health.probe_generation import GenerationSettings, _longest_common_run, generate_probes
 from rag_health.probes import load_probe_set
 from tests.conftest import write_doc
@@ -113,6 +115,7 @@ def test_deleted_and_superseded_documents_are_guarded(small_corpus, make_runtime
     assert result["status"] == "fail" and result["sets"]["lifecycle"]["violations@10"] == 1
 
 
+@pytest.mark.slow
 def test_generated_probes_target_their_document_and_are_not_verbatim(sample_docs_copy, make_runtime):
     rt = make_runtime(sample_docs_copy)
     stage(rt, "ingest")

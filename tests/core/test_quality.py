@@ -229,6 +229,7 @@ def test_markdown_chunking_keeps_blocks_whole_and_headings_attached(tmp_path, ma
     assert any(t.startswith("```bash") and t.endswith("```") for t in texts)
 
 
+@pytest.mark.slow
 def test_compare_chunking_never_touches_the_live_collection(small_corpus, make_runtime, tmp_path):
     import json
 

@@ -48,7 +48,7 @@ def test_s3_source_matches_the_folder_and_skips_unchanged_objects(mixed_corpus, 
     folder_result = ingest(LocalFolderSource(mixed_corpus), from_folder, embedder, rt.chunker)
     s3 = S3Source(client, "docs-a", "kb/prod")
     s3_result = ingest(s3, from_s3, embedder, rt.chunker)
-    assert s3_result.errors == [] and sorted(s3_result.added) == sorted(folder_result.added)
+    assert s3_result.errors == () and sorted(s3_result.added) == sorted(folder_result.added)
     assert len(s3_result.added) == 7 and s3.downloads == 7
     assert ledger_view(from_s3) == ledger_view(from_folder)
 
@@ -61,7 +61,7 @@ def test_s3_source_matches_the_folder_and_skips_unchanged_objects(mixed_corpus, 
     third_source = S3Source(client, "docs-a", "kb/prod")
     third = ingest(third_source, from_s3, embedder, rt.chunker)
     assert third_source.downloads == 1
-    assert third.changed == ["runbooks/kafka-lag.md"] and third.removed == ["policies/vendors.docx"]
+    assert third.changed == ("runbooks/kafka-lag.md",) and third.removed == ("policies/vendors.docx",)
 
 
 def test_missing_bucket_is_a_configuration_error(seaweed):

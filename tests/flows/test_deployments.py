@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO
 from tests.support.prefect_server import start_server
 
-pytestmark = pytest.mark.deployment
+pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 

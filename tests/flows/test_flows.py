@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# Every test here starts the Prefect test harness (about 30 s) or a real `rag-health` process.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def harness(embedder):
