@@ -7,6 +7,7 @@ Exit codes: 0 healthy (pass or warn), 1 a check failed, 2 bad usage or configura
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from typing import Any
@@ -94,28 +95,25 @@ def _dispatch(args: argparse.Namespace) -> Any:
     settings = settings_from(common, overrides)
     rt = runtime_for(settings)
     if args.command == "baseline":
+        from rag_health.results import BaselineResult
         from rag_health.stages.drift import promote
 
-        return {"status": "pass", "baseline_run": promote(rt, args.run_id)}
+        return BaselineResult("pass", promote(rt, args.run_id))
     inputs = {o.dest: getattr(args, o.dest) for o in options if not o.setting}
-    preflight.check(rt, stage.needs if stage else registry.SUITE_NEEDS, inputs.get("configs"))
-    kwargs = {**common, "settings_overrides": overrides or None, **inputs}
-    if stage is None:
-        from flows.suite import suite_flow
-
-        return _unwrap(suite_flow(return_state=True, **kwargs))
-    from flows.stages import FLOWS
+    preflight.check(rt, stage.needs if stage else registry.suite_needs(), inputs.get("configs"))
+    from flows.stages import FLOWS, unwrap
+    from flows.suite import suite_flow
     from rag_health.suite import new_run_id
 
-    if stage.new_run_id:
+    flow = FLOWS[stage.name] if stage else suite_flow
+    # Options the flow has as parameters go as parameters (the UI and the flow run's name show them); the rest
+    # are settings overrides.
+    accepted = inspect.signature(flow.fn).parameters
+    kwargs = {**common, **inputs, **{k: v for k, v in overrides.items() if k in accepted},
+              "settings_overrides": {k: v for k, v in overrides.items() if k not in accepted} or None}
+    if stage is not None and stage.new_run_id:
         kwargs["run_id"] = new_run_id()
-    return _unwrap(FLOWS[stage.name](return_state=True, **kwargs))
-
-
-def _unwrap(state) -> Any:
-    from flows.stages import unwrap
-
-    return unwrap(state)
+    return unwrap(flow(return_state=True, **kwargs))
 
 
 def _human(command: str, result: Any, data: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""Settings and runtimes for flow runs. A suite run's stages (each its own subflow run, in one process) share one
-Runtime, so the source is listed and the manifest loaded once per run; a runtime is released when its run ends."""
+"""Settings and runtimes for flow runs. A suite run's stages (each its own subflow run, in one process) share the
+Runtime the suite registered, so the source is listed and the manifest loaded once per run; the suite releases
+it when it ends. Anything else (a stage flow on its own, the CLI) gets a fresh runtime that nothing keeps."""
 
 from __future__ import annotations
 
@@ -17,14 +18,20 @@ def settings_from(params: dict[str, Any], overrides: dict[str, Any] | None = Non
     return load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if v is not None}})
 
 
+def _key(settings: Settings, run_id: str) -> tuple[str, str]:
+    return run_id, json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+
+
+def register(settings: Settings, run_id: str) -> Runtime:
+    """The suite's runtime for this run: its stages' flows find it by run id and settings."""
+    _runs[_key(settings, run_id)] = build_runtime(settings)
+    return _runs[_key(settings, run_id)]
+
+
 def runtime_for(settings: Settings, run_id: str | None = None) -> Runtime:
-    """The run's runtime (one per run id and settings); without a run id, a fresh one."""
-    if run_id is None:
-        return build_runtime(settings)
-    key = (run_id, json.dumps(settings.model_dump(mode="json"), sort_keys=True))
-    if key not in _runs:
-        _runs[key] = build_runtime(settings)
-    return _runs[key]
+    """The registered runtime of this run and settings, or a fresh one."""
+    registered = _runs.get(_key(settings, run_id)) if run_id else None
+    return registered or build_runtime(settings)
 
 
 def release(run_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -9,9 +10,11 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from flows import publish
-from flows.resources import release, run_name, runtime_for, settings_from
+from flows.resources import register, release, run_name, settings_from
 from flows.stages import FLOWS, unwrap
 from rag_health import suite
+from rag_health.probes import probe_rows
+from rag_health.registry import SUITE
 from rag_health.results import to_json
 
 
@@ -27,30 +30,29 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
     # Subflows get the resolved settings, so every stage sees exactly the same configuration and, within this
     # process, shares this run's runtime (one listing, one manifest, one ledger scan per state of the index).
     run_id = suite.new_run_id()
+    rt = register(settings, run_id)
     common = {"docs": settings.docs, "state_dir": str(settings.state_dir), "collection": settings.collection,
               "settings_overrides": settings.model_dump(mode="json"), "run_id": run_id}
     outputs: dict[str, Any] = {}
     timings: dict[str, float] = {}
 
-    def timed(name: str, **kwargs: Any) -> None:
-        start = time.perf_counter()
-        # A failing stage fails its own flow run; the suite still runs the other stages and judges at the end.
-        outputs[name] = unwrap(FLOWS[name](return_state=True, **kwargs))
-        timings[name] = time.perf_counter() - start
+    def inputs(name: str) -> dict[str, Any]:
+        """What a stage takes from the stages before it."""
+        if name == "probes":  # one probe per covered alert
+            return {"extra_sets": {"alerts": probe_rows(getattr(outputs["coverage"], "probes", ()))}}
+        if name == "drift":  # the verdict so far goes into the report index
+            return {"promote_baseline": promote_baseline, "verdict": suite.overall_verdict(suite.statuses(outputs))}
+        return {}
 
     try:
-        timed("ingest", **common)
-        timed("freshness", **common)
-        timed("coverage", **common)
-        timed("quality", **common)
-        coverage = outputs["coverage"]
-        alerts = [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)}
-                  for p in getattr(coverage, "probes", ())]
-        timed("probes", extra_sets={"alerts": alerts}, **common)
-        drift_args = {k: v for k, v in common.items() if k != "docs"}
-        timed("drift", promote_baseline=promote_baseline, verdict=suite.overall_verdict(suite.statuses(outputs)),
-              **drift_args)
-        rt = runtime_for(settings, run_id)
+        for name in SUITE:
+            start = time.perf_counter()
+            flow_ = FLOWS[name]
+            accepted = inspect.signature(flow_.fn).parameters
+            kwargs = {k: v for k, v in {**common, **inputs(name)}.items() if k in accepted}
+            # A failing stage fails its own flow run; the suite still runs the other stages and judges at the end.
+            outputs[name] = unwrap(flow_(return_state=True, **kwargs))
+            timings[name] = time.perf_counter() - start
         result = to_json(suite.save(rt, suite.assemble(run_id, rt, outputs, timings)))
     finally:
         release(run_id)

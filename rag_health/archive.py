@@ -124,26 +124,37 @@ class RunArchive:
         """Write the run's report and its index entry, then rebuild the index from the entries.
         Returns (the report's URI in the history, its local path)."""
         uri, local = self._put_with_copy(report_key(run_id), html_text.encode("utf-8"), HTML)
+        self._migrate_index()
         self._put_json(f"{REPORT_ENTRIES}{run_id}.json",
                        {**entry, "run_id": run_id, "href": f"{run_id}/drift-report.html"})
-        entries = self.report_entries()
-        self.store.put(REPORT_INDEX_JSON, json.dumps(entries, indent=1).encode(), JSON)
-        self.store.put(REPORT_INDEX_HTML, report_index_html(entries).encode("utf-8"), HTML)
+        written: list[str] = []
+        # A worker that listed before another one's entry arrived would write an index without it: list again
+        # after writing, and write again until the index holds every entry listed (bounded; the next run heals).
+        for _ in range(3):
+            entries = self.report_entries()
+            if [e["run_id"] for e in entries] == written:
+                break
+            self.store.put(REPORT_INDEX_JSON, json.dumps(entries, indent=1).encode(), JSON)
+            self.store.put(REPORT_INDEX_HTML, report_index_html(entries).encode("utf-8"), HTML)
+            written = [e["run_id"] for e in entries]
         return uri, local
 
     def report_entries(self) -> list[dict[str, Any]]:
-        """Every run's index entry, oldest first. Entries of an index written before entries existed are kept."""
-        entries = {}
+        """Every run's index entry, oldest first."""
+        entries = []
         for key in self.store.list(REPORT_ENTRIES):
             data = self.store.get(key)
             if data:
-                entry = json.loads(data)
-                entries[entry["run_id"]] = entry
-        legacy = self._get_json(REPORT_INDEX_JSON) or []
-        for entry in legacy:
-            if entry.get("run_id") and entry["run_id"] not in entries:
-                entries[entry["run_id"]] = entry
-        return sorted(entries.values(), key=lambda e: e.get("created_at", ""))
+                entries.append(json.loads(data))
+        return sorted(entries, key=lambda e: (e.get("created_at", ""), e["run_id"]))
+
+    def _migrate_index(self) -> None:
+        """An index written before entry objects existed: its rows become entries, once."""
+        if self.store.list(REPORT_ENTRIES):
+            return
+        for entry in self._get_json(REPORT_INDEX_JSON) or []:
+            if entry.get("run_id"):
+                self._put_json(f"{REPORT_ENTRIES}{entry['run_id']}.json", entry)
 
 
 def report_index_html(entries: list[dict[str, Any]]) -> str:

@@ -35,8 +35,11 @@ class LocalArtifactStore:
         # A temporary name of this writer's own, then an atomic rename: a reader never sees half a file, and two
         # writers of one key (two workers rebuilding the report index) never rename each other's temporary file.
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
         return self.uri(key)
 
     def get(self, key: str) -> bytes | None:

@@ -1,6 +1,6 @@
 """Chunking comparison: the same documents and probes through two (or more) chunking configurations, each in a
-temporary Chroma collection of its own (on the same Chroma as the live one, server mode included, dropped
-afterwards), scored for quality and retrieval side by side. The live collection is only read.
+scratch Chroma collection of its own (rag_health.runtime.Runtime.scratch_indexes), scored for quality and
+retrieval side by side. The live collection is only read.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
                      metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
                      live: ChunkIndex | None = None) -> ComparisonResult:
     """specs: chunking configurations such as "sentence:200:24" or "markdown:256" (see Chunker.from_spec).
-    new_index(label): a temporary collection on the live Chroma (the runtime's), dropped after its configuration.
+    new_index(label): a scratch collection (Runtime.scratch_indexes), never the live one.
     live: the live collection, only read: chunks whose id (content, chunking and model) it already holds take
     their vector from it instead of being embedded again, so comparing against the live chunking costs one
     ingest, not two."""
@@ -42,11 +42,9 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
     results = []
     for i, chunker in enumerate(chunkers):
         index = new_index(f"{i}-{chunker.strategy}")
-        try:
-            results.append(_score_configuration(source, index, embedder, chunker, settings, probes,
-                                                metadata_defaults, live))
-        finally:
-            index.drop()
+        results.append(_score_configuration(source, index, embedder, chunker, settings, probes, metadata_defaults,
+                                            live))
+        index.drop()  # one configuration's vectors at a time
     winner, reason = choose_winner(results)
     return ComparisonResult("pass", tuple(results), winner, reason, tuple(ps.name for ps in probe_sets), len(probes))
 

@@ -107,6 +107,11 @@ def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
     return probe_set
 
 
+def probe_rows(probes) -> list[dict[str, Any]]:
+    """Probes as the rows probe_set_from_rows reads back (how generated sets travel between stages)."""
+    return [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)} for p in probes]
+
+
 def probe_set_from_rows(name: str, rows: list[dict[str, Any]]) -> ProbeSet:
     """A generated probe set (from alert rules or the corpus itself), in the same shape as a JSONL file."""
     return ProbeSet(name=name, path=f"(generated: {name})", probes=[parse_probe(r, name) for r in rows])

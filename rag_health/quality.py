@@ -157,13 +157,14 @@ def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[
 
 
 def _empty_result(embedder: Embedder, required: list[str]) -> QualityResult:
+    """An empty index: both checks say so (and fail) on their empty tables."""
     empty = chunk_quality(pd.DataFrame(columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
                                                 "ends_mid_sentence"]), embedder.info.max_tokens)
+    no_vectors = embedding_quality(pd.DataFrame(), embedder.info.dimension)
     return QualityResult(
-        status="fail", score=0.0, tokens_lost=0, documents=(), findings=(), findings_total=0, findings_omitted=0,
-        findings_by_kind={}, chunks=CheckSummary.of(empty),
-        embeddings=CheckSummary("fail", {"vectors": 0}, (), ("the index holds no vectors",)),
-        required_metadata=tuple(required), worst_chunks=())
+        status=worst(empty.status, no_vectors.status), score=0.0, tokens_lost=0, documents=(), findings=(),
+        findings_total=0, findings_omitted=0, findings_by_kind={}, chunks=CheckSummary.of(empty),
+        embeddings=CheckSummary.of(no_vectors), required_metadata=tuple(required), worst_chunks=())
 
 
 def _annotate(index: ChunkIndex, scan: ChunkScan, s) -> None:

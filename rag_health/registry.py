@@ -5,8 +5,8 @@ entries, so adding a stage is one module under rag_health/stages/ plus one line 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rag_health.views import Artifact
@@ -89,7 +89,6 @@ class Stage:
     summary: Callable[[Any], str] | None = None
     retries: int = 0  # only stages that talk to S3 or a Chroma server retry
     new_run_id: bool = False  # its own command starts a run id (so what it stores can be a later baseline)
-    inputs: Sequence[str] = field(default=())  # run() keyword inputs passed by the suite (not options)
 
 
 def stages() -> dict[str, Stage]:
@@ -104,10 +103,17 @@ SUITE = ("ingest", "freshness", "coverage", "quality", "probes", "drift")
 
 
 def suite_options() -> tuple[Option, ...]:
-    """`rag-health run` (the suite flow): the options of its stages that a whole run takes."""
-    return (docs(), manifest(), probes(), *rules(), today(), promote_baseline(),
-            fail_under("fail the run when a probe set's metric is below MIN, e.g. 'hit@5=0.9' or "
-                       "'golden:ndcg@10=0.8'; repeatable"), require_metadata())
+    """`rag-health run` (the suite flow): every setting its stages take, each once, and --promote-baseline (the
+    stages' other inputs, such as ingest's --only, are their own commands' business)."""
+    found: dict[str, Option] = {}
+    every = stages()
+    for name in SUITE:
+        for option in every[name].options:
+            if option.setting:
+                found.setdefault(option.dest, option)
+    return (*found.values(), promote_baseline())
 
 
-SUITE_NEEDS = frozenset({SOURCE, MANIFEST, RULES, PROBES, THRESHOLDS})
+def suite_needs() -> frozenset[str]:
+    every = stages()
+    return frozenset(n for name in SUITE for n in every[name].needs)

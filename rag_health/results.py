@@ -16,6 +16,7 @@ from typing import Any
 
 from checks.findings import Finding
 from checks.result import CheckResult, Metrics
+from rag_health.probes import probe_rows
 
 
 def to_json(value: Any) -> Any:
@@ -46,8 +47,8 @@ def to_json(value: Any) -> Any:
         return [to_json(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "item") and callable(value.item) and type(value).__module__ == "numpy":
-        return value.item()
+    if type(value).__module__ == "numpy":
+        return value.tolist()  # arrays become lists, numpy scalars plain numbers
     return value
 
 
@@ -111,10 +112,6 @@ class FreshnessResult(Sentences):
     findings: tuple[str, ...]
 
 
-def _probe_rows(probes: tuple[Any, ...]) -> list[dict[str, Any]]:
-    return [{"id": p.probe_id, "query": p.query, "relevant": list(p.relevant)} for p in probes]
-
-
 @dataclass(frozen=True)
 class CoverageResult(Sentences):
     status: str
@@ -129,7 +126,7 @@ class CoverageResult(Sentences):
     errors: tuple[dict[str, str], ...]
     findings: tuple[str, ...]
     # One probe per covered alert, handed to the probes stage; listed by `rag-health coverage`, not by a run.
-    probes: tuple[Any, ...] = field(default=(), metadata={"json": _probe_rows})
+    probes: tuple[Any, ...] = field(default=(), metadata={"json": probe_rows})
 
 
 def _finding_rows(findings: tuple[Finding, ...]) -> list[dict[str, Any]]:

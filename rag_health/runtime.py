@@ -5,8 +5,12 @@ scanned once per state of the index (a stage that writes the index says so, and 
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from rag_health.chunking import Chunker
 from rag_health.embedding import Embedder, load_embedder
 from rag_health.inventory import InventoryRow, build_inventory
 from rag_health.manifest import Manifest, load_manifest
-from rag_health.settings import Settings
+from rag_health.settings import SCRATCH_PREFIX, Settings
 from rag_health.sources import DocumentSource, SourceEntry, open_source
 from rag_health.store import ChunkIndex, LedgerEntry, open_client
 
@@ -124,11 +128,36 @@ class Runtime:
         self._ledger = None
         self._inventory = None
 
-    def temporary_index(self, label: str) -> ChunkIndex:
-        """A throwaway collection on the same Chroma (server mode included), for comparisons; the caller drops
-        it with ChunkIndex.drop()."""
-        name = f"{self.settings.collection}-tmp-{secrets.token_hex(3)}-{label}"[:63]
-        return ChunkIndex(self.chroma, name, self.embedder.info)
+    @contextmanager
+    def scratch_indexes(self) -> Iterator[Callable[[str], ChunkIndex]]:
+        """Throwaway collections for comparisons: yields new_index(label). Embedded mode puts them in a Chroma of
+        their own in a temporary folder, removed afterwards (the live database never grows); server mode puts
+        them on the same server under names no live collection can have, dropped afterwards."""
+        created: list[ChunkIndex] = []
+        folder = None
+        if self.settings.chroma_mode == "http":
+            client = self.chroma
+        else:
+            folder = tempfile.mkdtemp(prefix="rag-health-compare-")
+            client = open_client("embedded", folder)
+
+        def new_index(label: str) -> ChunkIndex:
+            name = f"{SCRATCH_PREFIX}{secrets.token_hex(8)}-{re.sub(r'[^A-Za-z0-9._-]', '-', label)}"[:60] + "-x"
+            if name == self.settings.collection:
+                raise RuntimeError(f"scratch collection name {name!r} is the live collection's")
+            created.append(ChunkIndex(client, name, self.embedder.info))
+            return created[-1]
+
+        try:
+            yield new_index
+        finally:
+            for index in created:
+                try:
+                    index.drop()
+                except Exception:  # already dropped, or the server went away: nothing live is at stake
+                    pass
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 @lru_cache(maxsize=8)

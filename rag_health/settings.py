@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +21,9 @@ SAMPLE_FILTER_PROBES = SAMPLE_DATASET / "probes" / "filters.jsonl"
 SAMPLE_RULES = SAMPLE_DATASET / "rules"
 SAMPLE_RUNBOOK_URL_PREFIX = "https://runbooks.example-bank.internal/"
 SAMPLE_REQUIRED_METADATA = ("classification", "jurisdiction", "product")
+
+
+SCRATCH_PREFIX = "rag-health-scratch-"  # compare-chunking's throwaway collections (rag_health.runtime)
 
 
 class ConfigError(ValueError):
@@ -71,7 +75,7 @@ class Settings(BaseSettings):
     boilerplate_min_documents: int = 3  # a line is boilerplate when it repeats in at least this many documents
     boilerplate_min_fraction: float = 0.1  # ... and in at least this share of all documents
     required_metadata: Annotated[list[str], NoDecode] = Field(default_factory=list)  # e.g. classification
-    max_finding_fraction: dict[str, float] = Field(default_factory=dict)  # per finding kind; see checks.chunk_quality
+    max_finding_fraction: dict[str, float] = Field(default_factory=dict)  # per threshold key; see checks.findings
     outlier_z: float = 4.0  # robust z-score of a chunk's neighbour similarity below which it is an outlier
     neighbour_sample: int = 100  # chunks whose top-k neighbours are compared with the baseline run's
     neighbour_k: int = 10
@@ -105,6 +109,28 @@ class Settings(BaseSettings):
         """The environment form is comma-separated (URLs and thresholds hold colons), or a JSON list."""
         if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("max_finding_fraction")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from checks.findings import threshold_keys
+
+        unknown = sorted(set(value) - threshold_keys())
+        if unknown:
+            raise ValueError(f"unknown threshold key(s) {', '.join(unknown)}; known: {', '.join(sorted(threshold_keys()))}")
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        """Chroma's rules (3-512 characters of letters, digits, '.', '_' and '-', starting and ending with a letter
+        or digit), and not a name of rag-health's own scratch collections."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", value) or ".." in value:
+            raise ValueError(f"{value!r} is not a valid Chroma collection name (3-512 characters: letters, digits, "
+                             "'.', '_', '-'; starting and ending with a letter or digit)")
+        if value.startswith(SCRATCH_PREFIX):
+            raise ValueError(f"{value!r}: names starting with {SCRATCH_PREFIX!r} are rag-health's scratch collections")
         return value
 
     @field_validator("probes", "rules", mode="before")
@@ -151,6 +177,7 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides) -> Settings:
     """Settings from the environment, with explicit non-None overrides applied on top."""
+    disable_telemetry()  # before any library that phones home is imported, whoever builds settings
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)

@@ -114,10 +114,11 @@ class ChunkIndex:
         return self.collection.name
 
     def drop(self) -> None:
-        """Delete the collection and its notes (for throwaway collections)."""
+        """Delete the collection and its notes (for throwaway collections only)."""
         self.client.delete_collection(self.name)
         if self._notes is not None:
             self.client.delete_collection(self._notes_name)
+            self._notes = None
 
     def stored_model(self) -> dict[str, Any]:
         meta = self.collection.metadata or {}

@@ -1,5 +1,5 @@
 """Compare-chunking: two or more chunking configurations on the configured documents and probe sets (plus alert
-probes when rules are configured), each in a temporary collection; the live collection is only read."""
+probes when rules are configured), each in a scratch collection; the live collection is only read."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ def run(rt: Runtime, configs: list[str] | None = None) -> ComparisonResult:
     found = coverage.resolve(s, [e.doc_id for e in rt.source().list() if is_supported(e.doc_id)])
     if found is not None and found.probes:
         sets.append(ProbeSet("alerts", "(generated: alerts)", found.probes))
-    return compare_chunking(rt.source(), rt.embedder, s, configs or default_comparison(s), sets,
-                            new_index=rt.temporary_index, metadata_defaults=rt.manifest.defaults_for,
-                            live=rt.index if rt.index.count() else None)
+    with rt.scratch_indexes() as new_index:
+        return compare_chunking(rt.source(), rt.embedder, s, configs or default_comparison(s), sets,
+                                new_index=new_index, metadata_defaults=rt.manifest.defaults_for,
+                                live=rt.index if rt.index.count() else None)
 
 
 def _row(c: dict) -> dict:

@@ -70,5 +70,5 @@ def artifacts(result: DriftResult | Skipped) -> list[Artifact]:
 STAGE = registry.Stage(
     name="drift", run=run, result_type=DriftResult, artifacts=artifacts, task_name="drift-report",
     help="build the drift report against the baseline", example="rag-health drift --promote-baseline",
-    options=(registry.promote_baseline(),), inputs=("run_id", "verdict"), retries=1,
+    options=(registry.promote_baseline(),), retries=1,
 )

@@ -54,5 +54,5 @@ STAGE = registry.Stage(
     name="quality", run=run, result_type=QualityResult, artifacts=artifacts, task_name="score-quality",
     help="score chunk and embedding quality",
     example="rag-health quality --require-metadata classification --json",
-    options=(registry.docs(), registry.require_metadata()), inputs=("run_id",),
+    options=(registry.docs(), registry.require_metadata()),
 )

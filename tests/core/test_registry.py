@@ -72,7 +72,7 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("need", sorted({n for s in stages().values() for n in s.needs} | registry.SUITE_NEEDS))
+@pytest.mark.parametrize("need", sorted({n for s in stages().values() for n in s.needs} | registry.suite_needs()))
 def test_every_need_is_checked_before_any_work(need, small_corpus, tmp_path, make_runtime):
     """Each need of a stage has a pre-flight check that stops bad configuration with a ConfigError (exit 2)
     naming what is wrong, before the model is loaded or anything is read."""
