@@ -62,6 +62,23 @@ class Settings(BaseSettings):
     remove_deleted: bool = True
     max_delete_fraction: float = 0.5
 
+    # Input limits, per document: one over a limit is skipped with the reason; the rest of the run goes on
+    max_document_bytes: int = 20_000_000  # bytes read from the source
+    max_pdf_pages: int = 500
+    max_archive_member_bytes: int = 10_000_000  # decompressed bytes of one DOCX (zip) member
+    max_text_chars: int = 2_000_000  # characters of text after parsing
+    max_front_matter_bytes: int = 16_384  # YAML front-matter (aliases are refused whatever the size)
+    read_extensionless: bool = True  # files without an extension are read as Markdown when they look like text
+
+    # Faults: S3 and a Chroma server answer within these or the call fails (per document where it can)
+    s3_connect_timeout: float = 5.0  # seconds
+    s3_read_timeout: float = 15.0
+    s3_max_attempts: int = 3  # botocore's attempts per call, the first included
+    chroma_connect_timeout: float = 5.0
+
+    # PII: detected in every chunk (a `pii` finding); with redact_pii, replaced before embedding and storing
+    redact_pii: bool = False
+
     # Freshness
     review_every_days: int = 365
     today: date | None = None
