@@ -17,6 +17,7 @@ import pandas as pd
 
 from checks.expectations import validate_frame
 from checks.findings import SPLIT_KINDS, Finding, FindingKind, default_max_fractions, penalty
+from checks.pii import redact
 from checks.result import CheckResult, Metrics, worst
 
 CHUNK_COLUMNS = ("chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens", "ends_mid_sentence")
@@ -122,6 +123,7 @@ class ChunkMetrics(Metrics):
     structure_split_chunks: int | None = None
     lost_heading_chunks: int | None = None
     missing_metadata_chunks: int | None = None
+    pii_chunks: int | None = None
     structure_unknown_chunks: int | None = None
     findings_by_kind: dict[str, int] | None = None
 
@@ -138,6 +140,7 @@ SHARES: tuple[tuple[str, str, str], ...] = (
     ("splits_block", "structure-split", "code blocks, tables and numbered steps are not cut"),
     ("heading_lost", "lost-heading", "chunks keep their section heading"),
     ("lacks_metadata", "missing-metadata", "chunks carry the required metadata fields"),
+    ("has_pii", "pii", "chunks hold no personal data (card numbers, IBANs, national ids, e-mails, phones)"),
 )
 
 
@@ -147,7 +150,9 @@ def chunk_quality(table: pd.DataFrame, max_tokens: int, *, max_overflow_fraction
     """table: one row per chunk. Required: CHUNK_COLUMNS. Optional (a finding kind is checked when its columns
     are present): n_words, starts_mid_sentence, text_key, near_duplicate_of/near_duplicate_cosine,
     boilerplate_share/boilerplate_example/boilerplate_documents, split_blocks, heading_lost, section,
-    missing_metadata. Token counts include the model's special tokens and the title it embeds."""
+    missing_metadata, pii (checks.pii.summary of the chunk's matches: redacted excerpts, never the values).
+    Token counts include the model's special tokens and the title it embeds. The boilerplate example is quoted
+    only after checks.pii.redact."""
     missing = [c for c in CHUNK_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"chunk table lacks columns {missing}")
@@ -211,6 +216,7 @@ def _metrics(t: pd.DataFrame, items: tuple[Finding, ...], max_tokens: int) -> Ch
         structure_split_chunks=int(t["splits_block"].sum()),
         lost_heading_chunks=int(t["heading_lost"].sum()),
         missing_metadata_chunks=int(t["lacks_metadata"].sum()),
+        pii_chunks=int(t["has_pii"].sum()),
         structure_unknown_chunks=int((~t["structure_known"]).sum()),
         findings_by_kind={k: int(v) for k, v in sorted(counts.items())},
     )
@@ -250,6 +256,8 @@ def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.Da
     t["structure_known"] = col("structure_known", True).fillna(False).astype(bool)
     t["missing_metadata"] = col("missing_metadata", "").fillna("").astype(str)
     t["lacks_metadata"] = t["missing_metadata"] != ""
+    t["pii"] = col("pii", "").fillna("").astype(str)
+    t["has_pii"] = t["pii"] != ""
     return t
 
 
@@ -273,7 +281,7 @@ def _detect(r: Any, max_tokens: int, min_chunk_words: int) -> Iterator[tuple[Fin
                "document", None)
     if r.is_boilerplate:
         yield (K.BOILERPLATE, f"{r.boilerplate_share:.0%} of the text repeats across documents, e.g. "
-               f"{r.boilerplate_example!r} (in {r.boilerplate_documents} documents)",
+               f"{redact(r.boilerplate_example)!r} (in {r.boilerplate_documents} documents)",
                penalty(K.BOILERPLATE) * r.boilerplate_share)
     if r.splits_block:
         for label in str(r.split_blocks).split("; "):
@@ -283,6 +291,8 @@ def _detect(r: Any, max_tokens: int, min_chunk_words: int) -> Iterator[tuple[Fin
                "embedding carries that heading", None)
     if r.lacks_metadata:
         yield K.MISSING_METADATA, f"lacks {r.missing_metadata}: metadata-filtered queries never return it", None
+    if r.has_pii:
+        yield K.PII, r.pii, None
 
 
 def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> Iterator[Finding]:

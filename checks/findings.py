@@ -24,6 +24,7 @@ class FindingKind(str, Enum):
     STEP_SPLIT = "step-split"
     LOST_HEADING = "lost-heading"
     MISSING_METADATA = "missing-metadata"
+    PII = "pii"
     # Embedding kinds (checks.embedding_quality).
     DIMENSION_MISMATCH = "dimension-mismatch"
     MODEL_MISMATCH = "model-mismatch"
@@ -72,6 +73,8 @@ KINDS: dict[FindingKind, KindSpec] = {
                              "lost-heading", 0.5),
     K.MISSING_METADATA: KindSpec(0.3, "a required metadata field is absent, so metadata-filtered queries never "
                                       "return it", "missing-metadata", 0.0),
+    K.PII: KindSpec(0.5, "personal data in the text (a card number, IBAN, national identifier, e-mail address or "
+                         "phone number; see checks.pii): the detail shows redacted excerpts only", "pii", 0.0),
     K.DIMENSION_MISMATCH: KindSpec(1.0, "a vector of another dimension than the model's"),
     K.MODEL_MISMATCH: KindSpec(1.0, "written by another model (fingerprint)"),
     K.NAN_VECTOR: KindSpec(1.0, "NaN or infinite values"),

@@ -14,13 +14,14 @@ import pandas as pd
 
 from checks.chunk_quality import BoilerplateCounter, chunk_quality, near_duplicates, text_key, word_count
 from checks.embedding_quality import anisotropy, embedding_quality, neighbour_overlap, vector_table
+from checks.pii import PiiMatch, find_pii, redact, summary
 from checks.quality_score import quality_scores
 from checks.result import worst
 from rag_health.chunking import embed_text_for, ends_mid_sentence, starts_mid_sentence
 from rag_health.drift import sample_key
 from rag_health.embedding import Embedder
 from rag_health.results import CheckSummary, QualityResult
-from rag_health.store import ChunkIndex
+from rag_health.store import ChunkIndex, ChunkRecord
 
 NEIGHBOURS = 10  # nearest chunks fetched per chunk (besides itself)
 OUTLIER_NEIGHBOURS = 5  # a chunk's "neighbour similarity" is its mean cosine to this many nearest chunks
@@ -37,35 +38,42 @@ class ChunkScan:
 
 def scan_collection(index: ChunkIndex, required_metadata: list[str]) -> ChunkScan:
     """One pass over the collection, page by page: per-chunk figures (token counts come from ingest, never
-    recounted) and the vectors as one float32 array. Texts are hashed and dropped, never kept."""
+    recounted) and the vectors as one float32 array. Texts are hashed and dropped, never kept; personal data is
+    recorded only as redacted excerpts (the `pii` column), and the boilerplate counter sees redacted lines."""
     rows: list[dict[str, Any]] = []
     pages: list[np.ndarray] = []
     titles: list[str] = []
     counter = BoilerplateCounter()
     for records, vectors in index.iter_chunks(with_embeddings=True):
         for r in records:
-            m, text = r.metadata, r.text
-            missing = [f for f in required_metadata
-                       if m.get(f"fm_{f}") in (None, "") and m.get(f"mf_{f}") in (None, "") and m.get(f) in (None, "")]
-            rows.append({
-                "chunk_id": r.chunk_id, "doc_id": r.doc_id, "chunk_index": int(m.get("chunk_index", 0)),
-                "n_chars": len(text.strip()), "n_tokens": int(m.get("n_tokens", 0)), "n_words": word_count(text),
-                "ends_mid_sentence": bool(m["ends_mid_sentence"]) if "ends_mid_sentence" in m
-                else ends_mid_sentence(text),
-                "starts_mid_sentence": bool(m["starts_mid_sentence"]) if "starts_mid_sentence" in m
-                else starts_mid_sentence(text),
-                "text_key": text_key(text), "section": str(m.get("section", "")),
-                "heading_lost": bool(m.get("heading_lost", False)), "split_blocks": str(m.get("split_blocks", "")),
-                "structure_known": bool(m.get("structure_known", False)), "missing_metadata": ", ".join(missing),
-                "model_fingerprint": str(m.get("model_fingerprint", "")), "chunker": str(m.get("chunker", "")),
-            })
-            titles.append(str(m.get("title", "")))
-            counter.add(r.chunk_id, r.doc_id, text)
+            found = find_pii(r.text)
+            rows.append(_chunk_row(r, required_metadata, found))
+            titles.append(str(r.metadata.get("title", "")))
+            counter.add(r.chunk_id, r.doc_id, redact(r.text, found) if found else r.text)
         pages.append(np.asarray(vectors, dtype=np.float32))
     table = pd.DataFrame(rows)
     dim = index.model.dimension
     vectors = np.vstack(pages) if pages else np.zeros((0, dim), dtype=np.float32)
     return ChunkScan(table, vectors, titles, counter)
+
+
+def _chunk_row(r: ChunkRecord, required_metadata: list[str], found: list[PiiMatch]) -> dict[str, Any]:
+    """A chunk's row of the chunk table: figures, flags and hashes, and no text beyond its (redacted) section."""
+    m, text = r.metadata, r.text
+    missing = [f for f in required_metadata
+               if m.get(f"fm_{f}") in (None, "") and m.get(f"mf_{f}") in (None, "") and m.get(f) in (None, "")]
+    return {
+        "chunk_id": r.chunk_id, "doc_id": r.doc_id, "chunk_index": int(m.get("chunk_index", 0)),
+        "n_chars": len(text.strip()), "n_tokens": int(m.get("n_tokens", 0)), "n_words": word_count(text),
+        "ends_mid_sentence": bool(m["ends_mid_sentence"]) if "ends_mid_sentence" in m else ends_mid_sentence(text),
+        "starts_mid_sentence": bool(m["starts_mid_sentence"]) if "starts_mid_sentence" in m
+        else starts_mid_sentence(text),
+        "text_key": text_key(text), "section": redact(str(m.get("section", ""))),
+        "heading_lost": bool(m.get("heading_lost", False)), "split_blocks": str(m.get("split_blocks", "")),
+        "structure_known": bool(m.get("structure_known", False)), "missing_metadata": ", ".join(missing),
+        "model_fingerprint": str(m.get("model_fingerprint", "")), "chunker": str(m.get("chunker", "")),
+        "pii": summary(found),
+    }
 
 
 def nearest_neighbours(index: ChunkIndex, chunk_ids: list[str], vectors: np.ndarray,
@@ -179,7 +187,7 @@ def _annotate(index: ChunkIndex, scan: ChunkScan, s) -> None:
     t["near_duplicate_cosine"] = [near.get(c, ("", np.nan))[1] for c in chunk_ids]
     shares = scan.boilerplate.shares(t["doc_id"].nunique(), s.boilerplate_min_documents, s.boilerplate_min_fraction)
     t["boilerplate_share"] = [shares.get(c, (0.0, "", 0))[0] for c in chunk_ids]
-    t["boilerplate_example"] = [shares.get(c, (0.0, "", 0))[1] for c in chunk_ids]
+    t["boilerplate_example"] = [shares.get(c, (0.0, "", 0))[1] for c in chunk_ids]  # from redacted lines
     t["boilerplate_documents"] = [shares.get(c, (0.0, "", 0))[2] for c in chunk_ids]
     t["neighbour_similarity"] = [float(np.mean(x[:OUTLIER_NEIGHBOURS])) if x else np.nan for x in neighbour_sims]
 

@@ -134,3 +134,29 @@ def test_summary_and_matches_hold_no_raw_value():
     with pytest.raises(dataclasses.FrozenInstanceError):
         found[0].start = 0  # type: ignore[misc]
     assert isinstance(found[0], PiiMatch) and found[0].detail == "card-number: **** **** **** 1111"
+
+
+def test_pii_column_becomes_a_pii_finding_that_warns():
+    """The chunk check reports the `pii` column as is (redacted excerpts) and warns on any such chunk by default;
+    a boilerplate example is quoted only after redaction."""
+    import pandas as pd
+
+    from checks.chunk_quality import chunk_quality
+    from checks.findings import KINDS, FindingKind
+
+    n = 4
+    table = pd.DataFrame({
+        "chunk_id": [f"d#{i}:000{i}" for i in range(n)], "doc_id": ["d"] * n, "chunk_index": list(range(n)),
+        "n_chars": [200] * n, "n_tokens": [50] * n, "ends_mid_sentence": [False] * n, "n_words": [40] * n,
+        "pii": ["", summary(find_pii(PLANTED)), "", ""],
+        "boilerplate_share": [0.0, 0.0, 0.0, 0.9], "boilerplate_documents": [0, 0, 0, 9],
+        "boilerplate_example": ["", "", "", "Questions to dpo@example.com or +44 20 7946 0958."]})
+    result = chunk_quality(table, max_tokens=256)
+    pii = [f for f in result.items if f.kind == FindingKind.PII]
+    assert [(f.chunk_id, f.penalty) for f in pii] == [("d#1:0001", KINDS[FindingKind.PII].penalty)]
+    assert pii[0].detail.startswith("card-number: **** **** **** 1111; iban: GB** ")
+    assert result.status == "warn" and result.metrics["pii_chunks"] == 1
+    assert any("personal data" in f and "1 of 4" in f for f in result.findings)
+    boilerplate = next(f for f in result.items if f.kind == FindingKind.BOILERPLATE)
+    assert "[email redacted]" in boilerplate.detail and "dpo@" not in boilerplate.detail
+    assert result.metrics["findings_by_kind"]["pii"] == 1
