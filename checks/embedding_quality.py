@@ -7,6 +7,7 @@ embedding-outlier, neighbour-shift), their penalties and thresholds are in check
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class EmbeddingMetrics(Metrics):
     neighbour_similarity_median: float | None = keep_none()
     neighbour_overlap: float | None = keep_none()
     neighbour_overlap_chunks: float | None = keep_none()
+    neighbour_sample_skipped: int | None = None  # baseline sample chunks gone from the collection (not compared)
     anisotropy_note: str | None = None
 
 
@@ -158,10 +160,10 @@ def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fin
                       anisotropy_now: float | None = None, anisotropy_baseline: float | None = None,
                       other_model_anisotropy: float | None = None, overlaps: pd.DataFrame | None = None,
                       outlier_z: float = 4.0, min_neighbour_overlap: float = 0.6, max_anisotropy_change: float = 0.05,
-                      max_fraction: Mapping[str, float] | None = None) -> CheckResult:
+                      max_fraction: Mapping[str, float] | None = None, sample_skipped: int | None = None) -> CheckResult:
     """table: from vector_table(). The collection's vectors must all come from one normalising model.
     other_model_anisotropy: the baseline's anisotropy when the baseline was embedded by another model (shown,
-    never compared)."""
+    never compared). sample_skipped: baseline sample chunks that could not be compared (reported as a metric)."""
     if table.empty:
         return CheckResult("embedding-quality", "fail", {"vectors": 0}, findings=("the index holds no vectors",))
     limits = {**default_max_fractions(), **(max_fraction or {})}
@@ -184,8 +186,9 @@ def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fin
         outcomes += _overlap_outcomes(overlaps, min_neighbour_overlap)
     items = list(_findings(t, expected_dimension, outlier_z, sim_median))
     items += _shifts(overlaps)
-    metrics = _metrics(t, expected_dimension, anisotropy_now, anisotropy_baseline, other_model_anisotropy, change,
-                       sim_median, mean_overlap, overlaps)
+    metrics = dataclasses.replace(
+        _metrics(t, expected_dimension, anisotropy_now, anisotropy_baseline, other_model_anisotropy, change,
+                 sim_median, mean_overlap, overlaps), neighbour_sample_skipped=sample_skipped)
     status = worst(*(o.severity for o in outcomes if not o.success))
     findings = tuple(f"{o.description}: not met ({o.severity})" if o.column in ("anisotropy_change", "overlap_docs")
                      else f"{o.description}: {o.unexpected_count} vector(s) do not ({o.severity})"

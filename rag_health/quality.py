@@ -32,7 +32,6 @@ SAMPLE_DEPTH = 40  # extra neighbours fetched for sample chunks, since their own
 class ChunkScan:
     table: pd.DataFrame
     vectors: np.ndarray
-    titles: list[str]
     boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)
 
 
@@ -42,19 +41,17 @@ def scan_collection(index: ChunkIndex, required_metadata: list[str]) -> ChunkSca
     recorded only as redacted excerpts (the `pii` column), and the boilerplate counter sees redacted lines."""
     rows: list[dict[str, Any]] = []
     pages: list[np.ndarray] = []
-    titles: list[str] = []
     counter = BoilerplateCounter()
     for records, vectors in index.iter_chunks(with_embeddings=True):
         for r in records:
             found = find_pii(r.text)
             rows.append(_chunk_row(r, required_metadata, found))
-            titles.append(str(r.metadata.get("title", "")))
             counter.add(r.chunk_id, r.doc_id, redact(r.text, found) if found else r.text)
         pages.append(np.asarray(vectors, dtype=np.float32))
     table = pd.DataFrame(rows)
     dim = index.model.dimension
     vectors = np.vstack(pages) if pages else np.zeros((0, dim), dtype=np.float32)
-    return ChunkScan(table, vectors, titles, counter)
+    return ChunkScan(table, vectors, counter)
 
 
 def _chunk_row(r: ChunkRecord, required_metadata: list[str], found: list[PiiMatch]) -> dict[str, Any]:
@@ -95,23 +92,42 @@ def nearest_neighbours(index: ChunkIndex, chunk_ids: list[str], vectors: np.ndar
 def sample_neighbours(index: ChunkIndex, embedder: Embedder, sample: list[dict[str, Any]],
                       vectors_by_id: dict[str, np.ndarray], k: int) -> dict[str, dict[str, list[str]]]:
     """Top-k neighbour chunks from other documents for each sample chunk: their documents and text keys. A
-    sample chunk still stored with this model uses its stored vector; otherwise its text is embedded again."""
-    if not sample:
+    sample chunk with a usable stored vector (vectors_by_id) uses it; any other is embedded again from its text
+    and metadata as the collection holds them now. A chunk gone from the collection, or whose text no longer
+    matches the sample's text key, is left out (the caller counts it as skipped)."""
+    vectors = {c: v for c, v in vectors_by_id.items()}
+    vectors.update(_re_embed(index, embedder, [s for s in sample if s["chunk_id"] not in vectors_by_id]))
+    usable = [s for s in sample if s["chunk_id"] in vectors]
+    if not usable:
         return {}
-    vectors = np.zeros((len(sample), embedder.info.dimension), dtype=np.float32)
-    missing = [i for i, s in enumerate(sample) if s["chunk_id"] not in vectors_by_id]
-    for i, s in enumerate(sample):
-        if s["chunk_id"] in vectors_by_id:
-            vectors[i] = vectors_by_id[s["chunk_id"]]
-    if missing:
-        vectors[missing] = embedder.embed([embed_text_for(sample[i]["title"], sample[i]["text"]) for i in missing])
     out: dict[str, dict[str, list[str]]] = {}
-    result = index.query(vectors, n_results=k + SAMPLE_DEPTH, include=["metadatas", "documents"])
-    for s, metas, docs in zip(sample, result["metadatas"], result["documents"]):
+    query = np.vstack([vectors[s["chunk_id"]] for s in usable]).astype(np.float32)
+    result = index.query(query, n_results=k + SAMPLE_DEPTH, include=["metadatas", "documents"])
+    for s, metas, docs in zip(usable, result["metadatas"], result["documents"]):
         others = [(str(m.get("doc_id")), text_key(d or "")) for m, d in zip(metas, docs)
                   if str(m.get("doc_id")) != s["doc_id"]][:k]
         out[s["chunk_id"]] = {"docs": [d for d, _ in others], "chunks": [c for _, c in others]}
     return out
+
+
+def _re_embed(index: ChunkIndex, embedder: Embedder, sample: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Vectors for sample chunks embedded again, from the text, title and section the collection holds for them
+    (the snapshot keeps no text). Chunks no longer there, or whose text changed, get none."""
+    if not sample:
+        return {}
+    got = index.collection.get(ids=[s["chunk_id"] for s in sample], include=["documents", "metadatas"])
+    stored = {c: (d or "", m or {}) for c, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+    ids, texts = [], []
+    for s in sample:
+        if s["chunk_id"] not in stored:
+            continue
+        text, meta = stored[s["chunk_id"]]
+        if s.get("text_key") is not None and text_key(text) != s["text_key"]:
+            continue
+        section = str(meta.get("section", "")) if str(meta.get("chunker", "")).startswith("markdown") else ""
+        ids.append(s["chunk_id"])
+        texts.append(embed_text_for(str(meta.get("title", "")), text, section))
+    return dict(zip(ids, embedder.embed(texts))) if texts else {}
 
 
 def choose_sample(table: pd.DataFrame, size: int) -> list[int]:
@@ -199,13 +215,13 @@ def _embedding_check(index: ChunkIndex, embedder: Embedder, scan: ChunkScan, s, 
     chunk_ids = t["chunk_id"].tolist()
     fingerprint = embedder.info.fingerprint
     same_model = (baseline or {}).get("model_fingerprint") == fingerprint
-    overlaps = None
+    overlaps, skipped = None, None
     if baseline and baseline.get("sample"):
-        row_of = {c: i for i, c in enumerate(chunk_ids)}
-        vectors_by_id = ({x["chunk_id"]: scan.vectors[row_of[x["chunk_id"]]] for x in baseline["sample"]
-                          if x["chunk_id"] in row_of} if same_model else {})
-        current = sample_neighbours(index, embedder, baseline["sample"], vectors_by_id, s.neighbour_k)
-        overlaps = neighbour_overlap(baseline["sample"], current)
+        sample = baseline["sample"]
+        current = sample_neighbours(index, embedder, sample, _stored_vectors(scan, sample, fingerprint, same_model),
+                                    s.neighbour_k)
+        overlaps = neighbour_overlap(sample, current)
+        skipped = len(sample) - len(overlaps)
     vt = vector_table(scan.vectors, chunk_ids, t["text_key"].tolist(), t["model_fingerprint"].tolist(),
                       t["doc_id"].tolist(), t["neighbour_similarity"].tolist())
     baseline_anisotropy = (baseline or {}).get("anisotropy")
@@ -214,35 +230,40 @@ def _embedding_check(index: ChunkIndex, embedder: Embedder, scan: ChunkScan, s, 
         anisotropy_baseline=baseline_anisotropy if same_model else None,
         other_model_anisotropy=baseline_anisotropy if baseline and not same_model else None, overlaps=overlaps,
         outlier_z=s.outlier_z, min_neighbour_overlap=s.min_neighbour_overlap,
-        max_anisotropy_change=s.max_anisotropy_change, max_fraction=s.max_finding_fraction)
+        max_anisotropy_change=s.max_anisotropy_change, max_fraction=s.max_finding_fraction, sample_skipped=skipped)
+
+
+def _stored_vectors(scan: ChunkScan, sample: list[dict[str, Any]], fingerprint: str,
+                    same_model: bool) -> dict[str, np.ndarray]:
+    """The stored vectors of the baseline's sample chunks that can be compared as they are: the chunk is still
+    in the collection with the same text and was written by this model (or, unmarked, the baseline was)."""
+    t = scan.table
+    row_of = {c: i for i, c in enumerate(t["chunk_id"])}
+    out: dict[str, np.ndarray] = {}
+    for x in sample:
+        row = row_of.get(x["chunk_id"])
+        if row is None or x.get("text_key") not in (None, t["text_key"].iat[row]):
+            continue
+        stored_by = t["model_fingerprint"].iat[row]
+        if stored_by == fingerprint or stored_by == "" and same_model:
+            out[x["chunk_id"]] = scan.vectors[row]
+    return out
 
 
 def _snapshot(index: ChunkIndex, embedder: Embedder, scan: ChunkScan, score: float, aniso: float | None,
               s) -> dict[str, Any]:
-    """What later runs compare with: anisotropy, the model, and a fixed sample of chunks with their neighbours."""
+    """What later runs compare with: anisotropy, the model, and a fixed sample of chunks with their neighbours.
+    Sample chunks are named by id, document and text hash; no text and no title is stored (a later run that
+    must embed one again reads it from the collection)."""
     t = scan.table
     positions = choose_sample(t, s.neighbour_sample)
-    snapshot = {
-        "anisotropy": aniso, "model_fingerprint": embedder.info.fingerprint,
-        "model_name": embedder.info.name, "chunker": sorted(set(t["chunker"])), "score": score,
-        "sample": [
-            {"chunk_id": r.chunk_id, "doc_id": r.doc_id, "title": scan.titles[p], "text": None}
-            for p, r in zip(positions, t.iloc[positions].itertuples(index=False))
-        ],
-    }
-    _fill_sample(index, embedder, snapshot, scan, {c: i for i, c in enumerate(t["chunk_id"])}, s.neighbour_k)
-    return snapshot
-def _fill_sample(index: ChunkIndex, embedder: Embedder, snapshot: dict[str, Any], scan: ChunkScan,
-                 row_of: dict[str, int], k: int) -> None:
-    """Store the sample's texts (to re-embed them if the model changes) and their neighbours in this run."""
-    sample = snapshot["sample"]
-    if not sample:
-        return
-    got = index.collection.get(ids=[x["chunk_id"] for x in sample], include=["documents"])
-    texts = dict(zip(got["ids"], got["documents"]))
-    for x in sample:
-        x["text"] = texts.get(x["chunk_id"]) or ""
-    vectors_by_id = {x["chunk_id"]: scan.vectors[row_of[x["chunk_id"]]] for x in sample}
-    current = sample_neighbours(index, embedder, sample, vectors_by_id, k)
+    sample = [{"chunk_id": r.chunk_id, "doc_id": r.doc_id, "text_key": r.text_key}
+              for r in t.iloc[positions].itertuples(index=False)]
+    vectors_by_id = {x["chunk_id"]: scan.vectors[p] for p, x in zip(positions, sample)}
+    current = sample_neighbours(index, embedder, sample, vectors_by_id, s.neighbour_k)
     for x in sample:
         x.update(current.get(x["chunk_id"], {"docs": [], "chunks": []}))
+    return {
+        "anisotropy": aniso, "model_fingerprint": embedder.info.fingerprint,
+        "model_name": embedder.info.name, "chunker": sorted(set(t["chunker"])), "score": score, "sample": sample,
+    }
