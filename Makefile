@@ -8,7 +8,7 @@ export DO_NOT_TRACK ?= 1
 export ANONYMIZED_TELEMETRY ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast audit bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ test: $(STAMP)
 # The fast set: pure checks and the core on real embedded backends, without Prefect or the shared corpora.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not slow'
+
+# Known vulnerabilities in the pinned environment (constraints.txt). --strict: a package that cannot be looked up
+# (no vulnerability service reachable) fails the audit instead of passing it unchecked.
+audit: $(STAMP)
+	$(PY) -m pip install -q pip-audit==2.10.1
+	$(PY) -m pip_audit -r constraints.txt --no-deps --disable-pip --strict --progress-spinner off
 
 bench: $(STAMP)
 	$(PY) benchmarks/prometheus_runbooks.py

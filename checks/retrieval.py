@@ -220,7 +220,20 @@ def probe_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_at_5_
                      for r in regressed[:20]]
     findings += [f"filter probe {e['set']}/{e['probe_id']}: {e['doc_id']} {e['reason']}, so the filter excludes it "
                  "(warn)" for e in excluded]
-    findings += [f"probe file {e['file']} line {e['line']}: {e['reason']} (warn)" for e in file_errors]
+    findings += _file_error_findings(file_errors)
     status = worst(status, "warn" if excluded or file_errors else "pass")
     return CheckResult("retrieval", status, {"sets": sets, "overall": base.metrics["overall"]}, base.items,
                        tuple(findings))
+
+
+def _file_error_findings(errors: Sequence[Mapping[str, Any]], shown: int = 5) -> list[str]:
+    """One sentence per probe file with rejected lines: how many, the first line numbers and the first reason."""
+    by_file: dict[str, list[Mapping[str, Any]]] = {}
+    for e in errors:
+        by_file.setdefault(str(e["file"]), []).append(e)
+    out = []
+    for file, rows in by_file.items():
+        lines = ", ".join(str(r["line"]) for r in rows[:shown]) + (", ..." if len(rows) > shown else "")
+        out.append(f"probe file {file}: {len(rows)} line(s) rejected (line {lines}); line {rows[0]['line']}: "
+                   f"{rows[0]['reason']} (warn)")
+    return out

@@ -98,6 +98,7 @@ def _dispatch(args: argparse.Namespace) -> Any:
         from rag_health.results import BaselineResult
         from rag_health.stages.drift import promote
 
+        preflight.check(rt, {registry.ARCHIVE})
         return BaselineResult("pass", promote(rt, args.run_id))
     inputs = {o.dest: getattr(args, o.dest) for o in options if not o.setting}
     preflight.check(rt, stage.needs if stage else registry.suite_needs(), inputs.get("configs"))

@@ -7,13 +7,14 @@ from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from rag_health.views import Artifact, Link, Markdown, Table
+from rag_health.views import Artifact, Link, Markdown, Table, md
 
 
 def publish(artifacts: Iterable[Artifact]) -> None:
     for a in artifacts:
-        if isinstance(a, Table):
-            create_table_artifact(key=a.key, table=[dict(r) for r in a.rows], description=a.description or None)
+        if isinstance(a, Table):  # cells may hold document-derived text: shown as text, never as markup
+            rows = [{k: md(v) if isinstance(v, str) else v for k, v in r.items()} for r in a.rows]
+            create_table_artifact(key=a.key, table=rows, description=a.description or None)
         elif isinstance(a, Markdown):
             create_markdown_artifact(key=a.key, markdown=a.markdown, description=a.description or None)
         elif isinstance(a, Link):

@@ -15,12 +15,13 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 
-from rag_health.artifacts import ArtifactStore, LocalArtifactStore
+from rag_health.artifacts import ArtifactStore, LocalArtifactStore, describe_error
 from rag_health.settings import ConfigError
 
 JSON = "application/json"
@@ -34,12 +35,22 @@ REPORT_INDEX_HTML = "reports/index.html"
 REPORT_ENTRIES = "reports/entries/"
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checked_run_id(run_id: str) -> str:
+    """Run ids become keys and paths: one safe path segment only (never `..`, a slash or a control character)."""
+    if not RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise ConfigError(f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-')")
+    return run_id
+
+
 def run_key(run_id: str, name: str) -> str:
-    return f"runs/{run_id}/{name}"
+    return f"runs/{checked_run_id(run_id)}/{name}"
 
 
 def report_key(run_id: str) -> str:
-    return f"reports/{run_id}/drift-report.html"
+    return f"reports/{checked_run_id(run_id)}/drift-report.html"
 
 
 class RunArchive:
@@ -47,6 +58,13 @@ class RunArchive:
         self.store = store
         # Copies of what a person opens after a run, when the history lives elsewhere (a bucket).
         self.local = local if local is not None and local is not store else None
+
+    def check_store(self) -> None:
+        """A bucket that does not exist or cannot be reached is a configuration error, found before any work."""
+        try:
+            self.store.list(LATEST)
+        except Exception as exc:
+            raise ConfigError(f"run archive {self.store.uri('')} is not usable: {describe_error(exc)}") from None
 
     @property
     def remote(self) -> bool:
@@ -125,7 +143,7 @@ class RunArchive:
         Returns (the report's URI in the history, its local path)."""
         uri, local = self._put_with_copy(report_key(run_id), html_text.encode("utf-8"), HTML)
         self._migrate_index()
-        self._put_json(f"{REPORT_ENTRIES}{run_id}.json",
+        self._put_json(f"{REPORT_ENTRIES}{checked_run_id(run_id)}.json",
                        {**entry, "run_id": run_id, "href": f"{run_id}/drift-report.html"})
         written: list[str] = []
         # A worker that listed before another one's entry arrived would write an index without it: list again

@@ -95,3 +95,13 @@ def s3_client() -> Any:
     import boto3
 
     return boto3.client("s3")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for any error, botocore's included: a ClientError's code and message; timeouts and connection
+    errors (whose `response` is None, or absent) by their own message."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    if error:
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return f"{type(exc).__name__}: {exc}"

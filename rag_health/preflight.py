@@ -4,7 +4,6 @@ fast with a ConfigError (exit 2) naming the file and the reason."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from rag_health import registry
 from rag_health.runtime import Runtime
@@ -34,9 +33,14 @@ def check(rt: Runtime, needs: Iterable[str], chunkings: Sequence[str] | None = N
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
     if registry.PROBES in needs:
+        from rag_health.probes import load_probe_set
+
         for p in s.effective_probes():
-            if not Path(p).is_file():
-                raise ConfigError(f"probe file {p} not found")
+            load_probe_set(p)  # missing, or not one probe readable: a ConfigError naming the file
+    if registry.INDEX in needs:
+        _ = rt.chroma  # an unreachable Chroma server fails here, naming host and port
+    if registry.ARCHIVE in needs and s.s3_bucket:
+        rt.archive.check_store()
     if registry.CHUNKINGS in needs and chunkings:
         from rag_health.chunking import parse_spec
 

@@ -1,12 +1,13 @@
 """Retrieval probes: load probe sets, run them against the index in batches, rank documents by their best chunk.
 
-A probe: {"id", "query", "relevant": [doc ids] or {doc id: grade}, "filters"?: {field: value},
+A probe: {"id"?, "query", "relevant": [doc ids] or {doc id: grade}, "filters"?: {field: value},
 "must_not_retrieve"?: [doc ids], "section"?: "heading"}. Probes sharing the same filters are queried together,
 with the filter as a Chroma `where` on the chunk metadata (front-matter `fm_<field>` or manifest `mf_<field>`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -53,12 +54,14 @@ def parse_probe(raw: Any, set_name: str) -> Probe:
     """One probe from its JSON form; ValueError names what is wrong."""
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
-    for key in ("id", "query", "relevant"):
+    for key in ("query", "relevant"):
         if key not in raw:
             raise ValueError(f"missing field '{key}'")
-    probe_id, query, relevant = str(raw["id"]), str(raw["query"]).strip(), raw["relevant"]
+    query, relevant = str(raw["query"]).strip(), raw["relevant"]
     if not query:
         raise ValueError("empty query")
+    # Probe files people write often have no ids: one derived from the query is stable while the query is.
+    probe_id = str(raw["id"]) if raw.get("id") not in (None, "") else derived_id(query)
     grades: tuple[float, ...] = ()
     if isinstance(relevant, str):
         relevant = [relevant]
@@ -85,8 +88,13 @@ def parse_probe(raw: Any, set_name: str) -> Probe:
                  str(raw.get("section") or ""), str(raw.get("kind") or ""))
 
 
+def derived_id(query: str) -> str:
+    return "q-" + hashlib.blake2b(" ".join(query.lower().split()).encode(), digest_size=5).hexdigest()
+
+
 def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
-    """JSONL, one probe a line. Bad lines are reported with file and line, the rest load."""
+    """JSONL, one probe a line. Bad lines are reported with file and line, the rest load; a file from which no
+    line loads is a configuration error (it would silently leave its set out of the verdict)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"probe file {path} not found")
@@ -104,6 +112,11 @@ def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
             continue
         seen.add(probe.probe_id)
         probe_set.probes.append(probe)
+    if not probe_set.probes:
+        errors = probe_set.errors
+        detail = (f"{len(errors)} line(s) rejected, e.g. line {errors[0]['line']}: {errors[0]['reason']}" if errors
+                  else "it holds no probe")
+        raise ConfigError(f"probe file {path}: no probe could be read ({detail})")
     return probe_set
 
 

@@ -68,6 +68,7 @@ def promote_baseline() -> Option:
 # What a stage needs before it may start: each is checked up front so bad configuration exits 2 before any work.
 SOURCE, MANIFEST, RULES, PROBES, THRESHOLDS, CHUNKINGS = "source", "manifest", "rules", "probes", "thresholds", \
     "chunkings"
+INDEX, ARCHIVE = "index", "archive"  # the Chroma collection (server reachable), the run archive (bucket exists)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +21,15 @@ SAMPLE_FILTER_PROBES = SAMPLE_DATASET / "probes" / "filters.jsonl"
 SAMPLE_RULES = SAMPLE_DATASET / "rules"
 SAMPLE_RUNBOOK_URL_PREFIX = "https://runbooks.example-bank.internal/"
 SAMPLE_REQUIRED_METADATA = ("classification", "jurisdiction", "product")
+
+
+# Value constraints, so a typo or NaN in an environment variable is a configuration error naming the field
+# instead of a silently disabled guard (NaN compares false with everything).
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Positive = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(gt=0.0, le=3600.0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 SCRATCH_PREFIX = "rag-health-scratch-"  # compare-chunking's throwaway collections (rag_health.runtime)
@@ -46,77 +55,77 @@ class Settings(BaseSettings):
     # Vector store
     chroma_mode: Literal["embedded", "http"] = "embedded"
     chroma_host: str = "127.0.0.1"
-    chroma_port: int = 8000
+    chroma_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     collection: str = "rag-health"
 
     # Embedding model and chunking
     embed_model: str = "all-MiniLM-L6-v2"
     embed_device: str = "cpu"
-    embed_batch_size: int = 32
-    chunk_size: int = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
-    chunk_overlap: int = 24
+    embed_batch_size: Positive = 32
+    chunk_size: Positive = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
+    chunk_overlap: Count = 24
     chunk_strategy: Literal["sentence", "markdown", "whole"] = "sentence"
-    write_batch_chunks: int = 512
+    write_batch_chunks: Positive = 512
 
     # Ingest safety
     remove_deleted: bool = True
-    max_delete_fraction: float = 0.5
+    max_delete_fraction: Fraction = 0.5
 
     # Input limits, per document: one over a limit is skipped with the reason; the rest of the run goes on
-    max_document_bytes: int = 20_000_000  # bytes read from the source
-    max_pdf_pages: int = 500
-    max_archive_member_bytes: int = 10_000_000  # decompressed bytes of one DOCX (zip) member
-    max_text_chars: int = 2_000_000  # characters of text after parsing
-    max_front_matter_bytes: int = 16_384  # YAML front-matter (aliases are refused whatever the size)
+    max_document_bytes: Positive = 20_000_000  # bytes read from the source
+    max_pdf_pages: Positive = 500
+    max_archive_member_bytes: Positive = 10_000_000  # decompressed bytes of one DOCX (zip) member
+    max_text_chars: Positive = 2_000_000  # characters of text after parsing
+    max_front_matter_bytes: Positive = 16_384  # YAML front-matter (aliases are refused whatever the size)
     read_extensionless: bool = True  # files without an extension are read as Markdown when they look like text
 
     # Faults: S3 and a Chroma server answer within these or the call fails (per document where it can)
-    s3_connect_timeout: float = 5.0  # seconds
-    s3_read_timeout: float = 15.0
-    s3_max_attempts: int = 3  # botocore's attempts per call, the first included
-    chroma_connect_timeout: float = 5.0
+    s3_connect_timeout: Seconds = 5.0  # seconds
+    s3_read_timeout: Seconds = 15.0
+    s3_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3  # botocore's attempts per call, the first included
+    chroma_connect_timeout: Seconds = 5.0
 
     # PII: detected in every chunk (a `pii` finding); with redact_pii, replaced before embedding and storing
     redact_pii: bool = False
 
     # Freshness
-    review_every_days: int = 365
+    review_every_days: Positive = 365
     today: date | None = None
-    max_overdue_fraction: float = 0.05  # more documents overdue than this is a warn
+    max_overdue_fraction: Fraction = 0.05  # more documents overdue than this is a warn
 
     # Quality: what counts as a finding, and the share of chunks with a finding that makes the stage warn
-    max_overflow_fraction: float = 0.05  # above this share of chunks past the model's window: fail
-    max_mid_sentence_fraction: float = 0.5
-    min_chunk_words: int = 12  # fewer words than this is a tiny chunk: too little context to be retrieved well
-    near_duplicate_threshold: float = 0.95  # cosine at or above which chunks of two documents are near-duplicates
-    boilerplate_min_documents: int = 3  # a line is boilerplate when it repeats in at least this many documents
-    boilerplate_min_fraction: float = 0.1  # ... and in at least this share of all documents
+    max_overflow_fraction: Fraction = 0.05  # above this share of chunks past the model's window: fail
+    max_mid_sentence_fraction: Fraction = 0.5
+    min_chunk_words: Count = 12  # fewer words than this is a tiny chunk: too little context to be retrieved well
+    near_duplicate_threshold: Fraction = 0.95  # cosine at or above which chunks of two documents are near-duplicates
+    boilerplate_min_documents: Positive = 3  # a line is boilerplate when it repeats in at least this many documents
+    boilerplate_min_fraction: Fraction = 0.1  # ... and in at least this share of all documents
     required_metadata: Annotated[list[str], NoDecode] = Field(default_factory=list)  # e.g. classification
-    max_finding_fraction: dict[str, float] = Field(default_factory=dict)  # per threshold key; see checks.findings
-    outlier_z: float = 4.0  # robust z-score of a chunk's neighbour similarity below which it is an outlier
-    neighbour_sample: int = 100  # chunks whose top-k neighbours are compared with the baseline run's
-    neighbour_k: int = 10
-    min_neighbour_overlap: float = 0.6  # mean share of baseline neighbour documents still neighbours: warn below
-    max_anisotropy_change: float = 0.05  # change in mean random-pair cosine against the baseline: warn above
-    max_quality_findings: int = 5000  # findings listed in the JSON result (all are in the run's CSV)
+    max_finding_fraction: dict[str, Fraction] = Field(default_factory=dict)  # per threshold key; see checks.findings
+    outlier_z: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 4.0  # robust z-score of a chunk's neighbour similarity below which it is an outlier
+    neighbour_sample: Count = 100  # chunks whose top-k neighbours are compared with the baseline run's
+    neighbour_k: Positive = 10
+    min_neighbour_overlap: Fraction = 0.6  # mean share of baseline neighbour documents still neighbours: warn below
+    max_anisotropy_change: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.05  # change in mean random-pair cosine against the baseline: warn above
+    max_quality_findings: Count = 5000  # findings listed in the JSON result (all are in the run's CSV)
 
     # Probes
-    probe_top_k: int = 10
-    probe_chunk_depth: int = 60
-    hit_at_5_warn: float = 0.8  # per probe set (not the generated one): below warns
-    hit_at_5_fail: float = 0.5  # ... below fails
+    probe_top_k: Annotated[int, Field(ge=1, le=1000)] = 10
+    probe_chunk_depth: Positive = 60
+    hit_at_5_warn: Fraction = 0.8  # per probe set (not the generated one): below warns
+    hit_at_5_fail: Fraction = 0.5  # ... below fails
     fail_under: Annotated[list[str], NoDecode] = Field(default_factory=list)  # "[SET:]METRIC=MIN", e.g. hit@5=0.9
-    max_regressions: int = 0  # more probes regressed against the baseline than this fails the run
-    regression_rank_drop: int = 3  # a hit probe that falls more than this many ranks has regressed
+    max_regressions: Count = 0  # more probes regressed against the baseline than this fails the run
+    regression_rank_drop: Count = 3  # a hit probe that falls more than this many ranks has regressed
     generate_probes: bool = True  # the "generated" set from headings, defined terms and runbook steps
-    generated_probes_max: int = 200
-    probe_title_words: int = 2  # difficulty of generated probes: title words given as context
-    probe_keep_ratio: float = 0.5  # ... share of a step's content words kept
-    probe_max_verbatim: int = 3  # ... longest run of consecutive source words allowed in a query
+    generated_probes_max: Count = 200
+    probe_title_words: Count = 2  # difficulty of generated probes: title words given as context
+    probe_keep_ratio: Fraction = 0.5  # ... share of a step's content words kept
+    probe_max_verbatim: Positive = 3  # ... longest run of consecutive source words allowed in a query
 
     # Drift report and publishing
-    drift_sample_rows: int = 500
-    drift_threshold: float = 0.5  # share of chunk statistics drifted above which the drift stage warns
+    drift_sample_rows: Positive = 500
+    drift_threshold: Fraction = 0.5  # share of chunk statistics drifted above which the drift stage warns
     s3_bucket: str | None = None
     s3_prefix: str = "rag-health"
 
@@ -127,6 +136,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        if self.hit_at_5_fail > self.hit_at_5_warn:
+            raise ValueError(f"hit_at_5_fail ({self.hit_at_5_fail}) must not be above hit_at_5_warn ({self.hit_at_5_warn})")
+        return self
 
     @field_validator("max_finding_fraction")
     @classmethod
@@ -198,8 +215,17 @@ def load_settings(**overrides) -> Settings:
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)
-    except Exception as exc:  # pydantic's ValidationError names the field and the reason
-        raise ConfigError(f"invalid settings: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError("invalid settings: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    """One line per bad setting: the field, its environment variable, the rule and the value given."""
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    loc = [str(p) for p in error.get("loc", ())]
+    if not loc:  # a rule across fields: its message names them
+        return message
+    return f"{'.'.join(loc)} (RAG_HEALTH_{loc[0].upper()}): {message}, got {error.get('input')!r}"
 
 
 def disable_telemetry() -> None:

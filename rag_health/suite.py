@@ -12,7 +12,7 @@ from typing import Any
 from checks.result import worst
 from rag_health.results import RunResult, to_json
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Markdown
+from rag_health.views import Artifact, Markdown, md, one_line
 
 
 def new_run_id() -> str:
@@ -55,10 +55,10 @@ def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
     lines += [f"| {stage} | {status} |" for stage, status in result["stages"].items()]
     quality = result.get("quality") or {}
     if "score" in quality:
-        lowest = ", ".join(f"`{d['doc_id']}` {d['score']:.2f}" for d in quality.get("documents", [])[:5])
+        lowest = ", ".join(f"{md(d['doc_id'])} {d['score']:.2f}" for d in quality.get("documents", [])[:5])
         lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest}"]
     if result.get("findings"):
-        lines += ["", "## Findings"] + [f"- {f}" for f in result["findings"][:50]]
+        lines += ["", "## Findings"] + [f"- {md(f)}" for f in result["findings"][:50]]
     return [Markdown("health-verdict", "\n".join(lines))]
 
 
@@ -82,10 +82,10 @@ def summary(result: dict[str, Any]) -> str:
                      f"model window; {kinds}")
     lines += [_probe_line(name, m) for name, m in (result.get("probes", {}).get("sets") or {}).items()]
     if result.get("findings"):
-        lines += ["", "findings:"] + [f"  - {f}" for f in result["findings"]]
+        lines += ["", "findings:"] + [f"  - {one_line(f)}" for f in result["findings"]]
     report = result.get("report") or {}
     if report.get("html"):
-        lines += ["", f"drift report: {report['html']}"]
+        lines += ["", f"drift report: {one_line(report['html'])}"]
     if report.get("s3_uri"):
         lines.append(f"published:    {report['s3_uri']}")
     return "\n".join(lines)

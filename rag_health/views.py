@@ -3,6 +3,8 @@ them into real ones), so the core can say what to show and the flows only how.""
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,3 +40,19 @@ def table(key: str, rows: list[dict[str, Any]], description: str) -> list[Artifa
     """A table artifact, or none when there are no rows."""
     return [Table(key, tuple(rows[:MAX_ROWS]), description)] if rows else []
 
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
+
+
+def one_line(text: Any) -> str:
+    """A document-derived string for line-based output: control characters (a newline in a file name) are shown
+    escaped, so no document can start a line of its own."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), str(text))
+
+
+def md(text: Any) -> str:
+    """A document-derived string inside Markdown: one line, HTML escaped, Markdown punctuation escaped, so it shows
+    as the text it is and never as markup, a link or a new list item."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(one_line(text), quote=False))

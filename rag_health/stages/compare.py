@@ -14,7 +14,7 @@ from rag_health.runtime import Runtime
 from rag_health.settings import Settings
 from rag_health.stages import coverage
 from rag_health.stages.probes import probe_files
-from rag_health.views import Artifact, Markdown, table
+from rag_health.views import Artifact, Markdown, md, table
 
 
 def default_comparison(settings: Settings) -> list[str]:
@@ -50,8 +50,8 @@ def artifacts(result: ComparisonResult) -> list[Artifact]:
     return [*table("chunking-comparison", [_row(c) for c in result.configs],
                    "Chunking configurations side by side on the same documents and probes"),
             Markdown("chunking-winner", (
-                f"## Chunking comparison: `{result.winner}` wins\n\n{result.reason}\n\n"
-                f"{result.probes} probes from {', '.join(result.probe_sets) or 'no probe sets'}."))]
+                f"## Chunking comparison: {md(result.winner)} wins\n\n{md(result.reason)}\n\n"
+                f"{result.probes} probes from {md(', '.join(result.probe_sets)) or 'no probe sets'}."))]
 
 
 def summary(result: ComparisonResult) -> str:
@@ -81,5 +81,6 @@ STAGE = registry.Stage(
              registry.Option(("--manifest",), "manifest", "manifest (supplies metadata for documents without "
                                                           "front-matter)"),
              registry.probes(), *registry.rules()),
-    needs=frozenset({registry.SOURCE, registry.MANIFEST, registry.RULES, registry.PROBES, registry.CHUNKINGS}),
+    needs=frozenset({registry.SOURCE, registry.MANIFEST, registry.RULES, registry.PROBES, registry.CHUNKINGS,
+                    registry.INDEX}),
 )

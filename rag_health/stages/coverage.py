@@ -75,5 +75,5 @@ STAGE = registry.Stage(
     help="check that every alert's runbook exists; generate alert probes",
     example="rag-health coverage --docs ./content --rules rules/ --runbook-url-prefix https://runbooks.example.com/",
     options=(registry.docs(), *registry.rules()),
-    needs=frozenset({registry.SOURCE, registry.RULES}),
+    needs=frozenset({registry.SOURCE, registry.RULES, registry.INDEX}),
 )

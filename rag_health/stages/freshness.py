@@ -30,5 +30,5 @@ STAGE = registry.Stage(
     help="audit stale, missing, orphaned and index-stale documents",
     example="rag-health freshness --manifest datasets/manifest.yaml --today 2026-12-01",
     options=(registry.docs(), registry.manifest(), registry.today()),
-    needs=frozenset({registry.SOURCE, registry.MANIFEST}),
+    needs=frozenset({registry.SOURCE, registry.MANIFEST, registry.INDEX}),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rag_health import registry
 from rag_health.ingest import IngestResult, ingest
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Markdown
+from rag_health.views import Artifact, Markdown, md
 
 
 def run(rt: Runtime, only: list[str] | None = None) -> IngestResult:
@@ -19,10 +19,10 @@ def run(rt: Runtime, only: list[str] | None = None) -> IngestResult:
 
 
 def artifacts(result: IngestResult) -> list[Artifact]:
-    head = (f"## Ingest: {result.status}\n\n{result.documents} documents at `{result.source}`: {len(result.added)} "
+    head = (f"## Ingest: {result.status}\n\n{result.documents} documents at {md(result.source)}: {len(result.added)} "
             f"added, {len(result.changed)} changed, {len(result.removed)} removed, {result.unchanged} unchanged; "
             f"{result.chunks_embedded} chunks embedded in {result.seconds} s.")
-    errors = "\n".join(f"- **error** `{e.doc_id}`: {e.reason}" for e in result.errors)
+    errors = "\n".join(f"- **error** {md(e.doc_id)}: {md(e.reason)}" for e in result.errors)
     return [Markdown("ingest-summary", head + "\n\n" + errors)]
 
 
@@ -32,5 +32,5 @@ STAGE = registry.Stage(
     example="rag-health ingest --only runbooks/ --only policies/kyc-escalation.md",
     options=(registry.docs(), registry.Option(("--only",), "only", "doc id, folder prefix or glob to re-ingest; "
                                                                     "repeatable", repeat=True, setting=False)),
-    needs=frozenset({registry.SOURCE}), retries=1,
+    needs=frozenset({registry.SOURCE, registry.INDEX}), retries=1,
 )

@@ -124,6 +124,6 @@ STAGE = registry.Stage(
     help="run retrieval hit-rate probes", example="rag-health probes --probes datasets/probes/golden.jsonl",
     options=(registry.docs(), registry.probes(),
              registry.fail_under("fail when a probe set's metric is below MIN, e.g. 'hit@5=0.9'; repeatable")),
-    needs=frozenset({registry.SOURCE, registry.PROBES, registry.THRESHOLDS}),
+    needs=frozenset({registry.SOURCE, registry.PROBES, registry.THRESHOLDS, registry.INDEX, registry.ARCHIVE}),
     new_run_id=True,
 )

@@ -11,7 +11,7 @@ from rag_health import registry
 from rag_health.quality import evaluate
 from rag_health.results import QualityResult
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Markdown, table
+from rag_health.views import Artifact, Markdown, md, table
 
 
 def run(rt: Runtime, run_id: str | None = None) -> QualityResult:
@@ -33,7 +33,7 @@ def run(rt: Runtime, run_id: str | None = None) -> QualityResult:
 def artifacts(result: QualityResult) -> list[Artifact]:
     m, e = result.chunks.metrics, result.embeddings.metrics
     counts = ", ".join(f"{k}: {v}" for k, v in result.findings_by_kind.items()) or "none"
-    findings = "\n".join(f"- {f}" for f in result.chunks.findings + result.embeddings.findings)
+    findings = "\n".join(f"- {md(f)}" for f in result.chunks.findings + result.embeddings.findings)
     return [
         *table("quality-findings", [f.row() for f in result.findings], "Chunk and embedding findings, worst chunk first"),
         *table("quality-documents", [{**{k: d[k] for k in ("doc_id", "score", "chunks", "worst_chunk_score")},
@@ -54,5 +54,6 @@ STAGE = registry.Stage(
     name="quality", run=run, result_type=QualityResult, artifacts=artifacts, task_name="score-quality",
     help="score chunk and embedding quality",
     example="rag-health quality --require-metadata classification --json",
+    needs=frozenset({registry.INDEX, registry.ARCHIVE}),
     options=(registry.docs(), registry.require_metadata()),
 )

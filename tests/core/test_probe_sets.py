@@ -153,3 +153,30 @@ def test_probe_file_errors_name_the_line(tmp_path):
     assert ps.probes[0].grades == (2.0, 1.0) and ps.probes[1].must_not_retrieve == ("old.md",)
     assert [(e["line"], e["reason"][:20]) for e in ps.errors] == [
         (2, "'filters' must map m"), (4, "Expecting value: lin")]
+
+
+def test_probe_files_as_people_write_them(tmp_path):
+    """Regression: lines with `query` and `relevant` but no `id` (the SOC 2 corpus's own probe file) were all
+    rejected, one finding per line, and the run went on with the set missing. Ids are now derived from the
+    query (stable while it is), rejected lines make one finding per file, and a file from which nothing loads
+    is a configuration error."""
+    from checks.retrieval import probe_check
+    from rag_health.probes import derived_id
+    from rag_health.settings import ConfigError
+
+    path = tmp_path / "people.jsonl"
+    lines = [{"criterion": "A1.1", "query": "Capacity planning", "relevant": ["a.md"]},
+             {"criterion": "A1.2", "query": "Backup and recovery", "relevant": ["b.md"]}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken\n" + "[]\n" * 7)
+    probe_set = load_probe_set(path)
+    assert [p.probe_id for p in probe_set.probes] == [derived_id("Capacity planning"), derived_id("backup  AND recovery")]
+    assert len(probe_set.errors) == 8
+    check = probe_check([], hit_at_5_warn=0.8, hit_at_5_fail=0.5, file_errors=probe_set.errors)
+    assert len(check.findings) == 1 and check.status == "warn"
+    assert re.search(r"8 line\(s\) rejected \(line 3, 4, 5, 6, 7, \.\.\.\)", check.findings[0])
+    (tmp_path / "junk.jsonl").write_text("{broken\n" * 62)
+    with pytest.raises(ConfigError, match=r"junk.jsonl: no probe could be read \(62 line\(s\) rejected, e.g. line 1"):
+        load_probe_set(tmp_path / "junk.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ConfigError, match="holds no probe"):
+        load_probe_set(tmp_path / "empty.jsonl")

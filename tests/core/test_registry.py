@@ -69,16 +69,20 @@ BAD = {
     registry.PROBES: ({"probes": ["/nonexistent/golden.jsonl"]}, "/nonexistent/golden.jsonl"),
     registry.THRESHOLDS: ({"fail_under": ["hit@5=high"]}, "hit@5=high"),
     registry.CHUNKINGS: ({}, "--config at least twice"),
+    registry.INDEX: ({"chroma_mode": "http", "chroma_port": 9, "chroma_connect_timeout": 1}, "127.0.0.1:9"),
+    registry.ARCHIVE: ({"s3_bucket": "no-such-bucket"}, "no-such-bucket"),
 }
 
 
 @pytest.mark.parametrize("need", sorted({n for s in stages().values() for n in s.needs} | registry.suite_needs()))
-def test_every_need_is_checked_before_any_work(need, small_corpus, tmp_path, make_runtime):
+def test_every_need_is_checked_before_any_work(need, small_corpus, tmp_path, make_runtime, seaweed, monkeypatch):
     """Each need of a stage has a pre-flight check that stops bad configuration with a ConfigError (exit 2)
     naming what is wrong, before the model is loaded or anything is read."""
     from rag_health import preflight
     from rag_health.settings import ConfigError
 
+    for key, value in seaweed.env().items():  # the archive check talks to a real S3 without that bucket
+        monkeypatch.setenv(key, value)
     (tmp_path / "manifest.yaml").write_text("documents: [unclosed\n")
     overrides, message = BAD[need]
     overrides = {k: (v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v) for k, v in overrides.items()}

@@ -38,3 +38,27 @@ def test_quality_settings_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("RAG_HEALTH_REQUIRED_METADATA")
     assert load_settings(docs=str(tmp_path)).effective_required_metadata() == []
     assert load_settings().effective_required_metadata() == ["classification", "jurisdiction", "product"]
+
+
+@pytest.mark.parametrize("variable,value,message", [
+    ("RAG_HEALTH_MAX_DELETE_FRACTION", "nan", "max_delete_fraction .*finite number"),
+    ("RAG_HEALTH_MAX_DELETE_FRACTION", "2", "max_delete_fraction .*less than or equal to 1"),
+    ("RAG_HEALTH_MAX_DELETE_FRACTION", "-1", "max_delete_fraction .*greater than or equal to 0"),
+    ("RAG_HEALTH_HIT_AT_5_WARN", "inf", "hit_at_5_warn .*finite"),
+    ("RAG_HEALTH_PROBE_TOP_K", "0", "probe_top_k .*greater than or equal to 1"),
+    ("RAG_HEALTH_CHUNK_SIZE", "-5", "chunk_size .*greater than 0"),
+    ("RAG_HEALTH_S3_READ_TIMEOUT", "0", "s3_read_timeout .*greater than 0"),
+    ("RAG_HEALTH_CHUNK_OVERLAP", "300", "chunk_overlap \\(300\\) must be smaller than chunk_size"),
+    ("RAG_HEALTH_MAX_FINDING_FRACTION", '{"lost-heading": "nan"}', "max_finding_fraction.lost-heading .*finite"),
+    ("RAG_HEALTH_MAX_FINDING_FRACTION", '{"structure-splits": 0.1}', "unknown threshold key.*structure-splits"),
+    ("RAG_HEALTH_COLLECTION", "../x", "not a valid Chroma collection name"),
+    ("RAG_HEALTH_CHROMA_PORT", "70000", "chroma_port"),
+])
+def test_nonsense_settings_are_refused_naming_the_field(monkeypatch, variable, value, message):
+    """Regression: RAG_HEALTH_MAX_DELETE_FRACTION=nan (or 2, or -1) was accepted, and nan switched the
+    mass-deletion guard off (NaN compares false with everything). Every fraction is now in 0-1, counts are
+    positive, NaN and infinity are refused, and the message names the field and its variable on one line."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
