@@ -96,8 +96,10 @@ def s3_client(connect_timeout: float = 5.0, read_timeout: float = 15.0, max_atte
     import boto3
     from botocore.config import Config
 
+    # total_max_attempts counts the first try, as the s3_max_attempts setting does; botocore's `max_attempts`
+    # key would count retries only (one attempt more than asked, measured: 3 requests for s3_max_attempts=2).
     config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                    retries={"max_attempts": max_attempts, "mode": "standard"})
+                    retries={"total_max_attempts": max_attempts, "mode": "standard"})
     return boto3.client("s3", config=config)
 
 
