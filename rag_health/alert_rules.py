@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from rag_health import safe_yaml
 from rag_health.documents import SUPPORTED_SUFFIXES
 from rag_health.probes import Probe
 from rag_health.settings import ConfigError
@@ -44,7 +45,10 @@ def load_rules(paths: Iterable[str | Path]) -> tuple[list[AlertRule], list[dict[
     errors: list[dict[str, str]] = []
     for path in rule_files(paths):
         try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            documents = safe_yaml.load_all(path.read_text(encoding="utf-8"))
+        except RecursionError:  # thousands of nested brackets: report the file, load the others
+            errors.append({"file": str(path), "reason": "invalid YAML: nested too deeply"})
+            continue
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from rag_health.artifacts import ArtifactStore, LocalArtifactStore, describe_error
+from rag_health.artifacts import ArtifactStore, LocalArtifactStore, s3_reason
 from rag_health.settings import ConfigError
 
 JSON = "application/json"
@@ -64,7 +64,7 @@ class RunArchive:
         try:
             self.store.list(LATEST)
         except Exception as exc:
-            raise ConfigError(f"run archive {self.store.uri('')} is not usable: {describe_error(exc)}") from None
+            raise ConfigError(f"run archive {self.store.uri('')} is not usable: {s3_reason(exc)}") from None
 
     @property
     def remote(self) -> bool:

@@ -65,7 +65,6 @@ class S3ArtifactStore:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
@@ -79,7 +78,7 @@ class S3ArtifactStore:
         except self.client.exceptions.NoSuchKey:
             return None
         except Exception as exc:  # some S3-compatible servers answer a bare 404 ClientError
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if s3_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
 
@@ -91,17 +90,33 @@ class S3ArtifactStore:
         return sorted(keys)
 
 
-def s3_client() -> Any:
+def s3_client(connect_timeout: float = 5.0, read_timeout: float = 15.0, max_attempts: int = 3) -> Any:
+    """An S3 client that gives up: botocore's defaults (60 s timeouts, legacy retries) cost about 180 s per call
+    against an endpoint that never answers. The runtime passes the s3_* settings."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3")
+    # total_max_attempts counts the first try, as the s3_max_attempts setting does; botocore's `max_attempts`
+    # key would count retries only (one attempt more than asked, measured: 3 requests for s3_max_attempts=2).
+    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                    retries={"total_max_attempts": max_attempts, "mode": "standard"})
+    return boto3.client("s3", config=config)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for any error, botocore's included: a ClientError's code and message; timeouts and connection
-    errors (whose `response` is None, or absent) by their own message."""
+def s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a ClientError; None for anything else. botocore's ReadTimeoutError and
+    ConnectTimeoutError carry `response = None`, not a dict, so nothing here assumes a dict."""
     response = getattr(exc, "response", None)
-    error = response.get("Error", {}) if isinstance(response, dict) else {}
-    if error:
+    error = response.get("Error") if isinstance(response, dict) else None
+    code = error.get("Code") if isinstance(error, dict) else None
+    return str(code) if code is not None else None
+
+
+def s3_reason(exc: BaseException) -> str:
+    """Any exception from an S3 call as one line: "Code: Message" for an error the server answered, the
+    exception's class and message otherwise (timeouts and connection errors name the endpoint)."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    if isinstance(error, dict) and (error.get("Code") or error.get("Message")):
         return f"{error.get('Code')}: {error.get('Message')}"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,24 +1,51 @@
-"""Turning the bytes of a source document into text plus metadata (front-matter), or a clear reason why not."""
+"""Turning the bytes of a source document into text plus metadata (front-matter), or a clear reason why not.
+
+Documents are unvetted: every step is bounded by `Limits` (bytes, PDF pages, decompressed zip members, text
+characters, front-matter bytes), and a document over a limit is refused with the limit and its setting named."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 
-MARKDOWN_SUFFIXES = (".md", ".markdown", "")  # no extension: read as Markdown if it decodes as text
+from rag_health import safe_yaml
+
+MARKDOWN_SUFFIXES = (".md", ".markdown", "")  # no extension: read as Markdown if the bytes look like text
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 DATE_FIELDS = ("last_reviewed", "effective_date")
 INT_FIELDS = ("review_every_days",)
 STRING_FIELDS = ("title", "owner", "superseded_by", "classification", "jurisdiction", "product")
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+_FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*\r?$", re.MULTILINE)
 _HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-document bounds; field names are the settings' names (rag_health.settings), so a refusal can name the
+    setting that raises it. The defaults are the settings' defaults."""
+
+    max_document_bytes: int = 20_000_000
+    max_pdf_pages: int = 500
+    max_archive_member_bytes: int = 10_000_000
+    max_text_chars: int = 2_000_000
+    max_front_matter_bytes: int = 16_384
+    read_extensionless: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class DocumentError(ValueError):
@@ -31,6 +58,16 @@ class EmptyDocument(DocumentError):
     def __init__(self, message: str, front_matter_only: bool):
         super().__init__(message)
         self.front_matter_only = front_matter_only
+
+
+class Rejected(DocumentError):
+    """Refused by policy before or while parsing (over a limit, binary without an extension): nothing is wrong
+    with the rest of the run, and the document is skipped rather than half-read."""
+
+
+def over_limit(what: str, amount: int, unit: str, setting: str, limit: int) -> Rejected:
+    return Rejected(f"{what} is over the limit: {amount:,} {unit} > {limit:,} (setting {setting}, "
+                    f"RAG_HEALTH_{setting.upper()})")
 
 
 @dataclass(frozen=True)
@@ -49,30 +86,55 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def is_supported(doc_id: str) -> bool:
-    """Markdown, text, HTML, PDF and DOCX by extension; a file with no extension is tried as Markdown."""
-    return _suffix(doc_id) in SUPPORTED_SUFFIXES or _suffix(doc_id) == ""
+def is_supported(doc_id: str, limits: Limits = DEFAULT_LIMITS) -> bool:
+    """Markdown, text, HTML, PDF and DOCX by extension; a file with no extension is tried as Markdown when
+    read_extensionless is on (and only read as such when its bytes look like text)."""
+    suffix = _suffix(doc_id)
+    return suffix in SUPPORTED_SUFFIXES or (suffix == "" and limits.read_extensionless)
 
 
 def _suffix(doc_id: str) -> str:
     return PurePosixPath(doc_id).suffix.lower()
 
 
-def parse_document(doc_id: str, data: bytes) -> ParsedDocument:
-    """Text plus the document's own metadata, or DocumentError with the reason. Manifest fields are applied
-    separately (at ingest under their own prefix, and live at audit time), never mixed in here."""
+def parse_document(doc_id: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
+    """Text plus the document's own metadata, or DocumentError with the reason (Rejected when over a limit).
+    Manifest fields are applied separately (at ingest under their own prefix, and live at audit time), never
+    mixed in here."""
     suffix = _suffix(doc_id)
-    if not is_supported(doc_id):
-        raise DocumentError(f"unsupported file type {suffix}")
+    if not is_supported(doc_id, limits):
+        raise Rejected(f"unsupported file type {suffix or '(no extension; read_extensionless is off)'}")
+    if len(data) > limits.max_document_bytes:
+        raise over_limit("document", len(data), "bytes", "max_document_bytes", limits.max_document_bytes)
     if suffix in (".html", ".htm"):
         text, metadata = _read_html(data)
     elif suffix == ".pdf":
-        text, metadata = _read_pdf(data)
+        text, metadata = _read_pdf(data, limits)
     elif suffix == ".docx":
-        text, metadata = _read_docx(data)
+        text, metadata = _read_docx(data, limits)
     else:
-        text, metadata = _read_text(data, markdown=suffix in MARKDOWN_SUFFIXES)
+        if suffix == "" and not looks_like_text(data):
+            raise Rejected("no extension and the bytes do not look like text (binary content)")
+        text, metadata = _read_text(data, suffix in MARKDOWN_SUFFIXES, limits)
+    if len(text) > limits.max_text_chars:
+        raise over_limit("text after parsing", len(text), "characters", "max_text_chars", limits.max_text_chars)
     return ParsedDocument(doc_id=doc_id, text=text, content_hash=content_hash(data), metadata=metadata)
+
+
+def looks_like_text(data: bytes) -> bool:
+    """No NUL byte in the first 8 KB, and those bytes decode as UTF-8 (a character cut at the end allowed) or are
+    mostly printable."""
+    head = data[:_SNIFF_BYTES]
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
+            return True
+    printable = sum(1 for b in head if b >= 0x20 or b in b"\t\n\r\f")
+    return printable >= 0.95 * len(head)
 
 
 def _decode(data: bytes) -> str:
@@ -85,17 +147,12 @@ def _decode(data: bytes) -> str:
     return raw
 
 
-def _read_text(data: bytes, markdown: bool) -> tuple[str, dict[str, Any]]:
+def _read_text(data: bytes, markdown: bool, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[str, Any]]:
     raw = _decode(data)
     metadata: dict[str, Any] = {}
     body = raw
     if markdown:
-        match = _FRONT_MATTER.match(raw)
-        if match:
-            metadata = _parse_front_matter(match.group(1))
-            body = raw[match.end():]
-        elif raw.startswith("---\n"):
-            raise DocumentError("front-matter opened with '---' but never closed")
+        metadata, body = _split_front_matter(raw, limits)
         if "title" not in metadata:
             heading = _HEADING.search(body)
             if heading:
@@ -106,6 +163,28 @@ def _read_text(data: bytes, markdown: bool) -> tuple[str, dict[str, Any]]:
             raise EmptyDocument("front-matter only, no body text to index", front_matter_only=True)
         raise EmptyDocument("empty document: no text to index", front_matter_only=False)
     return text, metadata
+
+
+def _split_front_matter(raw: str, limits: Limits) -> tuple[dict[str, Any], str]:
+    """(front-matter fields, body). The closing fence is looked for only within max_front_matter_bytes (a
+    character is at least a byte), so a huge block is refused before YAML ever sees it."""
+    if not raw.startswith("---"):
+        return {}, raw
+    window = raw[:limits.max_front_matter_bytes + 16]  # room for the two fences around a block at the limit
+    match = _FRONT_MATTER.match(window)
+    if match is None:
+        if _FRONT_MATTER.match(raw) is None:
+            if raw.startswith("---\n") or raw.startswith("---\r\n"):
+                raise DocumentError("front-matter opened with '---' but never closed")
+            return {}, raw  # '---' followed by text on the same line: a thematic break, not front-matter
+        end = _FENCE.search(raw, 4)
+        size = len(raw[:end.start() if end else len(raw)].encode("utf-8"))
+        raise over_limit("front-matter", size, "bytes", "max_front_matter_bytes", limits.max_front_matter_bytes)
+    block = match.group(1)
+    size = len(block.encode("utf-8"))
+    if size > limits.max_front_matter_bytes:
+        raise over_limit("front-matter", size, "bytes", "max_front_matter_bytes", limits.max_front_matter_bytes)
+    return _parse_front_matter(block), raw[match.end():]
 
 
 _HTML_DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "footer")
@@ -151,7 +230,7 @@ def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
     return text, normalise_metadata(metadata)
 
 
-def _read_pdf(data: bytes) -> tuple[str, dict[str, Any]]:
+def _read_pdf(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[str, Any]]:
     """The PDF's text layer. A PDF without one (a scan) is an error, never an empty document in the index."""
     import io
     import logging
@@ -165,7 +244,10 @@ def _read_pdf(data: bytes) -> tuple[str, dict[str, Any]]:
         # Many PDFs carry only an owner password (no opening password): they decrypt with an empty one.
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError("encrypted PDF: it needs a password to read its text")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        # Counted from the page tree before any page is extracted: extraction is the expensive part.
+        if len(reader.pages) > limits.max_pdf_pages:
+            raise over_limit("PDF", len(reader.pages), "pages", "max_pdf_pages", limits.max_pdf_pages)
+        pages = _pdf_pages(reader, limits)
         info = reader.metadata or {}
     except DocumentError:
         raise
@@ -185,22 +267,82 @@ def _read_pdf(data: bytes) -> tuple[str, dict[str, Any]]:
     return "\n\n".join(p for p in pages if p), metadata
 
 
-def _read_docx(data: bytes) -> tuple[str, dict[str, Any]]:
+def _pdf_pages(reader: Any, limits: Limits) -> list[str]:
+    """Each page's text, stopping as soon as the text is over max_text_chars (no point extracting the rest)."""
+    pages: list[str] = []
+    total = 0
+    for page in reader.pages:
+        pages.append((page.extract_text() or "").strip())
+        total += len(pages[-1]) + 2
+        if total > limits.max_text_chars:
+            raise over_limit("text after parsing", total, "characters (at least)", "max_text_chars",
+                             limits.max_text_chars)
+    return pages
+
+
+def _check_zip(data: bytes, limits: Limits) -> None:
+    """Refuse a DOCX whose members decompress past max_archive_member_bytes before python-docx inflates them.
+    The declared size is checked first (cheap), then every member is inflated with a bound, because the header
+    can lie; a lying header also fails zipfile's CRC check and the document is reported as corrupt."""
+    import io
+    import zipfile
+
+    limit = limits.max_archive_member_bytes
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise DocumentError(f"corrupt or unreadable DOCX: {exc}") from exc
+    with archive:
+        members = archive.infolist()
+        for info in members:
+            if info.file_size > limit:
+                raise over_limit(f"DOCX member {info.filename}", info.file_size, "bytes decompressed",
+                                 "max_archive_member_bytes", limit)
+        for info in members:
+            size = 0
+            try:
+                with archive.open(info) as member:
+                    while chunk := member.read(1 << 20):
+                        size += len(chunk)
+                        if size > limit:
+                            raise over_limit(f"DOCX member {info.filename}", size, "bytes decompressed (at least)",
+                                             "max_archive_member_bytes", limit)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+                raise DocumentError(f"corrupt or unreadable DOCX: {info.filename}: {exc}") from exc
+
+
+def _read_docx(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[str, Any]]:
     """Paragraphs (headings as Markdown headings) and tables, in document order."""
     import io
     import zipfile
 
     import docx
 
+    _check_zip(data, limits)
     try:
         document = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise DocumentError(f"corrupt or unreadable DOCX: {exc}") from exc
     except Exception as exc:  # python-docx raises its own PackageNotFoundError for non-DOCX bytes
         raise DocumentError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
+    lines = _docx_lines(document)
+    metadata: dict[str, Any] = {}
+    title = (document.core_properties.title or "").strip()
+    if not title:
+        title = next((ln.lstrip("# ") for ln in lines if ln.startswith("# ")), "")
+    if title:
+        metadata["title"] = title
+    text = "\n\n".join(lines).strip()
+    if not text:
+        raise EmptyDocument("DOCX has no text", front_matter_only=False)
+    return text, metadata
+
+
+def _docx_lines(document: Any) -> list[str]:
+    import docx
+
     lines: list[str] = []
-    body = document.element.body
-    for child in body.iterchildren():
+    for child in document.element.body.iterchildren():
         tag = child.tag.rsplit("}", 1)[-1]
         if tag == "p":
             para = docx.text.paragraph.Paragraph(child, document)
@@ -221,21 +363,14 @@ def _read_docx(data: bytes) -> tuple[str, dict[str, Any]]:
                 # Merged cells come back once per grid column: keep one copy of each run.
                 cells = [c for i, c in enumerate(cells) if i == 0 or c != cells[i - 1]]
                 lines.append("| " + " | ".join(cells) + " |")
-    metadata: dict[str, Any] = {}
-    title = (document.core_properties.title or "").strip()
-    if not title:
-        title = next((ln.lstrip("# ") for ln in lines if ln.startswith("# ")), "")
-    if title:
-        metadata["title"] = title
-    text = "\n\n".join(lines).strip()
-    if not text:
-        raise EmptyDocument("DOCX has no text", front_matter_only=False)
-    return text, metadata
+    return lines
 
 
 def _parse_front_matter(block: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(block)
+        loaded = safe_yaml.load(block)  # aliases refused: a 391-byte alias bomb once grew past 4 GB here
+    except RecursionError:
+        raise DocumentError("invalid YAML front-matter: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"front-matter line {mark.line + 2}: " if mark is not None else ""

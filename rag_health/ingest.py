@@ -20,15 +20,18 @@ import numpy as np
 from checks.ingest import ingest_status
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, starts_mid_sentence
 from rag_health.documents import (
+    DEFAULT_LIMITS,
     DocumentError,
     EmptyDocument,
+    Limits,
     ParsedDocument,
+    Rejected,
     content_hash,
     is_supported,
     parse_document,
 )
 from rag_health.embedding import Embedder
-from rag_health.sources import DocumentSource, SourceEntry, unlisted_reason
+from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
 from rag_health.store import ChunkIndex, LedgerEntry
 
 
@@ -168,15 +171,18 @@ def ingest(
     write_batch_chunks: int = 512,
     metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
     known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
+    limits: Limits | None = None,
 ) -> IngestResult:
     """Bring the index in line with the source. Returns what changed; errors never remove what was indexed.
 
     known_vectors: looks up vectors already computed for chunk ids (ids encode content, chunking and model, so
-    an equal id means an equal vector), e.g. from the live collection when filling a temporary one."""
+    an equal id means an equal vector), e.g. from the live collection when filling a temporary one.
+    limits: per-document bounds; by default the source's own (the runtime builds it with the settings')."""
     started = time.perf_counter()
     index.check_model()
     run = _IngestRun(source, index, embedder, chunker, only=only, write_batch_chunks=write_batch_chunks,
-                     metadata_defaults=metadata_defaults, known_vectors=known_vectors)
+                     metadata_defaults=metadata_defaults, known_vectors=known_vectors,
+                     limits=limits or getattr(source, "limits", DEFAULT_LIMITS))
     for entry in source.list():
         run.visit(entry)
     run.flush()
@@ -193,8 +199,9 @@ class _IngestRun:
     def __init__(self, source: DocumentSource, index: ChunkIndex, embedder: Embedder, chunker: Chunker, *,
                  only: list[str] | None, write_batch_chunks: int,
                  metadata_defaults: Callable[[str], dict[str, Any]] | None,
-                 known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None):
+                 known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None, limits: Limits):
         self.source = source
+        self.limits = limits
         self.index = index
         self.embedder = embedder
         self.chunker = chunker
@@ -226,8 +233,10 @@ class _IngestRun:
         result = self.result
         if self.only and not _selected(entry.doc_id, self.only):
             return
-        if not is_supported(entry.doc_id):
-            result.skipped.append(IngestError(entry.doc_id, "unsupported file type"))
+        if not is_supported(entry.doc_id, self.limits):
+            reason = "no extension (read_extensionless is off)" if is_supported(entry.doc_id) else \
+                "unsupported file type"
+            result.skipped.append(IngestError(entry.doc_id, reason))
             return
         self.seen.add(entry.doc_id)
         result.documents += 1
@@ -247,8 +256,12 @@ class _IngestRun:
             self.report(entry.doc_id, str(noted["kind"]), str(noted["reason"]))
             return
         try:
+            check_size(entry.size, self.limits)  # the listed size: an oversized document is never downloaded
             data = self.source.read(entry.doc_id)
             result.read += 1
+        except Rejected as exc:  # over a limit, or a link out of the root: noted, not read again while unchanged
+            self.note(entry, "error" if known else "skipped", str(exc))
+            return
         except OSError as exc:  # not noted: a read failure is usually transient, try again next run
             result.errors.append(IngestError(entry.doc_id, f"cannot read: {exc.strerror or exc}"))
             return
@@ -266,10 +279,14 @@ class _IngestRun:
               ) -> tuple[ParsedDocument, list[Chunk]] | None:
         """The document and its chunks, or None once the reason there are none is noted."""
         try:
-            doc = parse_document(entry.doc_id, data)
+            doc = parse_document(entry.doc_id, data, self.limits)
             chunks = self.chunker.split(doc)
             if not chunks:
                 raise DocumentError("no text to index after chunking")
+        except Rejected as exc:
+            # Over a limit: skipped when new; an error when indexed, whose last good version stays searchable.
+            self.note(entry, "error" if known else "skipped", str(exc))
+            return None
         except EmptyDocument as exc:
             # An indexed document whose body vanished is suspicious: an error, and the last good version stays.
             self.note(entry, "skipped" if exc.front_matter_only and not known else "error", str(exc))
@@ -324,6 +341,9 @@ class _IngestRun:
         """What the listing as a whole says: folders that could not be listed, --only patterns that matched
         nothing, and documents gone from the source."""
         unlisted = list(getattr(self.source, "unlisted", []))
+        for path, reason in getattr(self.source, "rejected", []):  # links out of the root, odd S3 keys
+            if not self.only or _selected(path, self.only):
+                self.result.skipped.append(IngestError(path, reason))
         for folder, reason in unlisted:
             self.result.errors.append(
                 IngestError(folder, f"cannot list folder: {reason}; its documents stay indexed"))

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag_health.documents import DocumentError, EmptyDocument, content_hash, is_supported, parse_document
-from rag_health.sources import DocumentSource, SourceEntry, unlisted_reason
+from rag_health.documents import (
+    DEFAULT_LIMITS,
+    DocumentError,
+    EmptyDocument,
+    Limits,
+    content_hash,
+    is_supported,
+    parse_document,
+)
+from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
 from rag_health.store import LedgerEntry
 
 
@@ -26,15 +34,18 @@ class InventoryRow:
 
 
 def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
-                    notes: dict[str, dict[str, Any]] | None = None) -> list[InventoryRow]:
+                    notes: dict[str, dict[str, Any]] | None = None, limits: Limits | None = None
+                    ) -> list[InventoryRow]:
     """One row per document at the source or in the index. Unchanged documents are not read again, nor are
-    documents whose unchanged version ingest already found empty or unreadable (its notes)."""
+    documents whose unchanged version ingest already found empty or unreadable (its notes). limits: by default
+    the source's own, as at ingest."""
     notes = notes or {}
+    limits = limits or getattr(source, "limits", DEFAULT_LIMITS)
     rows: list[InventoryRow] = []
     listed: set[str] = set()
     for entry in source.list():
         listed.add(entry.doc_id)
-        row = _listed_row(source, entry, ledger.get(entry.doc_id), notes.get(entry.doc_id))
+        row = _listed_row(source, entry, ledger.get(entry.doc_id), notes.get(entry.doc_id), limits)
         if row is not None:
             rows.append(row)
     rows += _unlisted_rows(ledger, listed, list(getattr(source, "unlisted", [])))
@@ -42,10 +53,10 @@ def build_inventory(source: DocumentSource, ledger: dict[str, LedgerEntry],
 
 
 def _listed_row(source: DocumentSource, entry: SourceEntry, known: LedgerEntry | None,
-                noted: dict[str, Any] | None) -> InventoryRow | None:
+                noted: dict[str, Any] | None, limits: Limits = DEFAULT_LIMITS) -> InventoryRow | None:
     """The row for a document the source lists (None for one that is not a document to audit), reading it only
     when neither the ledger nor ingest's note already describes this version."""
-    if not is_supported(entry.doc_id):
+    if not is_supported(entry.doc_id, limits):
         # Kept so a manifest entry for it is not called missing; the audit ignores it otherwise.
         return InventoryRow(entry.doc_id, True, False, error="unsupported file type", supported=False)
     indexed = {
@@ -65,12 +76,14 @@ def _listed_row(source: DocumentSource, entry: SourceEntry, known: LedgerEntry |
             return InventoryRow(entry.doc_id, True, error=str(noted.get("reason")),
                                 metadata=dict(known.metadata) if known else {}, **indexed)
     try:
+        check_size(entry.size, limits)
         data = source.read(entry.doc_id)
-    except OSError as exc:
-        return InventoryRow(entry.doc_id, True, error=f"cannot read: {exc.strerror or exc}",
-                            metadata=dict(known.metadata) if known else {}, **indexed)
+    except (OSError, DocumentError) as exc:  # unreadable, or refused (over a limit, a link out of the root)
+        reason = f"cannot read: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+        return InventoryRow(entry.doc_id, True, error=reason, metadata=dict(known.metadata) if known else {},
+                            **indexed)
     try:
-        doc = parse_document(entry.doc_id, data)
+        doc = parse_document(entry.doc_id, data, limits)
     except Exception as exc:  # DocumentError, or a reader bug: the audit goes on either way
         if not isinstance(exc, DocumentError):
             exc = DocumentError(f"{type(exc).__name__}: {exc}")

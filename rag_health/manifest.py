@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from rag_health import safe_yaml
 from rag_health.settings import ConfigError
 
 # Fields a manifest entry may carry for documents without front-matter (PDF, DOCX, HTML, plain text).
@@ -78,7 +79,7 @@ def load_manifest(path: str | Path | None, default_review_days: int = 365) -> Ma
     text, root = _read_yaml(path)
     if root is None:
         return Manifest(review_every_days=default_review_days, path=str(path))
-    data = yaml.safe_load(text)
+    data = safe_yaml.load(text)
     if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
         raise ManifestError(f"{path}: line {root.start_mark.line + 1}: the manifest must be a mapping "
                             "with 'defaults' and 'documents'")
@@ -111,7 +112,9 @@ def _read_yaml(path: Path) -> tuple[str, yaml.Node | None]:
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
     try:
-        root = yaml.compose(text)
+        root = safe_yaml.compose(text)
+    except RecursionError:  # thousands of nested brackets: hostile or broken, either way not a manifest
+        raise ManifestError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""

@@ -18,6 +18,7 @@ from typing import Any
 from rag_health.archive import RunArchive
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
+from rag_health.documents import Limits
 from rag_health.embedding import Embedder, load_embedder
 from rag_health.inventory import InventoryRow, build_inventory
 from rag_health.manifest import Manifest, load_manifest
@@ -41,7 +42,7 @@ class ListedSource:
     def read(self, doc_id: str) -> bytes:
         return self.inner.read(doc_id)
 
-    def __getattr__(self, name: str) -> Any:  # uri, root, unlisted, downloads: the source's own
+    def __getattr__(self, name: str) -> Any:  # uri, root, unlisted, rejected, limits, downloads: the source's own
         return getattr(self.inner, name)
 
 
@@ -64,14 +65,15 @@ class Runtime:
     def chroma(self) -> Any:
         s = self.settings
         return self._chroma or _client(s.chroma_mode, str(Path(s.state_dir).resolve() / "chroma"), s.chroma_host,
-                                       s.chroma_port)
+                                       s.chroma_port, s.chroma_connect_timeout)
 
     @cached_property
     def s3(self) -> Any:
         if self._s3 is None and (self.settings.s3_bucket or self.settings.docs.startswith("s3://")):
             from rag_health.artifacts import s3_client
 
-            self._s3 = s3_client()
+            s = self.settings
+            self._s3 = s3_client(s.s3_connect_timeout, s.s3_read_timeout, s.s3_max_attempts)
         return self._s3
 
     @cached_property
@@ -85,7 +87,11 @@ class Runtime:
 
     @cached_property
     def _source(self) -> ListedSource:
-        return ListedSource(open_source(self.settings.docs, self.s3))
+        return ListedSource(open_source(self.settings.docs, self.s3, self.limits))
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits.from_settings(self.settings)
 
     def source(self) -> ListedSource:
         return self._source
@@ -161,9 +167,9 @@ class Runtime:
 
 
 @lru_cache(maxsize=8)
-def _client(mode: str, path: str, host: str, port: int) -> Any:
+def _client(mode: str, path: str, host: str, port: int, connect_timeout: float) -> Any:
     """One Chroma client per process and location: long-lived workers and every runtime of a process share it."""
-    return open_client(mode, path, host, port)
+    return open_client(mode, path, host, port, connect_timeout)
 
 
 def build_runtime(settings: Settings, *, embedder: Embedder | None = None, chroma_client: Any = None,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rag_health.embedding import ModelInfo
+from rag_health.settings import ConfigError
 
 PAGE = 2000
 MAX_QUERY_HITS = 20000  # query vectors x results per Chroma call (SQLite's variable limit is 32,766)
@@ -49,16 +50,40 @@ class ChunkRecord:
     metadata: dict[str, Any]
 
 
-def open_client(mode: str, path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> Any:
-    """Embedded PersistentClient at path, or (mode "http") an HttpClient for a shared Chroma server."""
+def open_client(mode: str, path: str | Path, host: str = "127.0.0.1", port: int = 8000,
+                connect_timeout: float = 5.0) -> Any:
+    """Embedded PersistentClient at path, or (mode "http") an HttpClient for a shared Chroma server, after
+    checking within connect_timeout that the server answers."""
     import chromadb
 
     chroma_settings = chromadb.Settings(anonymized_telemetry=False)
     if mode == "http":
-        return chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
+        check_server(host, port, connect_timeout)
+        try:
+            return chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
+        except Exception as exc:  # it answered the heartbeat but not the client's own handshake
+            raise ConfigError(f"Chroma server at {host}:{port} is not usable: {type(exc).__name__}: {exc}") from exc
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def check_server(host: str, port: int, timeout: float) -> None:
+    """Fail fast, naming the server, when nothing answers an HTTP request at host:port within timeout. The
+    chromadb client itself waits far longer and its error names neither host nor port."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/api/v2/heartbeat")
+        conn.getresponse().read(1024)  # any HTTP answer will do: the client reports auth and version problems
+    except (OSError, http.client.HTTPException) as exc:
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else \
+            f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"Chroma server at {host}:{port} is not reachable: {reason} "
+                          "(settings chroma_host, chroma_port, chroma_connect_timeout)") from exc
+    finally:
+        conn.close()
 
 
 class ChunkIndex:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from rag_health.sources import OUTSIDE_ROOT
 from rag_health.store import ChunkIndex, ModelMismatchError
 from tests.conftest import write_doc
 from tests.support.stages import stage
@@ -197,9 +198,12 @@ def test_file_without_extension_is_read_as_markdown(small_corpus, make_runtime):
     rt = make_runtime(small_corpus)
     result = ingest(rt)
     assert "runbooks/SyncFailed" in result["added_ids"] and result["errors"] == []
+    # Binary bytes without an extension are not a broken document but not one at all: skipped, with the reason.
     (small_corpus / "runbooks" / "blob").write_bytes(b"\x00\x01\x02binary")
     broken = ingest(rt)
-    assert broken["errors"][0]["doc_id"] == "runbooks/blob"
+    assert broken["errors"] == [] and broken["added_ids"] == []
+    assert [s["doc_id"] for s in broken["skipped"]] == ["runbooks/blob"]
+    assert "do not look like text" in broken["skipped"][0]["reason"]
 
 
 def test_half_written_version_is_reported_and_rebuilt(small_corpus, make_runtime):
@@ -256,17 +260,22 @@ def test_unlisted_folder_keeps_its_documents(small_corpus, make_runtime):
     assert rows["runbooks/kafka-lag.md"].at_source and "cannot list its folder" in rows["runbooks/kafka-lag.md"].error
 
 
-def test_symlinked_folder_is_followed(small_corpus, make_runtime, tmp_path):
+def test_symlinks_out_of_the_root_are_not_followed(small_corpus, make_runtime, tmp_path):
+    """Unvetted folders may hold links to anywhere (/etc/passwd): a symlinked folder or file resolving outside the
+    docs root is reported as skipped and nothing is read from it; links inside the root keep working."""
     elsewhere = tmp_path / "shared-policies"
     elsewhere.mkdir()
     (elsewhere / "fx.md").write_text("# FX\nStale FX rates freeze quoting.\n")
     (small_corpus / "linked").symlink_to(elsewhere)
     (elsewhere / "loop").symlink_to(elsewhere)  # a loop must not hang the walk
-    (small_corpus / "alias-of-runbooks").symlink_to(small_corpus / "runbooks")  # inside the root: not followed
+    (small_corpus / "alias-of-runbooks").symlink_to(small_corpus / "runbooks")  # inside the root: not listed twice
+    (small_corpus / "kafka.md").symlink_to(small_corpus / "runbooks" / "kafka-lag.md")  # a file link inside: read
     rt = make_runtime(small_corpus)
-    added = ingest(rt)["added_ids"]
-    assert "linked/fx.md" in added and "runbooks/kafka-lag.md" in added
-    assert not any(d.startswith("alias-of-runbooks/") for d in added)
+    result = ingest(rt)
+    added = result["added_ids"]
+    assert "runbooks/kafka-lag.md" in added and "kafka.md" in added
+    assert not any(d.startswith(("alias-of-runbooks/", "linked/")) for d in added)
+    assert {"doc_id": "linked/", "reason": OUTSIDE_ROOT} in result["skipped"]
 
 
 def test_unchanged_bad_documents_are_not_read_again(small_corpus, make_runtime):
