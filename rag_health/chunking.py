@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llama_index.core.node_parser import SentenceSplitter
 
@@ -59,12 +59,21 @@ def embed_text_for(title: str, text: str, section: str = "") -> str:
     return f"{head}\n\n{text}" if head else text
 
 
+def redacted(doc: ParsedDocument) -> ParsedDocument:
+    """The document with every PII match in its text and string metadata replaced (checks.pii.redact)."""
+    from checks.pii import redact
+
+    return replace(doc, text=redact(doc.text),
+                   metadata={k: redact(v) if isinstance(v, str) else v for k, v in doc.metadata.items()})
+
+
 class Chunker:
     """strategy "sentence": llama-index SentenceSplitter with overlap. "markdown": sections, code blocks, tables
     and numbered steps are kept whole where they fit, and every chunk's embedding carries its section path.
     "whole": one chunk per document (the model truncates it at its window; quality reports what is lost)."""
 
-    def __init__(self, embedder: Embedder, chunk_size: int, chunk_overlap: int, strategy: str = "sentence"):
+    def __init__(self, embedder: Embedder, chunk_size: int, chunk_overlap: int, strategy: str = "sentence",
+                 redact_pii: bool = False):
         from rag_health.settings import ConfigError
 
         if strategy not in STRATEGIES:
@@ -74,6 +83,9 @@ class Chunker:
         elif chunk_overlap >= chunk_size:
             raise ConfigError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
         self.strategy = strategy
+        # PII replaced before splitting, so neither vectors nor stored text hold it; part of the recipe, so
+        # turning it on or off re-chunks and re-embeds every document.
+        self.redact_pii = redact_pii
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self._tokenize = embedder.tokenize
@@ -89,9 +101,12 @@ class Chunker:
 
     @property
     def config(self) -> str:
-        return "whole" if self.strategy == "whole" else f"{self.strategy}:{self.chunk_size}:{self.chunk_overlap}"
+        base = "whole" if self.strategy == "whole" else f"{self.strategy}:{self.chunk_size}:{self.chunk_overlap}"
+        return base + ("+redacted" if self.redact_pii else "")
 
     def split(self, doc: ParsedDocument) -> list[Chunk]:
+        if self.redact_pii:
+            doc = redacted(doc)
         title = doc.title
         if self.strategy == "whole":
             pieces = [(doc.text.strip(), "")]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from checks.ingest import ingest_status
-from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, starts_mid_sentence
+from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, redacted, starts_mid_sentence
 from rag_health.documents import (
     DEFAULT_LIMITS,
     DocumentError,
@@ -119,6 +119,7 @@ META_VERSION = 2  # 2: structure fields (section, headings, heading_lost, split_
 def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: int, entry: SourceEntry,
                    index: ChunkIndex, ingested_at: str, chunker: Chunker,
                    manifest_fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    shown = redacted(doc) if chunker.redact_pii else doc  # no PII in stored metadata either, when asked
     meta: dict[str, Any] = {
         "doc_id": doc.doc_id,
         "content_hash": doc.content_hash,
@@ -135,7 +136,7 @@ def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: i
         "heading_lost": chunk.heading_lost,
         "split_blocks": chunk.split_blocks,
         "structure_known": chunk.located,
-        "title": doc.title,
+        "title": shown.title,
         "ingested_at": ingested_at,
         "chunker": chunker.config,
         "meta_version": META_VERSION,
@@ -144,7 +145,7 @@ def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: i
     # Front-matter fields travel with each chunk (prefixed) so metadata filters and audits work from the store.
     # Manifest-supplied fields go under their own prefix: the audit always applies the live manifest instead.
     meta.update({f"mf_{k}": v for k, v in (manifest_fields or {}).items() if k not in doc.metadata})
-    meta.update({f"fm_{k}": v for k, v in doc.metadata.items()})
+    meta.update({f"fm_{k}": v for k, v in shown.metadata.items()})
     return meta
 
 

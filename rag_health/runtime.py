@@ -83,7 +83,7 @@ class Runtime:
     @cached_property
     def chunker(self) -> Chunker:
         s = self.settings
-        return Chunker(self.embedder, s.chunk_size, s.chunk_overlap, s.chunk_strategy)
+        return Chunker(self.embedder, s.chunk_size, s.chunk_overlap, s.chunk_strategy, redact_pii=s.redact_pii)
 
     @cached_property
     def _source(self) -> ListedSource:

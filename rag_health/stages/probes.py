@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from checks.pii import redact
 from checks.retrieval import probe_check, regressions
 from rag_health import registry
 from rag_health.probe_generation import GenerationSettings, generate_probes
@@ -59,7 +60,9 @@ def probe_sets(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None =
              for records, _ in rt.index.iter_chunks() for r in records),
             GenerationSettings(title_words=s.probe_title_words, keep_ratio=s.probe_keep_ratio,
                                max_verbatim=s.probe_max_verbatim, max_probes=s.generated_probes_max))
-        if rows:
+        if rows:  # queries and sections are cut from document text: no PII in what the run stores or shows
+            rows = [{**r, **{k: redact(r[k]) for k in ("query", "section") if isinstance(r.get(k), str)}}
+                    for r in rows]
             sets.append(probe_set_from_rows("generated", rows))
     lifecycle = lifecycle_probes(rt)
     if lifecycle:
