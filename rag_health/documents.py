@@ -6,6 +6,7 @@ characters, front-matter bytes), and a document over a limit is refused with the
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -382,6 +383,10 @@ def _parse_front_matter(block: str) -> dict[str, Any]:
     return normalise_metadata(loaded)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_REVIEW_DAYS = 36_500  # a century: anything longer is a typo, and day arithmetic on it overflows dates
+
+
 def normalise_metadata(fields: dict[str, Any]) -> dict[str, Any]:
     """Validate the fields rag-health relies on and coerce them to types Chroma metadata can hold."""
     out: dict[str, Any] = {}
@@ -392,11 +397,17 @@ def normalise_metadata(fields: dict[str, Any]) -> dict[str, Any]:
         if key in DATE_FIELDS:
             out[key] = _as_date(key, value).isoformat()
         elif key in INT_FIELDS:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise DocumentError(f"front-matter field {key!r} must be a positive whole number of days, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_REVIEW_DAYS:
+                raise DocumentError(f"front-matter field {key!r} must be a positive whole number of days (at most "
+                                    f"{MAX_REVIEW_DAYS}), got {value!r}")
             out[key] = value
         elif key in STRING_FIELDS:
             out[key] = str(value).strip()
+        elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            # Chroma stores 64-bit integers; a bigger one would silently become a float. Keep its exact digits.
+            out[key] = str(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[key] = str(value)  # NaN and infinity cannot be filtered on; keep them visible as text
         elif isinstance(value, (str, int, float, bool)):
             out[key] = value
         elif isinstance(value, (date, datetime)):

@@ -52,3 +52,15 @@ def test_invalid_manifest_names_line_and_reason(tmp_path, text, expected):
     with pytest.raises(ManifestError) as err:
         load_manifest(path)
     assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_front_matter_numbers_chroma_cannot_hold_keep_their_digits():
+    """Regression: a 64-bit-overflowing integer in front-matter silently became a float; a review interval of
+    10**30 days overflowed date arithmetic."""
+    import pytest
+
+    from rag_health.documents import DocumentError, normalise_metadata
+
+    assert normalise_metadata({"ticket": 2**70, "count": 5}) == {"ticket": str(2**70), "count": 5}
+    with pytest.raises(DocumentError, match="review_every_days"):
+        normalise_metadata({"review_every_days": 10**30})

@@ -1,0 +1,35 @@
+"""Run one ingest in this process and SIGKILL it at a chosen point: `python -m tests.support.kill_driver DOCS STATE
+METHOD N` kills the process when ChunkIndex.METHOD is entered for the N-th time (METHOD "none": no kill). The
+injection is test code: it wraps the store's methods from outside; nothing in rag_health knows about it."""
+
+import os
+import resource
+import signal
+import sys
+
+from rag_health.registry import stages
+from rag_health.runtime import build_runtime
+from rag_health.settings import load_settings
+from rag_health.store import ChunkIndex
+
+
+def main(docs: str, state: str, method: str, nth: int) -> None:
+    if method != "none":
+        real = getattr(ChunkIndex, method)
+        calls = {"n": 0}
+
+        def dying(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self, *args, **kwargs)
+
+        setattr(ChunkIndex, method, dying)
+    rt = build_runtime(load_settings(docs=docs, state_dir=state, write_batch_chunks=4))
+    result = stages()["ingest"].run(rt)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"errors={len(result.errors)} peak_mb={peak_mb}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
