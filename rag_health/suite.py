@@ -75,6 +75,10 @@ def summary(result: dict[str, Any]) -> str:
     lines += ["", f"ingest: {ing.get('documents')} documents, {ing.get('added')} added, {ing.get('changed')} changed, "
               f"{ing.get('removed')} removed, {ing.get('unchanged')} unchanged, "
               f"{ing.get('chunks_embedded')} chunks embedded"]
+    skipped = ing.get("skipped") or []
+    lines += [f"  skipped {one_line(x['doc_id'])}: {one_line(x['reason'])}" for x in skipped[:10]]
+    if len(skipped) > 10:
+        lines.append(f"  ... and {len(skipped) - 10} more skipped (ingest.skipped in --json)")
     quality = result.get("quality") or {}
     if "score" in quality:
         kinds = ", ".join(f"{k} {v}" for k, v in (quality.get("findings_by_kind") or {}).items()) or "no findings"

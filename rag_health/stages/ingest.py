@@ -23,7 +23,8 @@ def artifacts(result: IngestResult) -> list[Artifact]:
             f"added, {len(result.changed)} changed, {len(result.removed)} removed, {result.unchanged} unchanged; "
             f"{result.chunks_embedded} chunks embedded in {result.seconds} s.")
     errors = "\n".join(f"- **error** {md(e.doc_id)}: {md(e.reason)}" for e in result.errors)
-    return [Markdown("ingest-summary", head + "\n\n" + errors)]
+    skipped = "\n".join(f"- skipped {md(e.doc_id)}: {md(e.reason)}" for e in result.skipped[:50])
+    return [Markdown("ingest-summary", head + "\n\n" + errors + ("\n" if errors and skipped else "") + skipped)]
 
 
 STAGE = registry.Stage(
