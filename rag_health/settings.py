@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     drift_threshold: Fraction = 0.5  # share of chunk statistics drifted above which the drift stage warns
     s3_bucket: str | None = None
     s3_prefix: str = "rag-health"
+    # Report links and publishing (with a bucket)
+    report_url_expiry_days: Annotated[float, Field(gt=0.0, le=7.0, allow_inf_nan=False)] = 7.0  # SigV4 max 7 days
+    report_base_url: str | None = None  # e.g. https://reports.example.com/rag-health: the bucket prefix served there
+    s3_sse: Literal["", "AES256", "aws:kms"] = ""  # server-side encryption of every object written
+    s3_sse_kms_key_id: str | None = None
+    publish_deadline: Seconds = 60.0  # the whole publish gives up within this, then the run's files wait in the outbox
 
     @field_validator("runbook_url_prefix", "fail_under", "required_metadata", mode="before")
     @classmethod
