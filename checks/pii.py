@@ -13,6 +13,7 @@ bare run of digits or glued to an identifier (INC-2026112900, ids, versions, tim
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import import_module
@@ -49,7 +50,8 @@ _CARD_BRANDS: tuple[tuple[str, tuple[tuple[int, int], ...], frozenset[int]], ...
     ("unionpay", ((62, 62),), frozenset({16, 17, 18, 19})),
     ("maestro", ((50, 50), (56, 58), (63, 63), (67, 67)), frozenset({12, 13, 14, 15, 16, 17, 18, 19})),
 )
-_DIGIT_RUN = re.compile(r"(?<![\w.,/#:-])\d+(?:[ -]\d+)*(?![\w/#:-]|[.,]\d)")
+# `:` and `#` may precede a number ("card no:4111…", "card #4111…"); NBSP separates groups as a space does.
+_DIGIT_RUN = re.compile(r"(?<![\w.,/-])\d+(?:[ \u00a0-]\d+)*(?![\w/#:-]|[.,]\d)")
 
 
 def card_brand(digits: str) -> str | None:
@@ -73,17 +75,26 @@ def _cards(text: str) -> Iterator[PiiMatch]:
     from stdnum import luhn
 
     for run in _DIGIT_RUN.finditer(text):
-        parts = re.split(r"([ -])", run.group())
+        parts = re.split(r"([ \u00a0-])", run.group())
         groups, seps = parts[0::2], parts[1::2]
         offsets = [run.start()]
         for g, s in zip(groups, seps):
             offsets.append(offsets[-1] + len(g) + len(s))
         i = 0
         while i < len(groups):
-            for j in range(len(groups), i, -1):  # the longest valid number starting at group i
+            # Only windows of at most 19 digits can be a card: linear in the run, never all pairs of groups.
+            j_max, total = i, 0
+            while j_max < len(groups) and total + len(groups[j_max]) <= 19:
+                total += len(groups[j_max])
+                j_max += 1
+            # Several groups are a card only when written in fours (or 4-6-5): otherwise only this group alone.
+            windows = range(j_max, i, -1) if len(groups[i]) == 4 else [i + 1]
+            for j in windows:  # the longest valid number starting at group i
                 digits = "".join(groups[i:j])
-                if (13 <= len(digits) <= 19 or len(digits) == 12 and j - i == 1) and card_brand(digits) \
-                        and _card_grouping(groups[i:j], seps[i:j - 1]) and luhn.is_valid(digits):
+                if len(digits) < 12:
+                    break
+                if (13 <= len(digits) <= 19 or len(digits) == 12 and j - i == 1) \
+                        and _card_grouping(groups[i:j], seps[i:j - 1]) and card_brand(digits) and luhn.is_valid(digits):
                     yield PiiMatch("card-number", offsets[i], offsets[j - 1] + len(groups[j - 1]),
                                    "**** **** **** " + digits[-4:])
                     i = j - 1
@@ -93,7 +104,9 @@ def _cards(text: str) -> Iterator[PiiMatch]:
 
 # --- IBANs -------------------------------------------------------------------------------------------------
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+# Any case (generated probe queries are lower-cased), spaces or dashes between groups; stdnum decides.
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?"
+                   r"(?![A-Za-z0-9])")
 
 
 def _ibans(text: str) -> Iterator[PiiMatch]:
@@ -102,13 +115,14 @@ def _ibans(text: str) -> Iterator[PiiMatch]:
     for m in _IBAN.finditer(text):
         candidate = m.group()
         while candidate:  # the regex may have swallowed a following word: shorten group by group
-            if iban.is_valid(candidate):
-                compact = iban.compact(candidate)
+            if iban.is_valid(candidate.upper().replace("-", " ")):
+                compact = iban.compact(candidate.upper().replace("-", " "))
                 masked = compact[:2] + "*" * (len(compact) - 6) + compact[-4:]
                 yield PiiMatch("iban", m.start(), m.start() + len(candidate),
                                " ".join(masked[k:k + 4] for k in range(0, len(masked), 4)))
                 break
-            candidate = candidate[:candidate.rfind(" ")] if " " in candidate else ""
+            cut = max(candidate.rfind(" "), candidate.rfind("-"))
+            candidate = candidate[:cut] if cut > 0 else ""
 
 
 # --- national identifiers ----------------------------------------------------------------------------------
@@ -185,7 +199,8 @@ def _phones(text: str, regions: Sequence[str]) -> Iterator[PiiMatch]:
     from phonenumbers import Leniency, PhoneNumberMatcher
 
     for region in regions:
-        for m in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
+        # max_tries: the default (65,535) silently stops looking in a long document
+        for m in PhoneNumberMatcher(text, region, leniency=Leniency.VALID, max_tries=sys.maxsize):
             raw = m.raw_string
             if _GLUED_BEFORE.search(text[max(0, m.start - 1):m.start]) or _GLUED_AFTER.match(text[m.end:m.end + 2]):
                 continue  # part of an identifier, a version, an address or a longer number

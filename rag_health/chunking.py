@@ -59,12 +59,25 @@ def embed_text_for(title: str, text: str, section: str = "") -> str:
     return f"{head}\n\n{text}" if head else text
 
 
-def redacted(doc: ParsedDocument) -> ParsedDocument:
-    """The document with every PII match in its text and string metadata replaced (checks.pii.redact)."""
+def redacted_metadata(metadata: dict) -> dict:
+    """Front-matter with PII replaced: strings, and numbers that read as PII (a card number parsed as an int)."""
     from checks.pii import redact
 
-    return replace(doc, text=redact(doc.text),
-                   metadata={k: redact(v) if isinstance(v, str) else v for k, v in doc.metadata.items()})
+    out = {}
+    for key, value in metadata.items():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            clean = redact(str(value))
+            out[key] = value if clean == str(value) else clean
+        else:
+            out[key] = value
+    return out
+
+
+def redacted(doc: ParsedDocument) -> ParsedDocument:
+    """The document with every PII match in its text and metadata replaced (checks.pii.redact)."""
+    from checks.pii import redact
+
+    return replace(doc, text=redact(doc.text), metadata=redacted_metadata(doc.metadata))
 
 
 class Chunker:
@@ -95,9 +108,9 @@ class Chunker:
         )
 
     @classmethod
-    def from_spec(cls, embedder: Embedder, spec: str) -> Chunker:
+    def from_spec(cls, embedder: Embedder, spec: str, redact_pii: bool = False) -> Chunker:
         strategy, size, overlap = parse_spec(spec)
-        return cls(embedder, size, overlap, strategy)
+        return cls(embedder, size, overlap, strategy, redact_pii=redact_pii)
 
     @property
     def config(self) -> str:

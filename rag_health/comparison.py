@@ -35,7 +35,8 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
 
     if len(specs) < 2:
         raise ConfigError("compare-chunking needs at least two chunking configurations")
-    chunkers = [Chunker.from_spec(embedder, spec) for spec in specs]  # bad specs fail before any work
+    # Bad specs fail before any work; a corpus that must not hold PII is compared redacted too.
+    chunkers = [Chunker.from_spec(embedder, spec, settings.redact_pii) for spec in specs]
     if len({c.config for c in chunkers}) < len(chunkers):
         raise ConfigError(f"the chunking configurations are the same: {', '.join(c.config for c in chunkers)}")
     probes = [p for ps in probe_sets for p in ps.probes]

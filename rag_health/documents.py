@@ -281,6 +281,10 @@ def _pdf_pages(reader: Any, limits: Limits) -> list[str]:
     return pages
 
 
+MAX_ARCHIVE_MEMBERS = 2_000  # a real DOCX has tens
+ARCHIVE_TOTAL_MEMBERS = 3  # all members together may inflate to this many times max_archive_member_bytes
+
+
 def _check_zip(data: bytes, limits: Limits) -> None:
     """Refuse a DOCX whose members decompress past max_archive_member_bytes before python-docx inflates them.
     The declared size is checked first (cheap), then every member is inflated with a bound, because the header
@@ -293,21 +297,33 @@ def _check_zip(data: bytes, limits: Limits) -> None:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
         raise DocumentError(f"corrupt or unreadable DOCX: {exc}") from exc
+    # The whole archive may inflate to a few members' worth, no more: many members each just under the limit
+    # would otherwise cost minutes of CPU.
+    budget, total = ARCHIVE_TOTAL_MEMBERS * limit, 0
     with archive:
         members = archive.infolist()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise over_limit("DOCX", len(members), "members", "max_archive_member_bytes", MAX_ARCHIVE_MEMBERS)
         for info in members:
             if info.file_size > limit:
                 raise over_limit(f"DOCX member {info.filename}", info.file_size, "bytes decompressed",
                                  "max_archive_member_bytes", limit)
+        declared = sum(info.file_size for info in members)
+        if declared > budget:
+            raise over_limit("DOCX", declared, "bytes decompressed in all", "max_archive_member_bytes", budget)
         for info in members:
             size = 0
             try:
                 with archive.open(info) as member:
                     while chunk := member.read(1 << 20):
                         size += len(chunk)
+                        total += len(chunk)
                         if size > limit:
                             raise over_limit(f"DOCX member {info.filename}", size, "bytes decompressed (at least)",
                                              "max_archive_member_bytes", limit)
+                        if total > budget:
+                            raise over_limit("DOCX", total, "bytes decompressed in all (at least)",
+                                             "max_archive_member_bytes", budget)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
                 raise DocumentError(f"corrupt or unreadable DOCX: {info.filename}: {exc}") from exc
 

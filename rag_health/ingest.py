@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from typing import Any
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from checks.ingest import ingest_status
-from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, redacted, starts_mid_sentence
+from checks.pii import redact
+from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, redacted_metadata, starts_mid_sentence
 from rag_health.documents import (
     DEFAULT_LIMITS,
     DocumentError,
@@ -119,7 +120,8 @@ META_VERSION = 2  # 2: structure fields (section, headings, heading_lost, split_
 def chunk_metadata(doc: ParsedDocument, chunk: Chunk, n_chunks: int, n_tokens: int, entry: SourceEntry,
                    index: ChunkIndex, ingested_at: str, chunker: Chunker,
                    manifest_fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    shown = redacted(doc) if chunker.redact_pii else doc  # no PII in stored metadata either, when asked
+    # No PII in stored metadata either, when asked (the text was redacted once, before splitting).
+    shown = replace(doc, metadata=redacted_metadata(doc.metadata)) if chunker.redact_pii else doc
     meta: dict[str, Any] = {
         "doc_id": doc.doc_id,
         "content_hash": doc.content_hash,
@@ -222,11 +224,14 @@ class _IngestRun:
         self.notes = index.notes()
         self.new_notes: dict[str, dict[str, Any]] = {}
 
-    def report(self, doc_id: str, kind: str, reason: str) -> None:
+    def report(self, doc_id: str, kind: str, reason: str) -> str:
+        # A reason may quote the document (a bad front-matter value): no PII in what the run reports or stores.
+        reason = redact(reason)
         (self.result.skipped if kind == "skipped" else self.result.errors).append(IngestError(doc_id, reason))
+        return reason
 
     def note(self, entry: SourceEntry, kind: str, reason: str) -> None:
-        self.report(entry.doc_id, kind, reason)
+        reason = self.report(entry.doc_id, kind, reason)
         self.new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
 
     def visit(self, entry: SourceEntry) -> None:

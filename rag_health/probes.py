@@ -286,9 +286,16 @@ def _filter_exclusions(index: ChunkIndex, probes: list[Probe], rankings) -> dict
                 has = meta.get(f"fm_{key}", meta.get(f"mf_{key}"))
                 if has != value or isinstance(has, bool) != isinstance(value, bool):
                     out.setdefault(i, []).append({
-                        "doc_id": doc_id, "field": key, "wants": value, "has": has,
-                        "reason": f"lacks '{key}'" if has in (None, "") else f"has {key}={has!r}, not {value!r}"})
+                        "doc_id": doc_id, "field": key, "wants": value, "has": _shown(has),
+                        "reason": f"lacks '{key}'" if has in (None, "") else f"has {key}={_shown(has)!r}, not {value!r}"})
     return out
+
+
+def _shown(value: Any) -> Any:
+    """A metadata value quoted in a report: PII in it replaced."""
+    from checks.pii import redact
+
+    return redact(value) if isinstance(value, str) else value
 
 
 def documents_by_best_chunk(metadatas: list[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rag_health.artifacts import s3_reason
+from rag_health.artifacts import s3_error_code, s3_reason
 from rag_health.documents import DEFAULT_LIMITS, Limits, Rejected, over_limit
 from rag_health.settings import ConfigError
 
@@ -32,6 +32,7 @@ class DocumentSource(Protocol):
     def read(self, doc_id: str) -> bytes: ...
 
 
+HIDDEN_TARGET = "symlink into a hidden path of the docs root; not followed"
 OUTSIDE_ROOT = "symlink to a path outside the docs root; not followed"
 
 
@@ -62,7 +63,7 @@ class LocalFolderSource:
 
         visited: set[str] = set()
         entries: list[tuple[str, Path]] = []
-        for folder, dirs, files in os.walk(self.root, onerror=failed, followlinks=True):
+        for folder, dirs, files in walk(str(self.root), failed):
             real = os.path.realpath(folder)
             if real in visited:  # a symlink loop
                 dirs[:] = []
@@ -89,11 +90,21 @@ class LocalFolderSource:
     def _within(self, target: Path) -> bool:
         return target == self.root or self.root in target.parents
 
+    def _hidden(self, target: Path) -> bool:
+        """A link into a hidden part of the root (.git, .env): hidden files are never listed, nor through a
+        link. Kubernetes' mounted volumes link into `..data/`, which stays readable."""
+        parts = target.relative_to(self.root).parts if target != self.root else ()
+        return any(p.startswith(".") and not p.startswith("..") for p in parts)
+
     def _inside(self, path: Path) -> bool:
-        """A file, or a symlink resolving inside the root; a link out is recorded in `rejected`."""
-        if not path.is_symlink() or self._within(Path(os.path.realpath(path))):
+        """A file, or a symlink resolving inside the root and not into a hidden part of it; a refused link is
+        recorded in `rejected`."""
+        if not path.is_symlink():
             return True
-        self.rejected.append((self._rel(path), OUTSIDE_ROOT))
+        target = Path(os.path.realpath(path))
+        if self._within(target) and not self._hidden(target):
+            return True
+        self.rejected.append((self._rel(path), OUTSIDE_ROOT if not self._within(target) else HIDDEN_TARGET))
         return False
 
     def _follow(self, path: Path) -> bool:
@@ -101,7 +112,8 @@ class LocalFolderSource:
         twice), and not one resolving outside the root (recorded in `rejected`)."""
         if not path.is_symlink():
             return True
-        if self._within(Path(os.path.realpath(path))):
+        target = Path(os.path.realpath(path))
+        if self._within(target):
             return False
         self.rejected.append((self._rel(path) + "/", OUTSIDE_ROOT))
         return False
@@ -120,6 +132,29 @@ class LocalFolderSource:
             data = fh.read(self.limits.max_document_bytes + 1)
         check_size(len(data), self.limits, bounded=True)
         return data
+
+
+def walk(top: str, onerror) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(top, followlinks=True) without recursion: a folder tree thousands of levels deep is listed (or
+    reported through onerror) instead of overflowing Python's stack. Callers may prune `dirs` in place."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                found = list(it)
+        except OSError as exc:
+            onerror(exc)
+            continue
+        dirs, files = [], []
+        for entry in found:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
+        yield folder, dirs, files
+        stack.extend(os.path.join(folder, d) for d in reversed(dirs))
 
 
 def check_size(size: int, limits: Limits, *, bounded: bool = False) -> None:
@@ -207,6 +242,8 @@ class S3Source:
             with closing(response["Body"]) as body:
                 data = body.read(bound)
         except Exception as exc:  # surfaced as an unreadable document, never a crashed run
+            if s3_error_code(exc) == "InvalidRange":  # a zero-byte object has no byte 0 to range over
+                return b""
             raise OSError(f"s3://{self.bucket}/{key}: {s3_reason(exc)}") from exc
         self.downloads += 1
         check_size(len(data), self.limits, bounded=True)

