@@ -292,8 +292,14 @@ def test_a_folder_tree_thousands_deep_is_listed_without_recursion(tmp_path):
         deep = deep / "a"
         deep.mkdir()
     (deep / "bottom.md").write_text("# Bottom\nA runbook at the bottom of a deep tree.\n")
-    source = LocalFolderSource(root)
-    assert [e.doc_id for e in source.list()] == ["a/" * 1_200 + "bottom.md"]
+    try:
+        source = LocalFolderSource(root)
+        assert [e.doc_id for e in source.list()] == ["a/" * 1_200 + "bottom.md"]
+    finally:  # bottom up, one level at a time: pytest's own clean-up (shutil.rmtree) recurses and would crash
+        (deep / "bottom.md").unlink()
+        while deep != root:
+            deep.rmdir()
+            deep = deep.parent
 
 
 def test_links_into_hidden_parts_of_the_root_are_not_followed(tmp_path):
