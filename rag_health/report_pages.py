@@ -41,7 +41,7 @@ font-size:14px}th,td{text-align:left;padding:3px 10px 3px 0;border-bottom:1px so
 td{overflow-wrap:anywhere}.num{text-align:right;font-variant-numeric:tabular-nums}.up{color:#1a7f37}
 .down{color:#cf222e}.same{color:#8c959f}.muted{color:#57606a}.badge{font-weight:700}.badge.pass{color:#1a7f37}
 .badge.warn{color:#9a6700}.badge.fail{color:#cf222e}code{font-size:13px}.trends{display:flex;flex-wrap:wrap;
-gap:14px}ul.ids{columns:3 260px;margin:4px 0 10px}.banner a{color:#fff}.trend{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px}
+gap:14px}ul.ids{columns:3 260px;margin:4px 0 10px}.banner a{color:#fff}.trend{width:340px;margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px 8px}figcaption{font-size:13px;margin-bottom:4px}.nowrap{white-space:nowrap}
 """.replace("\n", "")
 
 
@@ -378,28 +378,30 @@ def _polyline(values: list[float | None], lo: float, hi: float, w: int, h: int, 
     return f"<polyline fill='none' stroke='{colour}' stroke-width='2' points='{' '.join(points)}'/>" if points else ""
 
 
-def trend_svg(title: str, series: dict[str, list[float | None]], limit: float | None = None) -> str:
-    """A small line chart: one polyline per series (oldest left), the y range fitted to the values."""
-    w, h = 380, 150
+def trend_chart(title: str, series: dict[str, list[float | None]], limit: float | None = None) -> str:
+    """A small line chart in a figure: one polyline per series (oldest left), the y range fitted to the values,
+    the caption naming each series in its colour. Empty when there is nothing to draw."""
+    w, h = 320, 140
     values = [v for vs in series.values() for v in vs if v is not None] + ([limit] if limit is not None else [])
     if not values:
         return ""
     lo, hi = min(values), max(values)
-    if hi - lo < 0.05:
-        lo, hi = max(0.0, hi - 0.05), max(hi, lo + 0.05)
+    pad = max(hi - lo, 0.05) * 0.08
+    lo, hi = lo - pad, hi + pad
     lines = [_polyline(vs, lo, hi, w, h, COLOURS[i % len(COLOURS)]) for i, vs in enumerate(series.values())]
     if limit is not None:
         y = 10 + (h - 30) * (1 - (limit - lo) / (hi - lo))
         lines.append(f"<line x1='40' x2='{w - 10}' y1='{y:.1f}' y2='{y:.1f}' stroke='#cf222e' "
                      "stroke-dasharray='4 3'/>")
-    legend = "".join(f"<tspan fill='{COLOURS[i % len(COLOURS)]}'>■ {esc(name)} </tspan>"
-                     for i, name in enumerate(series))
-    return (f"<svg class='trend' xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h + 20}' "
-            f"role='img' aria-label='{esc(title)}'><text x='40' y='{h + 14}' font-size='12'>{esc(title)}: "
-            f"{legend}</text><text x='2' y='16' font-size='11' fill='#57606a'>{hi:.2f}</text>"
-            f"<text x='2' y='{h - 20}' font-size='11' fill='#57606a'>{lo:.2f}</text>"
+    legend = " ".join(f"<span style='color:{COLOURS[i % len(COLOURS)]}'>■ {esc(name)}</span>"
+                      for i, name in enumerate(series))
+    return (f"<figure class='trend'><figcaption><b>{esc(title)}</b> {legend if len(series) > 1 else ''}"
+            f"</figcaption><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h - 10}' "
+            f"viewBox='0 0 {w} {h - 10}' role='img' aria-label='{esc(title)}'>"
+            f"<text x='2' y='18' font-size='11' fill='#57606a'>{hi - pad:.2f}</text>"
+            f"<text x='2' y='{h - 22}' font-size='11' fill='#57606a'>{lo + pad:.2f}</text>"
             f"<rect x='40' y='10' width='{w - 50}' height='{h - 30}' fill='none' stroke='#d0d7de'/>"
-            f"{''.join(lines)}</svg>")
+            f"{''.join(lines)}</svg></figure>")
 
 
 def _ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -417,36 +419,55 @@ def _set_names(entries: list[dict[str, Any]]) -> list[str]:
 def _trends(entries: list[dict[str, Any]], sets: list[str]) -> str:
     recent = list(reversed(entries[:HISTORY_TREND_RUNS]))  # oldest first, left to right
     hit = {name: [(e.get("hit@5") or {}).get(name) for e in recent] for name in sets}
-    charts = [trend_svg("hit@5", hit), trend_svg("quality score", {"quality": [e.get("quality_score")
-                                                                                for e in recent]}),
-              trend_svg("embedding drift score", {"drift": [e.get("drift_score") for e in recent]},
-                        limit=DRIFT_SCORE_LIMIT)]
-    shown = "".join(f"<div class='trend'>{c}</div>" for c in charts if c)
+    charts = [trend_chart("hit@5 per set", hit),
+              trend_chart("quality score", {"quality": [e.get("quality_score") for e in recent]}),
+              trend_chart("embedding drift score", {"drift": [e.get("drift_score") for e in recent]},
+                          limit=DRIFT_SCORE_LIMIT)]
+    shown = "".join(charts)
     return (f"<section id='trends'><h2>The last {len(recent)} run(s)</h2><div class='trends'>{shown}</div>"
             f"<p class='muted'>Oldest left, newest right; the dashed line is the drift limit "
             f"({DRIFT_SCORE_LIMIT}).</p></section>")
+
+
+def _when(stamp: Any) -> str:
+    """An ISO time as `2026-11-28 02:00 UTC` when it parses, else as given."""
+    try:
+        t = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return str(stamp or "")
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M")
+
+
+def _front_href(run_id: Any) -> str:
+    return _href(quote(str(run_id or ""), safe="") + "/index.html")
+
+
+def _history_rows(entries: list[dict[str, Any]], sets: list[str]) -> str:
+    head = ["run", "created", "verdict"] + [f"hit@5 {esc(s)}" for s in sets] + ["quality", "drift"]
+    rows = []
+    for e in entries:
+        verdict = str(e.get("verdict") or "")
+        cells = ([f"<a href='{_front_href(e.get('run_id'))}'>{esc(e.get('run_id'))}</a>", esc(_when(e.get("created_at"))),
+                  f"<span class='badge {esc(verdict)}'>{esc(verdict.upper())}</span>"]
+                 + [_num((e.get("hit@5") or {}).get(s)) for s in sets]
+                 + [_num(e.get("quality_score")), _num(e.get("drift_score"))])
+        rows.append("<tr>" + "".join(f"<td class='nowrap'>{c}</td>" for c in cells) + "</tr>")
+    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
 def history_page(entries: list[dict[str, Any]]) -> str:
     """Every run, newest first, with a trend of the last 30. `entries`: history_entry() dicts, any order."""
     entries = _ordered(entries)
     sets = _set_names(entries)
-    rows = []
-    for e in entries:
-        verdict = str(e.get("verdict") or "")
-        rows.append([f"<a href='{_href(quote(str(e.get('run_id') or ''), safe='') + '/index.html')}'>"
-                     f"{esc(e.get('run_id'))}</a>", esc(e.get("created_at")),
-                     f"<span class='badge {esc(verdict)}'>{esc(verdict.upper())}</span>"]
-                    + [f"<span class='num'>{_num((e.get('hit@5') or {}).get(s))}</span>" for s in sets]
-                    + [_num(e.get("quality_score")), _num(e.get("drift_score"))])
-    head = ["run", "created", "verdict"] + [f"hit@5 {esc(s)}" for s in sets] + ["quality", "drift"]
-    table = ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
     latest = entries[0] if entries else {}
     verdict = str(latest.get("verdict") or "skip")
-    banner = (f"<header class='banner {esc(verdict) if verdict in ('pass', 'warn', 'fail') else 'skip'}'>"
-              f"<div class='word'>{esc(verdict.upper())}</div><div class='why'><p class='lead'>rag-health history: "
-              f"{len(entries)} run(s); the latest is {esc(latest.get('run_id', 'none'))}</p></div></header>")
+    css = verdict if verdict in ("pass", "warn", "fail") else "skip"
+    lead = (f"The latest run, <a href='{_front_href(latest.get('run_id'))}'>{esc(latest.get('run_id'))}</a> "
+            f"({esc(_when(latest.get('created_at')))}), is {esc(verdict.upper())}; {len(entries)} run(s) in all."
+            if entries else "No run yet.")
+    banner = (f"<header class='banner {css}'><div class='word'>{esc(verdict.upper())}</div><div class='why'>"
+              f"<p class='lead'>rag-health history</p><p>{lead}</p></div></header>")
+    runs = _history_rows(entries, sets) if entries else "<p>No run yet.</p>"
     body = banner + "<main>" + (_trends(entries, sets) if entries else "") + \
-        _section("runs", "Every run, newest first", table if entries else "<p>No run yet.</p>") + "</main>"
+        _section("runs", "Every run, newest first", runs) + "</main>"
     return _page("rag-health history", body)
