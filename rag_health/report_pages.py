@@ -23,26 +23,36 @@ LINKS = (("evidently", "Evidently drift report"), ("chunks_csv", "Every chunk (C
          ("history", "History of every run"), ("prefect", "The flow run in Prefect"))
 _SAFE_HREF = re.compile(r"^(?:https?://|file://|[^:]*$)", re.IGNORECASE)  # no javascript:, data:, ...
 
-CSS = """
-*{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
-color:#1f2328;background:#f6f8fa}main{max-width:1200px;margin:0 auto;padding:0 24px 40px}
-.banner{padding:18px 24px;color:#fff;display:flex;gap:28px;align-items:flex-start}
-.banner.pass{background:#1a7f37}.banner.warn{background:#9a6700}.banner.fail{background:#cf222e}
-.banner.skip{background:#57606a}.word{font-size:44px;font-weight:800;letter-spacing:1px;line-height:1}
-.lead{font-size:20px;font-weight:600;margin:0 0 6px}.meta{opacity:.9;font-size:13px;margin:0 0 8px}
-.why h2{font-size:14px;text-transform:uppercase;letter-spacing:.5px;margin:10px 0 2px;color:#fff}
-.why ul{margin:0;padding-left:20px}.why li{margin:1px 0}.why{flex:1;min-width:0;overflow-wrap:anywhere}
-.stages{display:flex;flex-wrap:wrap;gap:6px;margin:14px 0 4px}
-.chip{padding:2px 10px;border-radius:12px;font-size:13px;font-weight:600;border:1px solid #d0d7de;background:#fff}
-.chip.pass{color:#1a7f37}.chip.warn{color:#9a6700;background:#fff8c5}.chip.fail{color:#fff;background:#cf222e}
-.chip.skip{color:#57606a}section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 18px;
-margin:14px 0}h1{font-size:22px}section h2{font-size:18px;margin:0 0 8px}table{border-collapse:collapse;
-font-size:14px}th,td{text-align:left;padding:3px 10px 3px 0;border-bottom:1px solid #eaeef2;vertical-align:top}
-td{overflow-wrap:anywhere}.num{text-align:right;font-variant-numeric:tabular-nums}.up{color:#1a7f37}
-.down{color:#cf222e}.same{color:#8c959f}.muted{color:#57606a}.badge{font-weight:700}.badge.pass{color:#1a7f37}
-.badge.warn{color:#9a6700}.badge.fail{color:#cf222e}code{font-size:13px}.trends{display:flex;flex-wrap:wrap;
-gap:14px}ul.ids{columns:3 260px;margin:4px 0 10px}.banner a{color:#fff}.trend{width:340px;margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px 8px}figcaption{font-size:13px;margin-bottom:4px}.nowrap{white-space:nowrap}
-""".replace("\n", "")
+CSS = (
+    "*{box-sizing:border-box}"
+    "body{margin:0;font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1f2328;"
+    "background:#f6f8fa}"
+    "main{max-width:1200px;margin:0 auto;padding:0 24px 40px}"
+    ".banner{padding:18px 24px;color:#fff;display:flex;gap:28px;align-items:flex-start}"
+    ".banner.pass{background:#1a7f37}.banner.warn{background:#9a6700}.banner.fail{background:#cf222e}"
+    ".banner.skip{background:#57606a}"
+    ".word{font-size:44px;font-weight:800;letter-spacing:1px;line-height:1}"
+    ".lead{font-size:20px;font-weight:600;margin:0 0 6px}.meta{opacity:.9;font-size:13px;margin:0 0 8px}"
+    ".why h2{font-size:14px;text-transform:uppercase;letter-spacing:.5px;margin:10px 0 2px;color:#fff}"
+    ".why ul{margin:0;padding-left:20px}.why li{margin:1px 0}"
+    ".why{flex:1;min-width:0;overflow-wrap:anywhere}"
+    ".stages{display:flex;flex-wrap:wrap;gap:6px;margin:14px 0 4px}"
+    ".chip{padding:2px 10px;border-radius:12px;font-size:13px;font-weight:600;border:1px solid #d0d7de;"
+    "background:#fff}"
+    ".chip.pass{color:#1a7f37}.chip.warn{color:#9a6700;background:#fff8c5}"
+    ".chip.fail{color:#fff;background:#cf222e}.chip.skip{color:#57606a}"
+    "section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 18px;margin:14px 0}"
+    "h1{font-size:22px}section h2{font-size:18px;margin:0 0 8px}"
+    "table{border-collapse:collapse;font-size:14px}"
+    "th,td{text-align:left;padding:3px 10px 3px 0;border-bottom:1px solid #eaeef2;vertical-align:top}"
+    "td{overflow-wrap:anywhere}.num{text-align:right;font-variant-numeric:tabular-nums}.up{color:#1a7f37}"
+    ".down{color:#cf222e}.same{color:#8c959f}.muted{color:#57606a}.badge{font-weight:700}"
+    ".badge.pass{color:#1a7f37}.badge.warn{color:#9a6700}.badge.fail{color:#cf222e}code{font-size:13px}"
+    ".trends{display:flex;flex-wrap:wrap;gap:14px}ul.ids{columns:3 260px;margin:4px 0 10px}"
+    ".banner a{color:#fff}"
+    ".trend{width:340px;margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px 8px}"
+    "figcaption{font-size:13px;margin-bottom:4px}.nowrap{white-space:nowrap}"
+)
 
 
 def esc(value: Any) -> str:
@@ -206,6 +216,11 @@ def _changes(result: dict[str, Any], baseline: dict[str, Any] | None) -> str:
             parts.append(f"<p><b>{len(ids)} document(s) {label}</b> in this run's ingest</p>{_items(ids, 30)}")
     if not any(ingest.get(k) for k in ("added_ids", "changed_ids", "removed_ids")):
         parts.append("<p>No document was added, changed or removed.</p>")
+    not_read = [*(ingest.get("skipped") or []), *(ingest.get("errors") or [])]
+    if not_read:
+        cells = [[f"<code>{esc(x.get('doc_id'))}</code>", esc(x.get("reason"))] for x in not_read]
+        parts.append(f"<p><b>{len(not_read)} document(s) not read</b> (skipped or failed)</p>"
+                     + _table(["document", "reason"], cells))
     parts.append(_regressions(result))
     return _section("changes", "What changed", "".join(parts))
 
@@ -259,9 +274,9 @@ def _freshness(result: dict[str, Any]) -> str:
         return _section("freshness", "Freshness", f"<p>Not checked: {esc(fresh.get('reason', 'no manifest'))}.</p>")
     summary = ", ".join(f"{esc(k)} {_num(v)}" for k, v in (fresh.get("summary") or {}).items() if v)
     cells = [[f"<code>{esc(d.get('doc_id'))}</code>", f"<b>{esc(d.get('status'))}</b>", esc(d.get("owner")),
-              esc(d.get("reason"))] for d in rows]
-    body = (f"<p>{summary}</p>" + (_table(["document", "status", "owner", "reason"], cells) if rows else
-                                   "<p>Every document is fresh.</p>"))
+              _num(d.get("days_overdue")) if d.get("days_overdue") else "", esc(d.get("reason"))] for d in rows]
+    headers = ["document", "status", "owner", "days overdue", "reason"]
+    body = f"<p>{summary}</p>" + (_table(headers, cells) if rows else "<p>Every document is fresh.</p>")
     return _section("freshness", "Freshness", body)
 
 
@@ -291,7 +306,7 @@ def _quality(result: dict[str, Any]) -> str:
     body = (f"<p>Score <b>{_num(q.get('score'))}</b> (0–1, the mean chunk score); {_num(q.get('findings_total'))} "
             f"finding(s); {_num(q.get('tokens_lost'))} token(s) past the model window.</p>"
             "<h3>Worst documents</h3>" + _table(["document", "score", "chunks", "findings"], cells)
-            + "<h3>Findings by kind</h3>" + (_table(["kind", "chunks"], kinds) if kinds else "<p>None.</p>"))
+            + "<h3>Findings by kind</h3>" + (_table(["kind", "findings"], kinds) if kinds else "<p>None.</p>"))
     return _section("quality", "Quality", body)
 
 
@@ -447,7 +462,8 @@ def _history_rows(entries: list[dict[str, Any]], sets: list[str]) -> str:
     rows = []
     for e in entries:
         verdict = str(e.get("verdict") or "")
-        cells = ([f"<a href='{_front_href(e.get('run_id'))}'>{esc(e.get('run_id'))}</a>", esc(_when(e.get("created_at"))),
+        link = f"<a href='{_front_href(e.get('run_id'))}'>{esc(e.get('run_id'))}</a>"
+        cells = ([link, esc(_when(e.get("created_at"))),
                   f"<span class='badge {esc(verdict)}'>{esc(verdict.upper())}</span>"]
                  + [_num((e.get("hit@5") or {}).get(s)) for s in sets]
                  + [_num(e.get("quality_score")), _num(e.get("drift_score"))])
