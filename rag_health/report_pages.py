@@ -321,13 +321,18 @@ def drift_summary(result: dict[str, Any]) -> str:
     score = d["embedding_drift_score"]
     columns = d.get("columns") or {}
     drifted = [name for name, c in columns.items() if c.get("drifted")]
-    said = "the embeddings have drifted" if score > DRIFT_SCORE_LIMIT else "no embedding drift"
+    if isinstance(score, (int, float)):
+        said = (f"embedding drift score {score:.3f} (a classifier's ROC AUC telling the two samples apart; above "
+                f"{DRIFT_SCORE_LIMIT} is drift), so " + ("the embeddings have drifted" if score > DRIFT_SCORE_LIMIT
+                                                         else "no embedding drift"))
+    else:
+        said = "no embedding drift score (too few chunks to tell the samples apart)"
     cols = (f"{len(drifted)} of {len(columns)} chunk statistics drifted ({', '.join(drifted)})" if drifted
             else f"none of the {len(columns)} chunk statistics drifted")
     distance = d.get("mean_vector_cosine_distance")
-    dist = f"; the mean vectors are {distance:.4f} apart (cosine distance)" if isinstance(distance, float) else ""
-    return (f"Against baseline run {d.get('baseline_run')}: embedding drift score {score:.3f} (a classifier's ROC "
-            f"AUC telling the two samples apart; above {DRIFT_SCORE_LIMIT} is drift), so {said}; {cols}{dist}. "
+    dist = (f"; the mean vectors are {distance:.4f} apart (cosine distance)"
+            if isinstance(distance, (int, float)) else "")
+    return (f"Against baseline run {d.get('baseline_run')}: {said}; {cols}{dist}. "
             f"Sample: {d.get('sample_rows')} chunks now, {d.get('reference_rows')} in the baseline.")
 
 

@@ -4,6 +4,7 @@ headless Chromium where it is installed."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from datetime import date, timedelta
 from html.parser import HTMLParser
@@ -223,3 +224,48 @@ def _height_probe(front: Path) -> str:
               "Math.round(document.querySelector('header.banner').getBoundingClientRect().bottom))</script>")
     return page.replace("</body>", script + "</body>")
 
+
+
+def _suite_result(rt, run_id: str) -> dict:
+    """The whole suite in process (no Prefect), its result as the CLI contract prints it."""
+    from rag_health.registry import SUITE, stages
+    from rag_health.results import to_json
+    from rag_health.suite import assemble
+
+    outputs = {}
+    for name in SUITE:
+        kwargs = {"run_id": run_id} if name in ("quality", "probes", "drift") else {}
+        outputs[name] = stages()[name].run(rt, **kwargs)
+    return to_json(assemble(run_id, rt, outputs, {}))
+
+
+@pytest.mark.slow
+def test_front_page_of_real_runs(small_corpus, make_runtime):
+    from tests.conftest import write_doc
+
+    hostile = "runbooks/<img src=x onerror=alert(1)>.md"
+    write_doc(small_corpus, hostile, """# Ledger <b>break</b>
+    When the ledger and the bank statement disagree for more than two days, escalate to finance operations with
+    the statement line and the ledger entry, and open a <script>alert(1)</script> ticket.""", owner="<b>ops</b>")
+    probes = small_corpus.parent / "golden.jsonl"
+    probes.write_text("\n".join(json.dumps(p) for p in [
+        {"id": "p1", "query": "consumer lag on payments partitions", "relevant": ["runbooks/kafka-lag.md"]},
+        {"id": "p2", "query": "issuer processor timing out, declines rising", "relevant": ["runbooks/card-declines.md"]},
+        {"id": "p3", "query": "ledger and bank statement disagree <b>", "relevant": [hostile]},
+    ]) + "\n", encoding="utf-8")
+    rt = make_runtime(small_corpus, probes=[probes])
+    first = _suite_result(rt, "20261127T020000Z-aaaaaa")
+    page = front_page(first, None, {"history": "../index.html"})
+    _assert_self_contained(page)
+    assert len(page.encode()) < 300_000
+    assert "Baseline established" in page
+    assert "<img" not in page and "runbooks/&lt;img src=x onerror=alert(1)&gt;.md" in page
+    (small_corpus / "notes" / "reconciliation.txt").unlink()
+    second = _suite_result(rt, "20261128T020000Z-bbbbbb")
+    page = front_page(second, first, {"previous": "../20261127T020000Z-aaaaaa/index.html"})
+    _assert_self_contained(page)
+    assert "Compared with baseline run" in page and "notes/reconciliation.txt" in page
+    assert page.index(f">{second['verdict'].upper()}<") < page.index("<section")
+    entries = [history_entry(first), history_entry(second)]
+    assert entries[1]["baseline_run"] == first["run_id"] and entries[1]["hit@5"]
+    assert history_page(entries).index("20261128T020000Z-bbbbbb") < history_page(entries).index("aaaaaa")
