@@ -386,18 +386,23 @@ class RunArchive:
         return self.store.presign(key, int(self.expiry_s)) if self.remote and hasattr(self.store, "presign") \
             else None
 
-    def run_ids(self) -> list[str]:
-        """Every run with a stored result, newest first (run ids start with their UTC time)."""
+    def _run_keys(self, name: str) -> list[str]:
+        """Run ids holding runs/<id>/<name>, newest first (run ids start with their UTC time)."""
         keys = self.store.list("runs/")
-        return sorted({k.split("/")[1] for k in keys if k.endswith("/result.json") and k.count("/") == 2},
+        return sorted({k.split("/")[1] for k in keys if k.count("/") == 2 and k.endswith(f"/{name}")},
                       reverse=True)
+
+    def run_ids(self) -> list[str]:
+        """Every run with a stored result, newest first."""
+        return self._run_keys("result.json")
+
+    def snapshot_runs(self) -> list[str]:
+        """Every run with a stored drift snapshot (a baseline candidate), newest first."""
+        return self._run_keys("snapshot.parquet")
 
     def result(self, run_id: str) -> dict[str, Any] | None:
         data = self.store.get(run_key(run_id, "result.json"))
         return json.loads(data) if data else None
-
-    def has_snapshot(self, run_id: str) -> bool:
-        return bool(self.store.list(run_key(run_id, "snapshot.parquet")))
 
 
 def report_index_html(entries: list[dict[str, Any]]) -> str:
