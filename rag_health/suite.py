@@ -92,6 +92,13 @@ def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
     if "score" in quality:
         lowest = ", ".join(f"{md(d['doc_id'])} {d['score']:.2f}" for d in quality.get("documents", [])[:5])
         lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest}"]
+    report = result.get("report") or {}
+    links = [(name, report[key]) for name, key in (("front page", "index_html"), ("drift report", "url"))
+             if str(report.get(key, "")).startswith(("https://", "http://"))]  # links a browser opens from the UI
+    if links:
+        lines += ["", " · ".join(f"[{name}](<{url}>)" for name, url in links)]
+    if report.get("outbox"):
+        lines += ["", f"{len(report['outbox'])} files wait in the outbox (not published yet)"]
     if result.get("findings"):
         lines += ["", "## Findings"] + [f"- {md(f)}" for f in result["findings"][:50]]
     return [Markdown("health-verdict", "\n".join(lines))]

@@ -229,3 +229,14 @@ def test_runs_list_show_and_baseline_list(bucket, tmp_path, seaweed, monkeypatch
     assert [(c["run_id"], c["baseline"]) for c in base["candidates"]] == [
         ("20261129T010000Z-bbbbbb", False), ("20261128T010000Z-aaaaaa", True)]
     assert main(["runs", "list", "--state", str(state)]) == 0 and "20261129T010000Z-bbbbbb" in capsys.readouterr().out
+
+
+def test_health_verdict_artifact_links_the_published_pages_only():
+    url = "https://b.s3.amazonaws.com/p/reports/r1/drift-report.html?X-Amz-Signature=abc&X-Amz-Expires=604800"
+    result = {"verdict": "warn", "stages": {"drift": "warn"}, "findings": [],
+              "report": {"url": url, "index_html": "/state/reports/r1/index.html", "outbox": []}}
+    markdown = suite.verdict_artifacts(result)[0].markdown
+    assert f"[drift report](<{url}>)" in markdown and "front page" not in markdown
+    waiting = {**result, "report": {"url": "/state/reports/r1/drift-report.html", "outbox": ["a", "b"]}}
+    markdown = suite.verdict_artifacts(waiting)[0].markdown
+    assert "](" not in markdown and "2 files wait in the outbox" in markdown
