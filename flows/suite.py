@@ -41,7 +41,8 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
         if name == "probes":  # one probe per covered alert
             return {"extra_sets": {"alerts": probe_rows(getattr(outputs["coverage"], "probes", ()))}}
         if name == "drift":  # the verdict so far goes into the report index
-            return {"promote_baseline": promote_baseline, "verdict": suite.overall_verdict(suite.statuses(outputs))}
+            return {"promote_baseline": promote_baseline, "verdict": suite.overall_verdict(suite.statuses(outputs)),
+                    "final": False}  # the pointers move in suite.save, after the run's result is stored
         return {}
 
     try:

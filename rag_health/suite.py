@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from checks.result import worst
+from rag_health.archive import front_page_key, run_key
 from rag_health.results import RunResult, to_json
 from rag_health.runtime import Runtime
 from rag_health.views import Artifact, Markdown, md, one_line
@@ -27,6 +28,10 @@ def statuses(outputs: Mapping[str, Any]) -> dict[str, str]:
     return {name: getattr(out, "status", "pass") for name, out in outputs.items()}
 
 
+REPORT_KEYS = ("html", "s3_uri", "s3_index", "presigned_url", "url", "outbox", "baseline_run")
+PUBLISH_WARN = "publish: warn — "
+
+
 def assemble(run_id: str, rt: Runtime, outputs: Mapping[str, Any], timings: Mapping[str, float]) -> RunResult:
     """The run's result: the CLI contract. Later versions add keys; they never rename these."""
     stage_statuses = statuses(outputs)
@@ -35,18 +40,48 @@ def assemble(run_id: str, rt: Runtime, outputs: Mapping[str, Any], timings: Mapp
     report = None
     if drift is not None:
         shown = to_json(drift)
-        report = {k: shown[k] for k in ("html", "s3_uri", "s3_index", "baseline_run") if k in shown}
+        report = {k: shown[k] for k in REPORT_KEYS if k in shown}
     return RunResult(run_id=run_id, verdict=overall_verdict(stage_statuses), stages=stage_statuses,
                      findings=tuple(findings), docs=rt.settings.docs, collection=rt.index.name,
                      model=rt.embedder.info.as_metadata(), outputs=dict(outputs),
                      timings={k: round(v, 3) for k, v in timings.items()},
-                     report=report)
+                     report=report, documents=audit_documents(rt))
 
 
-def save(rt: Runtime, result: RunResult) -> RunResult:
-    """Store the result in the run archive; the returned result names its local file."""
-    path = rt.archive.save_result(result.run_id, to_json(result))
+def audit_documents(rt: Runtime) -> tuple[dict[str, Any], ...]:
+    """Per indexed document: content hash, chunk count, chunker configuration and model fingerprint."""
+    return tuple({"doc_id": e.doc_id, "content_hash": e.content_hash, "chunks": len(e.chunk_ids),
+                  "chunker": e.chunker, "model_fingerprint": e.model_fingerprint, "source_version": e.source_version,
+                  "ingested_at": e.ingested_at, "complete": e.complete}
+                 for e in sorted(rt.ledger().values(), key=lambda e: e.doc_id))
+
+
+def save(rt: Runtime, result: RunResult, front_page: Callable[[dict[str, Any]], str] | None = None) -> RunResult:
+    """Store the run in the archive, its objects before its pointers: the front page (front_page renders it from
+    the result), the result (never overwritten), then commit() moves the index, latest and baseline pointers.
+    The returned result names its local file; files the bucket did not take are listed in report.outbox."""
+    archive = rt.archive
+    run_id = result.run_id
+    report = dict(result.report or {})
+    if front_page is not None:
+        archive.save_page(run_id, front_page_key(run_id), front_page(to_json(result)))
+        report["index_html"] = archive.link(front_page_key(run_id), run_id)
+    if archive.remote:
+        report["outbox"] = archive.waiting(run_id, (run_key(run_id, "result.json"), *archive.pointer_keys(run_id)))
+    result = _with_outbox(dataclasses.replace(result, report=report or result.report), report.get("outbox"))
+    path = archive.save_result(run_id, to_json(result))
+    archive.commit(run_id)
     return dataclasses.replace(result, result_file=path)
+
+
+def _with_outbox(result: RunResult, outbox: list[str] | None) -> RunResult:
+    """One publish finding with the final count of files waiting, and a warn verdict (never a fail)."""
+    findings = tuple(f for f in result.findings if not f.startswith(PUBLISH_WARN))
+    if not outbox:
+        return dataclasses.replace(result, findings=findings)
+    return dataclasses.replace(result, findings=(*findings, f"{PUBLISH_WARN}{len(outbox)} files in the outbox, "
+                                                            "not published"),
+                               verdict=worst(result.verdict, "warn"))
 
 
 def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
@@ -57,6 +92,13 @@ def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
     if "score" in quality:
         lowest = ", ".join(f"{md(d['doc_id'])} {d['score']:.2f}" for d in quality.get("documents", [])[:5])
         lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest}"]
+    report = result.get("report") or {}
+    links = [(name, report[key]) for name, key in (("front page", "index_html"), ("drift report", "url"))
+             if str(report.get(key, "")).startswith(("https://", "http://"))]  # links a browser opens from the UI
+    if links:
+        lines += ["", " · ".join(f"[{name}](<{url}>)" for name, url in links)]
+    if report.get("outbox"):
+        lines += ["", f"{len(report['outbox'])} files wait in the outbox (not published yet)"]
     if result.get("findings"):
         lines += ["", "## Findings"] + [f"- {md(f)}" for f in result["findings"][:50]]
     return [Markdown("health-verdict", "\n".join(lines))]
@@ -92,6 +134,13 @@ def summary(result: dict[str, Any]) -> str:
         lines += ["", f"drift report: {one_line(report['html'])}"]
     if report.get("s3_uri"):
         lines.append(f"published:    {report['s3_uri']}")
+    if str(report.get("url", "")).startswith(("https://", "http://")):
+        lines.append(f"open:         {report['url']}")
+    if report.get("index_html"):
+        lines.append(f"front page:   {one_line(report['index_html'])}")
+    if report.get("outbox"):
+        lines.append(f"outbox:       {len(report['outbox'])} files wait under the state directory's outbox/ "
+                     "(uploaded by the next run)")
     return "\n".join(lines)
 
 
