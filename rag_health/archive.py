@@ -19,7 +19,6 @@ then compare with no baseline and say so) and writes wait in an outbox under the
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import re
@@ -346,8 +345,18 @@ class RunArchive:
             pass  # rebuilt from the entries by the run that uploads the outbox
 
     def _put_index(self, entries: list[dict[str, Any]]) -> None:
-        self.store.put(REPORT_INDEX_JSON, json.dumps(entries, indent=1).encode(), JSON, cache_control=NO_CACHE)
-        self.store.put(REPORT_INDEX_HTML, report_index_html(entries).encode("utf-8"), HTML, cache_control=NO_CACHE)
+        from rag_health.report_pages import history_page
+
+        newest_first = list(reversed(entries))
+        self.store.put(REPORT_INDEX_JSON, json.dumps(newest_first, indent=1).encode(), JSON, cache_control=NO_CACHE)
+        self.store.put(REPORT_INDEX_HTML, history_page(newest_first).encode("utf-8"), HTML, cache_control=NO_CACHE)
+
+    def amend_entry(self, run_id: str, fields: dict[str, Any]) -> None:
+        """Add what only the finished run knows (hit@5 per set, quality score, stage statuses) to its index entry,
+        before commit() writes it."""
+        pending = self._pending.get(run_id)
+        if pending is not None and pending.get("entry") is not None:
+            pending["entry"] = {**pending["entry"], **fields}
 
     def report_entries(self) -> list[dict[str, Any]]:
         """Every run's index entry, oldest first."""
@@ -403,16 +412,3 @@ class RunArchive:
     def result(self, run_id: str) -> dict[str, Any] | None:
         data = self.store.get(run_key(run_id, "result.json"))
         return json.loads(data) if data else None
-
-
-def report_index_html(entries: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(e['run_id'])}</td><td>{html.escape(e['created_at'])}</td>"
-        f"<td>{html.escape(str(e.get('baseline_run')))}</td><td>{html.escape(e.get('verdict', ''))}</td>"
-        f"<td>{e.get('embedding_drift_score', '')}</td><td><a href='{html.escape(e['href'])}'>report</a></td></tr>"
-        for e in sorted(entries, key=lambda e: e["created_at"], reverse=True)
-    )
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>rag-health drift reports</title></head>"
-            "<body style='font-family:sans-serif'><h1>rag-health drift reports</h1><table border='1' "
-            "cellpadding='4'><tr><th>run</th><th>created</th><th>baseline</th><th>verdict</th>"
-            f"<th>embedding drift</th><th></th></tr>{rows}</table></body></html>")

@@ -458,8 +458,10 @@ def _when(stamp: Any) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M")
 
 
-def _front_href(run_id: Any) -> str:
-    return _href(quote(str(run_id or ""), safe="") + "/index.html")
+def _front_href(run_id: Any, entry: dict[str, Any] | None = None) -> str:
+    """The run's front page, or (a drift stage run on its own has none) the page its entry names."""
+    page = str((entry or {}).get("page") or "index.html").rsplit("/", 1)[-1]
+    return _href(quote(str(run_id or ""), safe="") + "/" + quote(page, safe="."))
 
 
 def _history_rows(entries: list[dict[str, Any]], sets: list[str]) -> str:
@@ -467,7 +469,7 @@ def _history_rows(entries: list[dict[str, Any]], sets: list[str]) -> str:
     rows = []
     for e in entries:
         verdict = str(e.get("verdict") or "")
-        link = f"<a href='{_front_href(e.get('run_id'))}'>{esc(e.get('run_id'))}</a>"
+        link = f"<a href='{_front_href(e.get('run_id'), e)}'>{esc(e.get('run_id'))}</a>"
         cells = ([link, esc(_when(e.get("created_at"))),
                   f"<span class='badge {esc(verdict)}'>{esc(verdict.upper())}</span>"]
                  + [_num((e.get("hit@5") or {}).get(s)) for s in sets]
@@ -483,7 +485,7 @@ def history_page(entries: list[dict[str, Any]]) -> str:
     latest = entries[0] if entries else {}
     verdict = str(latest.get("verdict") or "skip")
     css = verdict if verdict in ("pass", "warn", "fail") else "skip"
-    lead = (f"The latest run, <a href='{_front_href(latest.get('run_id'))}'>{esc(latest.get('run_id'))}</a> "
+    lead = (f"The latest run, <a href='{_front_href(latest.get('run_id'), latest)}'>{esc(latest.get('run_id'))}</a> "
             f"({esc(_when(latest.get('created_at')))}), is {esc(verdict.upper())}; {len(entries)} run(s) in all."
             if entries else "No run yet.")
     banner = (f"<header class='banner {css}'><div class='word'>{esc(verdict.upper())}</div><div class='why'>"

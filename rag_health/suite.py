@@ -11,6 +11,7 @@ from typing import Any
 
 from checks.result import worst
 from rag_health.archive import front_page_key, run_key
+from rag_health.report_pages import history_entry
 from rag_health.results import RunResult, to_json
 from rag_health.runtime import Runtime
 from rag_health.views import Artifact, Markdown, md, one_line
@@ -66,6 +67,9 @@ def save(rt: Runtime, result: RunResult, front_page: Callable[[dict[str, Any]], 
     if front_page is not None:
         archive.save_page(run_id, front_page_key(run_id), front_page(to_json(result)))
         report["index_html"] = archive.link(front_page_key(run_id), run_id)
+    page = {"page": "index.html"} if front_page is not None else {}
+    archive.amend_entry(run_id, {**{k: v for k, v in history_entry(to_json(result)).items() if k != "created_at"},
+                                 **page})
     if archive.remote:
         report["outbox"] = archive.waiting(run_id, (run_key(run_id, "result.json"), *archive.pointer_keys(run_id)))
     result = _with_outbox(dataclasses.replace(result, report=report or result.report), report.get("outbox"))
@@ -151,3 +155,24 @@ def _probe_line(name: str, m: dict[str, Any]) -> str:
     return (f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} hit@10={m['hit@10']:.3f} "
             f"recall@10={m['recall@10']:.3f} P@5={m['precision@5']:.3f} MRR={m['mrr']:.3f} "
             f"nDCG@10={m['ndcg@10']:.3f}" + (f" regressions={len(m['regressions'])}" if m.get("regressions") else ""))
+
+
+def render_front_page(rt: Runtime, result: dict[str, Any]) -> str:
+    """The run's front page (rag_health.report_pages) with the baseline run's result for the changes, and links
+    relative to reports/<run id>/ so the page opens from disk, from the bucket and behind a base URL alike."""
+    import os
+
+    from rag_health.report_pages import front_page
+
+    run_id = result["run_id"]
+    baseline_id = (result.get("drift") or {}).get("baseline_run")
+    baseline = rt.archive.result(baseline_id) if baseline_id and baseline_id != run_id else None
+    runs = [r for r in rt.archive.run_ids() if r != run_id]
+    links = {"evidently": "drift-report.html", "history": "../index.html",
+             "chunks_csv": f"../../runs/{run_id}/chunks.csv", "findings_csv": f"../../runs/{run_id}/quality-findings.csv"}
+    if runs:
+        links["previous"] = f"../{runs[0]}/index.html"
+    ui, flow_run = os.environ.get("PREFECT_UI_URL"), result.get("flow_run_id")
+    if ui and flow_run:
+        links["prefect"] = f"{ui.rstrip('/')}/runs/flow-run/{flow_run}"
+    return front_page(result, baseline, links)

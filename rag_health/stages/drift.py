@@ -40,7 +40,8 @@ def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str =
              f"rag-health drift: run {run_id} is the baseline (first run or promoted) — collection {name}")
     html_text, figures = drift_report(reference, current, title)
     entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
-             "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score")}
+             "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score"),
+             "drift_score": figures.get("embedding_drift_score"), "page": "drift-report.html"}
     uri, local_path = archive.publish_report(run_id, html_text, entry, commit=False)
     archive.defer_pointers(run_id, baseline=promoted)
     if final:

@@ -187,7 +187,7 @@ def test_s3_down_the_run_completes_and_the_next_run_uploads_the_outbox_first(sma
         assert puts.index("rag-health/" + run_key("run-2", "snapshot.parquet")) > max(
             puts.index(f"rag-health/{key}") for key in waiting if key != LATEST)
         index = json.loads(client.get_object(Bucket="outbox", Key="rag-health/reports/index.json")["Body"].read())
-        assert [e["run_id"] for e in index] == ["run-1", "run-2"]
+        assert [e["run_id"] for e in index] == ["run-2", "run-1"]  # newest first
         assert json.loads(client.get_object(Bucket="outbox", Key="rag-health/runs/run-1/result.json")["Body"].read(
         ))["run_id"] == "run-1"
         assert not list((tmp_path / "state" / "outbox").rglob("*.*"))
