@@ -38,15 +38,25 @@ def snapshot_frame(index: ChunkIndex, sample_rows: int) -> pd.DataFrame:
             ranked = sorted(ranked)[:sample_rows]
     ranked = sorted(ranked)[:sample_rows]
     if not ranked:
-        return pd.DataFrame(columns=["chunk_id", "doc_id", *STAT_COLUMNS])
+        return pd.DataFrame(columns=["chunk_id", "doc_id", "group", *STAT_COLUMNS])
     ids = [chunk_id for _, chunk_id, _ in ranked]
     got = index.collection.get(ids=ids, include=["embeddings"])
     vectors_by_id = dict(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
-    frame = pd.DataFrame([_stats(meta) | {"chunk_id": cid, "doc_id": str(meta.get("doc_id"))}
+    frame = pd.DataFrame([_stats(meta) | {"chunk_id": cid, "doc_id": str(meta.get("doc_id")), "group": group_of(meta)}
                           for _, cid, meta in ranked])
     vectors = np.vstack([vectors_by_id[cid] for cid in ids])
     emb = pd.DataFrame(vectors, columns=[f"emb_{i}" for i in range(vectors.shape[1])])
     return pd.concat([frame.reset_index(drop=True), emb], axis=1)
+
+
+def group_of(meta: dict[str, Any]) -> str:
+    """A chunk's document group: front-matter `product` (or the manifest's), else the doc id's top folder."""
+    for key in ("fm_product", "mf_product"):
+        value = meta.get(key)
+        if value not in (None, ""):
+            return f"product: {value}"
+    doc_id = str(meta.get("doc_id") or "")
+    return f"folder: {doc_id.split('/', 1)[0]}" if "/" in doc_id else "folder: (top level)"
 
 
 def _stats(meta: dict[str, Any]) -> dict[str, float]:
