@@ -67,9 +67,15 @@ def group_of(meta: dict[str, Any]) -> str:
     for key in ("fm_product", "mf_product"):
         value = meta.get(key)
         if value not in (None, ""):
-            return f"product: {value}"
+            return f"product: {_label(value)}"
     doc_id = str(meta.get("doc_id") or "")
-    return f"folder: {doc_id.split('/', 1)[0]}" if "/" in doc_id else "folder: (top level)"
+    return f"folder: {_label(doc_id.split('/', 1)[0])}" if "/" in doc_id else "folder: (top level)"
+
+
+def _label(value: Any) -> str:
+    """A group name from document data, safe inside the report's inline script and titles: at most 60
+    characters, markup characters replaced."""
+    return re.sub(r"[<>&\"'`\\\x00-\x1f]", "_", str(value))[:60]
 
 
 def _stats(meta: dict[str, Any]) -> dict[str, float]:
@@ -324,9 +330,10 @@ TONES = {"drift": ("#fef3c7", "#b45309", "Drift found"), "ok": ("#dcfce7", "#158
 
 def _banner(title: str, text: str, tone: str) -> str:
     background, border, label = TONES[tone]
+    label = "" if text.startswith(label) else f"<strong>{label}.</strong> "
     return (f"<div style='font-family:sans-serif;padding:8px 16px;background:{background};"
             f"border-left:6px solid {border}'><h2 style='margin:4px 0'>{html.escape(title)}</h2>"
-            f"<p style='margin:4px 0'><strong>{label}.</strong> {html.escape(text)}</p></div>")
+            f"<p style='margin:4px 0'>{label}{html.escape(text)}</p></div>")
 
 
 def _render(sections: list[tuple[str, list[Any]]], banner: str) -> str:
@@ -339,9 +346,9 @@ def _render(sections: list[tuple[str, list[Any]]], banner: str) -> str:
     return body.replace("<body>", "<body>" + banner, 1) if "<body>" in body else banner + body
 
 
-# Evidently inlines its whole UI bundle (3.5 MB of minified JavaScript with Plotly) in every report. Shipped
-# gzip-compressed and unpacked by the browser (DecompressionStream: Chrome/Edge 80+, Firefox 113+, Safari 16.4+)
-# the page stays self-contained at about 1.4 MB of bundle.
+# Evidently inlines its whole UI bundle (3.5 MB of minified JavaScript with Plotly) and the report's data (about
+# 1 MB of JSON here) in every report. Both are shipped gzip-compressed and unpacked by the browser
+# (DecompressionStream: Chrome/Edge 80+, Firefox 113+, Safari 16.4+): the page stays self-contained.
 _LOADER = """<script>
 (function () {
   if (!window.DecompressionStream) {
@@ -349,16 +356,27 @@ _LOADER = """<script>
       + "with DecompressionStream (Chrome or Edge 80+, Firefox 113+, Safari 16.4+) to draw its charts.</p>");
     return;
   }
-  var bytes = Uint8Array.from(atob("%s"), function (c) { return c.charCodeAt(0); });
-  new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text().then(function (code) {
-    var lib = document.createElement("script");
-    lib.text = code;
-    document.body.appendChild(lib);
+  function unpack(packed) {
+    var bytes = Uint8Array.from(atob(packed), function (c) { return c.charCodeAt(0); });
+    return new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text();
+  }
+  function run(code) {
+    var script = document.createElement("script");
+    script.text = code;
+    document.body.appendChild(script);
+  }
+  Promise.all([unpack("%s"), unpack("%s")]).then(function (parts) {
+    run(parts[0]);
+    run(parts[1]);
     %s
   });
 })();
 </script>"""
-_DRAW = re.compile(r"<script>\s*(window\.drawDashboard\(.*?\);)\s*</script>", re.DOTALL)
+_DRAW = re.compile(r"<script>\s*(window\.drawDashboard\((metric_\w+),.*?\);)\s*</script>", re.DOTALL)
+
+
+def _gzip64(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode("utf-8"), 9, mtime=0)).decode("ascii")
 
 
 @functools.lru_cache(maxsize=1)
@@ -368,18 +386,23 @@ def _packed_lib() -> tuple[str, str]:
 
     with open(os.path.join(STATIC_PATH, "index.js"), encoding="utf-8") as f:
         code = f.read()
-    return code, base64.b64encode(gzip.compress(code.encode("utf-8"), 9, mtime=0)).decode("ascii")
+    return code, _gzip64(code)
 
 
 def compact_html(body: str) -> str:
-    """The report with Evidently's bundle compressed; unchanged when its layout is not the one expected."""
+    """The report with Evidently's bundle and data compressed; unchanged when its layout is not the one expected."""
     code, packed = _packed_lib()
     lib_block = f"<script>{code}</script>"
     at = body.find(lib_block)
     draw = _DRAW.search(body, at + len(lib_block)) if at >= 0 else None
-    if draw is None:
+    data_at = body.find(f"<script>\n    var {draw.group(2)} = ") if draw else -1
+    data_end = body.find("</script>", data_at) if data_at >= 0 else -1
+    if draw is None or data_at < 0 or data_end < 0 or data_end > at:
         return body
-    return body[:at] + _LOADER % (packed, draw.group(1)) + body[at + len(lib_block):draw.start()] + body[draw.end():]
+    data = body[data_at + len("<script>"):data_end]
+    loader = _LOADER % (_gzip64(data), packed, draw.group(1))
+    return (body[:data_at] + body[data_end + len("</script>"):at] + loader + body[at + len(lib_block):draw.start()]
+            + body[draw.end():])
 
 
 def _mean_vector_distance(reference: pd.DataFrame, current: pd.DataFrame) -> float:
