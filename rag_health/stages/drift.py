@@ -38,7 +38,9 @@ def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str =
     title = (f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {name}"
              if baseline_run != run_id else
              f"rag-health drift: run {run_id} is the baseline (first run or promoted) — collection {name}")
-    html_text, figures = drift_report(reference, current, title)
+    html_text, figures = drift_report(
+        reference, current, title, first_run=baseline_run == run_id, run_id=run_id, top_k=rt.settings.probe_top_k,
+        retrieval=(archive.probe_ranks(baseline_run), archive.probe_ranks(run_id)))
     entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
              "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score"),
              "drift_score": figures.get("embedding_drift_score"), "page": "drift-report.html"}
