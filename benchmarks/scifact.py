@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     if not SCIFACT.exists():
         print(f"skipped: {SCIFACT} is absent", file=sys.stderr)
         return 0
-    from rag_health.registry import stages
     from rag_health.embedding import load_embedder
+    from rag_health.registry import stages
     from rag_health.runtime import build_runtime
     from rag_health.settings import disable_telemetry, load_settings
 

@@ -12,10 +12,19 @@ from checks.result import CheckResult
 def drift_check(figures: Mapping[str, Any], *, baseline_run: str | None, max_drifted_share: float) -> CheckResult:
     """figures: embedding_drift (Evidently's classifier verdict), drifted_share (share of chunk statistics that
     drifted), drifted_columns, embedding_drift_score. Warns when the embeddings drifted or more than
-    max_drifted_share of the chunk statistics did. baseline_run: None when the run was compared with itself."""
+    max_drifted_share of the chunk statistics did, or when Evidently finds the probes' best-chunk similarity or
+    rank drifted. baseline_run: None when the run was compared with itself."""
     drifted = bool(figures.get("embedding_drift")) or float(figures.get("drifted_share", 0) or 0) > max_drifted_share
-    if not drifted or baseline_run is None:
+    retrieval = bool(figures.get("retrieval_similarity_drift") or figures.get("retrieval_rank_drift"))
+    if not (drifted or retrieval) or baseline_run is None:
         return CheckResult("drift", "pass", dict(figures))
-    return CheckResult("drift", "warn", dict(figures), findings=(
-        f"drift against baseline {baseline_run}: embedding drift score {figures.get('embedding_drift_score')}, "
-        f"{figures.get('drifted_columns', 0)} chunk statistics drifted",))
+    findings = []
+    if drifted:
+        findings.append(f"drift against baseline {baseline_run}: embedding drift score "
+                        f"{figures.get('embedding_drift_score')}, {figures.get('drifted_columns', 0)} chunk statistics "
+                        "drifted")
+    if retrieval:
+        findings.append(f"retrieval drift against baseline {baseline_run}: {figures.get('probes_rank_worse', 0)} of "
+                        f"{figures.get('probes_compared', 0)} probes rank worse, best-chunk similarity changed by "
+                        f"{figures.get('retrieval_mean_similarity_change')} on average")
+    return CheckResult("drift", "warn", dict(figures), findings=tuple(findings))

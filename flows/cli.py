@@ -10,6 +10,7 @@ import argparse
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 EPILOG = """examples:
@@ -17,6 +18,8 @@ EPILOG = """examples:
   rag-health run --docs ./policies --manifest manifest.yaml --probes golden.jsonl --json
   rag-health ingest --only runbooks/kafka-consumer-lag.md   # ad-hoc re-ingest after a document update
   rag-health baseline promote                     # make the latest run the drift baseline
+  rag-health runs list                            # past runs in the run archive, newest first
+  rag-health runs show 20261129T170004Z-79e2fa --json
 """
 RUN_EXAMPLE = "rag-health run --docs ./docs --manifest manifest.yaml --probes p.jsonl --json"
 
@@ -52,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     promote = base_sub.add_parser("promote", help="make a run (default: the latest) the drift baseline")
     _add_options(promote, ())
     promote.add_argument("--run", dest="run_id", help="run id to promote (default: the latest run)")
+    _add_options(base_sub.add_parser("list", help="the baseline pointer and the runs that could become it"), ())
+    runs = sub.add_parser("runs", help="read past runs from the run archive (bucket or state directory)",
+                          epilog="example: rag-health runs show RUN_ID --json")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    listing = runs_sub.add_parser("list", help="runs newest first: id, created, verdict, status per stage")
+    _add_options(listing, ())
+    listing.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    show = runs_sub.add_parser("show", help="a run's stored result.json (--json prints it as stored)")
+    show.add_argument("run_id", metavar="RUN_ID")
+    _add_options(show, ())
     return parser
 
 
@@ -68,11 +81,37 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"verdict": "error", "error": str(exc), "exit_code": code}))
         print(f"rag-health: error: {exc}", file=sys.stderr)
         return code
+    if isinstance(result, Listing):  # reading the archive: the verdict of a stored run is not this command's
+        print(json.dumps(result.data, indent=1, default=str) if args.json else result.text)
+        return 0
     from rag_health.results import to_json
 
     data = to_json(result)
     print(json.dumps(data, indent=1, default=str) if args.json else _human(args.command, result, data))
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
+
+
+class Listing:
+    """What a command reading the run archive prints: its JSON, or text."""
+
+    def __init__(self, data: Any, text: Callable[[Any], str]):
+        self.data, self._text = data, text
+
+    @property
+    def text(self) -> str:
+        return self._text(self.data)
+
+
+def _archive_command(rt: Any, args: argparse.Namespace) -> Listing:
+    """`runs list|show` and `baseline list`: read the run archive after its pre-flight check."""
+    from rag_health import history, preflight, registry
+
+    preflight.check(rt, {registry.ARCHIVE})
+    if args.command == "baseline":
+        return Listing(history.baseline_list(rt.archive), history.baseline_text)
+    if args.runs_command == "list":
+        return Listing(history.runs_list(rt.archive, args.limit), history.runs_text)
+    return Listing(history.runs_show(rt.archive, args.run_id), history.show_text)
 
 
 def _is_config_error(exc: Exception) -> bool:
@@ -94,6 +133,8 @@ def _dispatch(args: argparse.Namespace) -> Any:
     common = {"state_dir": args.state_dir, "collection": args.collection}
     settings = settings_from(common, overrides)
     rt = runtime_for(settings)
+    if args.command == "runs" or getattr(args, "baseline_command", None) == "list":
+        return _archive_command(rt, args)
     if args.command == "baseline":
         from rag_health.results import BaselineResult
         from rag_health.stages.drift import promote

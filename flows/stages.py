@@ -100,11 +100,13 @@ def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_
 
 @flow(name="rag-health-drift")
 def drift_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
-               promote_baseline: bool = False, verdict: str = "", settings_overrides: dict[str, Any] | None = None):
-    """Evidently drift report of this run against the baseline, written locally and published to S3."""
+               promote_baseline: bool = False, verdict: str = "", settings_overrides: dict[str, Any] | None = None,
+               final: bool = True):
+    """Evidently drift report of this run against the baseline, written locally and published to S3. `final`:
+    move the history's pointers at the end (the suite moves them itself, after the run's result)."""
     run_id = run_id or new_run_id()
     return run("drift", {"state_dir": state_dir, "collection": collection}, settings_overrides, run_id,
-               run_id=run_id, promote_baseline=promote_baseline, verdict=verdict)
+               run_id=run_id, promote_baseline=promote_baseline, verdict=verdict, final=final)
 
 
 @flow(name="rag-health-compare-chunking", flow_run_name=run_name("compare-chunking"))

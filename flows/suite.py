@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from flows import publish
@@ -41,7 +42,8 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
         if name == "probes":  # one probe per covered alert
             return {"extra_sets": {"alerts": probe_rows(getattr(outputs["coverage"], "probes", ()))}}
         if name == "drift":  # the verdict so far goes into the report index
-            return {"promote_baseline": promote_baseline, "verdict": suite.overall_verdict(suite.statuses(outputs))}
+            return {"promote_baseline": promote_baseline, "verdict": suite.overall_verdict(suite.statuses(outputs)),
+                    "final": False}  # the pointers move in suite.save, after the run's result is stored
         return {}
 
     try:
@@ -53,7 +55,9 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
             # A failing stage fails its own flow run; the suite still runs the other stages and judges at the end.
             outputs[name] = unwrap(flow_(return_state=True, **kwargs))
             timings[name] = time.perf_counter() - start
-        result = to_json(suite.save(rt, suite.assemble(run_id, rt, outputs, timings)))
+        result = to_json(suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
+                                    front_page=lambda shown: suite.render_front_page(
+                                        rt, {**shown, "flow_run_id": str(flow_run.id or "")})))
     finally:
         release(run_id)
     publish.publish(suite.verdict_artifacts(result))

@@ -9,9 +9,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+class AlreadyExists(Exception):
+    """A create-only write found the key taken: the stored object is kept as it is."""
+
+
 class ArtifactStore(Protocol):
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        """Store bytes under key; returns the URI of the stored object."""
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream", *,
+            cache_control: str | None = None, create_only: bool = False) -> str:
+        """Store bytes under key; returns the URI of the stored object. create_only: raise AlreadyExists rather
+        than replace an object already there."""
 
     def get(self, key: str) -> bytes | None:
         """The bytes under key, or None when absent."""
@@ -29,15 +35,23 @@ class LocalArtifactStore:
     def uri(self, key: str) -> str:
         return str((self.root / key).resolve())
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream", *,
+            cache_control: str | None = None, create_only: bool = False) -> str:
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         # A temporary name of this writer's own, then an atomic rename: a reader never sees half a file, and two
         # writers of one key (two workers rebuilding the report index) never rename each other's temporary file.
+        # Create-only: a hard link, which fails when the name exists (no window between a check and the write).
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             tmp.write_bytes(data)
-            tmp.replace(path)
+            if create_only:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise AlreadyExists(self.uri(key)) from None
+            else:
+                tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
         return self.uri(key)
@@ -57,10 +71,14 @@ class LocalArtifactStore:
 class S3ArtifactStore:
     """An S3 prefix. The client is passed in (boto3 honours AWS_ENDPOINT_URL for S3-compatible servers)."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = ""):
+    def __init__(self, client: Any, bucket: str, prefix: str = "", sse: str = "", kms_key_id: str | None = None):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        # Server-side encryption asked of every put; never an ACL (objects stay as private as the bucket).
+        self.encryption: dict[str, str] = {"ServerSideEncryption": sse} if sse else {}
+        if sse == "aws:kms" and kms_key_id:
+            self.encryption["SSEKMSKeyId"] = kms_key_id
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -68,9 +86,41 @@ class S3ArtifactStore:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream", *,
+            cache_control: str | None = None, create_only: bool = False) -> str:
+        extra = dict(self.encryption)
+        if cache_control:
+            extra["CacheControl"] = cache_control
+        if create_only:
+            # IfNoneMatch="*" makes the server refuse to replace (S3 since 2024, SeaweedFS); a server that ignores
+            # the header is covered by looking first.
+            if self.exists(key):
+                raise AlreadyExists(self.uri(key))
+            extra["IfNoneMatch"] = "*"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type,
+                                   **extra)
+        except Exception as exc:
+            if create_only and s3_error_code(exc) in ("PreconditionFailed", "412"):
+                raise AlreadyExists(self.uri(key)) from None
+            raise
         return self.uri(key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            if s3_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def presign(self, key: str, expires_s: int) -> str:
+        """A GET URL anyone holding it can open until it expires (signed with the client's credentials; the URL
+        carries the access key id and a signature, never the secret)."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                                        "Key": self._key(key)},
+                                                  ExpiresIn=int(expires_s))
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -98,7 +148,8 @@ def s3_client(connect_timeout: float = 5.0, read_timeout: float = 15.0, max_atte
 
     # total_max_attempts counts the first try, as the s3_max_attempts setting does; botocore's `max_attempts`
     # key would count retries only (one attempt more than asked, measured: 3 requests for s3_max_attempts=2).
-    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+    # SigV4 for presigned URLs (expiry up to 7 days); botocore would otherwise presign with SigV2 on us-east-1.
+    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout, signature_version="s3v4",
                     retries={"total_max_attempts": max_attempts, "mode": "standard"})
     return boto3.client("s3", config=config)
 

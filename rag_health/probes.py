@@ -159,6 +159,10 @@ class ProbeOutcome:
     section_rank: int | None = None
     forbidden_ranks: tuple[int | None, ...] = ()
     filter_excluded: tuple[dict[str, Any], ...] = ()  # relevant docs the filter shuts out, and why
+    # Cosine similarity between the query and the best chunk of its best-ranked relevant document (None when no
+    # relevant document is within the depth searched); top_similarity: the best chunk retrieved at all.
+    similarity: float | None = None
+    top_similarity: float | None = None
 
     @property
     def rank(self) -> int | None:
@@ -193,6 +197,7 @@ class ProbeOutcome:
 class _Ranking:
     docs: list[str]  # best first, each at its best chunk
     section_hits: dict[str, int] = field(default_factory=dict)  # "doc\x00section path" -> best chunk rank
+    similarity: dict[str, float] = field(default_factory=dict)  # doc -> cosine similarity of its best chunk
 
 
 def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], indexed_docs: set[str], *,
@@ -234,6 +239,7 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
     for i, (probe, ranking) in enumerate(zip(probes, rankings)):
         assert ranking is not None
         position = {doc_id: r + 1 for r, doc_id in enumerate(ranking.docs)}
+        ranked_relevant = sorted((position[d], d) for d in probe.relevant if d in position)
         section_rank = None
         if probe.section:
             want = probe.section.lower()
@@ -249,6 +255,8 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
             section_rank=section_rank,
             forbidden_ranks=tuple(position.get(d) for d in probe.must_not_retrieve),
             filter_excluded=tuple(excluded.get(i, ())),
+            similarity=ranking.similarity.get(ranked_relevant[0][1]) if ranked_relevant else None,
+            top_similarity=ranking.similarity.get(ranking.docs[0]) if ranking.docs else None,
         ))
     return outcomes
 
@@ -256,12 +264,14 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
 def _rank(index: ChunkIndex, vectors, depth: int, where: dict | None = None) -> list[_Ranking]:
     result = index.query(vectors, n_results=depth, where=where)
     out = []
-    for metas in result["metadatas"]:
+    for metas, distances in zip(result["metadatas"], result["distances"]):
         section_hits: dict[str, int] = {}
-        for rank, meta in enumerate(metas, start=1):
+        similarity: dict[str, float] = {}
+        for rank, (meta, distance) in enumerate(zip(metas, distances), start=1):
             names = str(meta.get("headings") or meta.get("section", "")).replace(" > ", " | ")
             section_hits.setdefault(f"{meta.get('doc_id')}\x00{names}", rank)
-        out.append(_Ranking(documents_by_best_chunk(metas), section_hits))
+            similarity.setdefault(str(meta.get("doc_id")), round(1.0 - float(distance), 6))  # cosine space
+        out.append(_Ranking(documents_by_best_chunk(metas), section_hits, similarity))
     return out
 
 

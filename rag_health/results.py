@@ -180,8 +180,11 @@ class DriftResult(Sentences):
     figures: Mapping[str, Any] = field(metadata={"flatten": True})  # Evidently's figures (rag_health.drift)
     sample_rows: int
     reference_rows: int
-    s3_uri: str | None = omit_none()
+    s3_uri: str | None = omit_none()  # only once the report is in the bucket
     s3_index: str | None = omit_none()
+    presigned_url: str | None = omit_none()  # an HTTPS GET URL of the published report, expiring
+    url: str | None = omit_none()  # where a person opens it: base URL, presigned URL or the local file
+    outbox: tuple[str, ...] | None = omit_none()  # with a bucket: the run's keys waiting in the outbox
     findings: tuple[str, ...] = internal(())
 
 
@@ -217,6 +220,7 @@ class RunResult:
     timings: Mapping[str, float]
     report: Mapping[str, Any] | None = None
     result_file: str | None = None
+    documents: tuple[Mapping[str, Any], ...] | None = None  # the audit record: what was indexed, per document
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"run_id": self.run_id, "verdict": self.verdict, "stages": dict(self.stages),
@@ -231,4 +235,6 @@ class RunResult:
             out["report"] = dict(self.report)
         if self.result_file is not None:
             out["result_file"] = self.result_file
+        if self.documents is not None:
+            out["documents"] = [dict(d) for d in self.documents]
         return out

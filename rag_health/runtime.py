@@ -15,7 +15,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from rag_health.archive import RunArchive
+from rag_health.archive import OUTBOX, RunArchive
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
 from rag_health.documents import Limits
@@ -107,9 +107,12 @@ class Runtime:
     @cached_property
     def archive(self) -> RunArchive:
         s = self.settings
+        links = {"base_url": s.report_base_url, "expiry_s": s.report_url_expiry_days * 86400}
         if s.s3_bucket:
-            return RunArchive(S3ArtifactStore(self.s3, s.s3_bucket, s.s3_prefix), self.local_store)
-        return RunArchive(self.local_store)
+            bucket = S3ArtifactStore(self.s3, s.s3_bucket, s.s3_prefix, s.s3_sse, s.s3_sse_kms_key_id)
+            return RunArchive(bucket, self.local_store, outbox=LocalArtifactStore(Path(s.state_dir) / OUTBOX),
+                              deadline=s.publish_deadline, **links)
+        return RunArchive(self.local_store, **links)
 
     def ledger(self) -> dict[str, LedgerEntry]:
         if self._ledger is None:

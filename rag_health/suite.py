@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from checks.result import worst
+from rag_health.archive import front_page_key, run_key
+from rag_health.report_pages import history_entry
 from rag_health.results import RunResult, to_json
 from rag_health.runtime import Runtime
 from rag_health.views import Artifact, Markdown, md, one_line
@@ -27,6 +29,10 @@ def statuses(outputs: Mapping[str, Any]) -> dict[str, str]:
     return {name: getattr(out, "status", "pass") for name, out in outputs.items()}
 
 
+REPORT_KEYS = ("html", "s3_uri", "s3_index", "presigned_url", "url", "outbox", "baseline_run")
+PUBLISH_WARN = "publish: warn — "
+
+
 def assemble(run_id: str, rt: Runtime, outputs: Mapping[str, Any], timings: Mapping[str, float]) -> RunResult:
     """The run's result: the CLI contract. Later versions add keys; they never rename these."""
     stage_statuses = statuses(outputs)
@@ -35,18 +41,51 @@ def assemble(run_id: str, rt: Runtime, outputs: Mapping[str, Any], timings: Mapp
     report = None
     if drift is not None:
         shown = to_json(drift)
-        report = {k: shown[k] for k in ("html", "s3_uri", "s3_index", "baseline_run") if k in shown}
+        report = {k: shown[k] for k in REPORT_KEYS if k in shown}
     return RunResult(run_id=run_id, verdict=overall_verdict(stage_statuses), stages=stage_statuses,
                      findings=tuple(findings), docs=rt.settings.docs, collection=rt.index.name,
                      model=rt.embedder.info.as_metadata(), outputs=dict(outputs),
                      timings={k: round(v, 3) for k, v in timings.items()},
-                     report=report)
+                     report=report, documents=audit_documents(rt))
 
 
-def save(rt: Runtime, result: RunResult) -> RunResult:
-    """Store the result in the run archive; the returned result names its local file."""
-    path = rt.archive.save_result(result.run_id, to_json(result))
+def audit_documents(rt: Runtime) -> tuple[dict[str, Any], ...]:
+    """Per indexed document: content hash, chunk count, chunker configuration and model fingerprint."""
+    return tuple({"doc_id": e.doc_id, "content_hash": e.content_hash, "chunks": len(e.chunk_ids),
+                  "chunker": e.chunker, "model_fingerprint": e.model_fingerprint, "source_version": e.source_version,
+                  "ingested_at": e.ingested_at, "complete": e.complete}
+                 for e in sorted(rt.ledger().values(), key=lambda e: e.doc_id))
+
+
+def save(rt: Runtime, result: RunResult, front_page: Callable[[dict[str, Any]], str] | None = None) -> RunResult:
+    """Store the run in the archive, its objects before its pointers: the front page (front_page renders it from
+    the result), the result (never overwritten), then commit() moves the index, latest and baseline pointers.
+    The returned result names its local file; files the bucket did not take are listed in report.outbox."""
+    archive = rt.archive
+    run_id = result.run_id
+    report = dict(result.report or {})
+    if front_page is not None:
+        archive.save_page(run_id, front_page_key(run_id), front_page(to_json(result)))
+        report["index_html"] = archive.link(front_page_key(run_id), run_id)
+    page = {"page": "index.html"} if front_page is not None else {}
+    archive.amend_entry(run_id, {**{k: v for k, v in history_entry(to_json(result)).items() if k != "created_at"},
+                                 **page})
+    if archive.remote:
+        report["outbox"] = archive.waiting(run_id, (run_key(run_id, "result.json"), *archive.pointer_keys(run_id)))
+    result = _with_outbox(dataclasses.replace(result, report=report or result.report), report.get("outbox"))
+    path = archive.save_result(run_id, to_json(result))
+    archive.commit(run_id)
     return dataclasses.replace(result, result_file=path)
+
+
+def _with_outbox(result: RunResult, outbox: list[str] | None) -> RunResult:
+    """One publish finding with the final count of files waiting, and a warn verdict (never a fail)."""
+    findings = tuple(f for f in result.findings if not f.startswith(PUBLISH_WARN))
+    if not outbox:
+        return dataclasses.replace(result, findings=findings)
+    return dataclasses.replace(result, findings=(*findings, f"{PUBLISH_WARN}{len(outbox)} files in the outbox, "
+                                                            "not published"),
+                               verdict=worst(result.verdict, "warn"))
 
 
 def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
@@ -57,6 +96,13 @@ def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
     if "score" in quality:
         lowest = ", ".join(f"{md(d['doc_id'])} {d['score']:.2f}" for d in quality.get("documents", [])[:5])
         lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest}"]
+    report = result.get("report") or {}
+    links = [(name, report[key]) for name, key in (("front page", "index_html"), ("drift report", "url"))
+             if str(report.get(key, "")).startswith(("https://", "http://"))]  # links a browser opens from the UI
+    if links:
+        lines += ["", " · ".join(f"[{name}](<{url}>)" for name, url in links)]
+    if report.get("outbox"):
+        lines += ["", f"{len(report['outbox'])} files wait in the outbox (not published yet)"]
     if result.get("findings"):
         lines += ["", "## Findings"] + [f"- {md(f)}" for f in result["findings"][:50]]
     return [Markdown("health-verdict", "\n".join(lines))]
@@ -92,6 +138,13 @@ def summary(result: dict[str, Any]) -> str:
         lines += ["", f"drift report: {one_line(report['html'])}"]
     if report.get("s3_uri"):
         lines.append(f"published:    {report['s3_uri']}")
+    if str(report.get("url", "")).startswith(("https://", "http://")):
+        lines.append(f"open:         {report['url']}")
+    if report.get("index_html"):
+        lines.append(f"front page:   {one_line(report['index_html'])}")
+    if report.get("outbox"):
+        lines.append(f"outbox:       {len(report['outbox'])} files wait under the state directory's outbox/ "
+                     "(uploaded by the next run)")
     return "\n".join(lines)
 
 
@@ -102,3 +155,24 @@ def _probe_line(name: str, m: dict[str, Any]) -> str:
     return (f"probes {name}: n={m['n']} hit@1={m['hit@1']:.3f} hit@5={m['hit@5']:.3f} hit@10={m['hit@10']:.3f} "
             f"recall@10={m['recall@10']:.3f} P@5={m['precision@5']:.3f} MRR={m['mrr']:.3f} "
             f"nDCG@10={m['ndcg@10']:.3f}" + (f" regressions={len(m['regressions'])}" if m.get("regressions") else ""))
+
+
+def render_front_page(rt: Runtime, result: dict[str, Any]) -> str:
+    """The run's front page (rag_health.report_pages) with the baseline run's result for the changes, and links
+    relative to reports/<run id>/ so the page opens from disk, from the bucket and behind a base URL alike."""
+    import os
+
+    from rag_health.report_pages import front_page
+
+    run_id = result["run_id"]
+    baseline_id = (result.get("drift") or {}).get("baseline_run")
+    baseline = rt.archive.result(baseline_id) if baseline_id and baseline_id != run_id else None
+    runs = [r for r in rt.archive.run_ids() if r != run_id]
+    links = {"evidently": "drift-report.html", "history": "../index.html",
+             "chunks_csv": f"../../runs/{run_id}/chunks.csv", "findings_csv": f"../../runs/{run_id}/quality-findings.csv"}
+    if runs:
+        links["previous"] = f"../{runs[0]}/index.html"
+    ui, flow_run = os.environ.get("PREFECT_UI_URL"), result.get("flow_run_id")
+    if ui and flow_run:
+        links["prefect"] = f"{ui.rstrip('/')}/runs/flow-run/{flow_run}"
+    return front_page(result, baseline, links)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from checks.drift import drift_check
+from checks.result import worst
 from rag_health import registry
-from rag_health.archive import REPORT_INDEX_HTML
+from rag_health.archive import REPORT_INDEX_HTML, report_key, run_key
 from rag_health.drift import drift_report, snapshot_frame
 from rag_health.results import DriftResult, Skipped
 from rag_health.runtime import Runtime
@@ -15,18 +16,20 @@ from rag_health.settings import ConfigError
 from rag_health.views import Artifact, Link
 
 
-def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str = "") -> DriftResult | Skipped:
-    """The first run (or a promoted one) becomes the baseline and is compared with itself."""
+def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str = "",
+        final: bool = True) -> DriftResult | Skipped:
+    """The first run (or a promoted one) becomes the baseline and is compared with itself. final: this stage is
+    the run's last write, so it moves the pointers (index, latest, baseline) itself; the suite passes False and
+    moves them after the run's result is stored."""
     archive = rt.archive
     current = snapshot_frame(rt.index, rt.settings.drift_sample_rows)
     if current.empty:
         return Skipped("the index is empty")
     archive.save_snapshot(run_id, current)
-    archive.record_latest(run_id)
     baseline_run = archive.baseline_run()
-    promoted = baseline_run is None or promote_baseline
-    if promoted:  # its snapshot was just saved, so no existence check
-        archive.point_baseline(run_id)
+    unavailable = archive.unreachable  # the baseline pointer could not be read: never promote over it blindly
+    promoted = promote_baseline or (baseline_run is None and not unavailable)
+    if promoted or baseline_run is None:
         baseline_run = run_id
     reference = current if baseline_run == run_id else archive.snapshot(baseline_run)
     if reference is None or reference.empty:
@@ -35,17 +38,41 @@ def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str =
     title = (f"rag-health drift: run {run_id} vs baseline {baseline_run} — collection {name}"
              if baseline_run != run_id else
              f"rag-health drift: run {run_id} is the baseline (first run or promoted) — collection {name}")
-    html_text, figures = drift_report(reference, current, title)
+    html_text, figures = drift_report(
+        reference, current, title, first_run=baseline_run == run_id, run_id=run_id, top_k=rt.settings.probe_top_k,
+        retrieval=(archive.probe_ranks(baseline_run), archive.probe_ranks(run_id)))
     entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
-             "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score")}
-    uri, local_path = archive.publish_report(run_id, html_text, entry)
+             "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score"),
+             "drift_score": figures.get("embedding_drift_score"), "page": "drift-report.html"}
+    uri, local_path = archive.publish_report(run_id, html_text, entry, commit=False)
+    archive.defer_pointers(run_id, baseline=promoted)
+    if final:
+        archive.commit(run_id)
     check = drift_check(figures, baseline_run=baseline_run if baseline_run != run_id else None,
                         max_drifted_share=rt.settings.drift_threshold)
+    still = () if final else (run_key(run_id, "result.json"), *archive.pointer_keys(run_id))
+    outbox = archive.waiting(run_id, still)
+    status, findings = _publish_status(check.status, check.findings, outbox, unavailable)
     return DriftResult(
-        status=check.status, html=local_path, run_id=run_id, baseline_run=baseline_run, baseline_promoted=promoted,
+        status=status, html=local_path, run_id=run_id, baseline_run=baseline_run, baseline_promoted=promoted,
         figures=figures, sample_rows=int(len(current)), reference_rows=int(len(reference)),
-        s3_uri=uri if archive.remote else None, s3_index=archive.uri(REPORT_INDEX_HTML) if archive.remote else None,
-        findings=check.findings)
+        s3_uri=uri if archive.remote else None,
+        s3_index=archive.uri(REPORT_INDEX_HTML) if archive.remote and uri else None,
+        presigned_url=archive.presign(report_key(run_id)) if uri else None,
+        url=archive.link(report_key(run_id), run_id), outbox=tuple(outbox) if archive.remote else None,
+        findings=findings)
+
+
+def _publish_status(status: str, findings: tuple[str, ...], outbox: list[str],
+                    unavailable: str | None) -> tuple[str, tuple[str, ...]]:
+    """The drift check's status and findings, with a warn for a baseline that could not be read and for files
+    left in the outbox."""
+    more = []
+    if unavailable:
+        more.append(f"drift: warn — the baseline could not be read ({unavailable}); no baseline comparison")
+    if outbox:
+        more.append(f"publish: warn — {len(outbox)} files in the outbox, not published")
+    return (worst(status, "warn") if more else status), (*findings, *more)
 
 
 def promote(rt: Runtime, run_id: str | None = None) -> str:
@@ -62,8 +89,9 @@ def artifacts(result: DriftResult | Skipped) -> list[Artifact]:
         return []
     local = Link("drift-report" if not result.s3_uri else "drift-report-local", f"file://{result.html}",
                  "Evidently drift report (state directory)")
-    if result.s3_uri:
-        return [Link("drift-report", result.s3_uri, "Evidently drift report (S3)"), local]
+    # A link a browser opens from the Prefect UI: https (presigned or the base URL) once published, else the file.
+    if result.s3_uri and result.url and result.url.startswith(("https://", "http://")):
+        return [Link("drift-report", result.url, "Evidently drift report"), local]
     return [local]
 
 

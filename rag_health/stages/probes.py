@@ -94,7 +94,9 @@ def run(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
                         max_regressions=s.max_regressions, baseline_run=baseline_run, excluded=excluded,
                         file_errors=errors)
     if run_id:
-        rt.archive.save_probe_ranks(run_id, {o.probe.key: {"rank": o.rank, "retrieved": list(o.retrieved)}
+        rt.archive.save_probe_ranks(run_id, {o.probe.key: {"rank": o.rank, "retrieved": list(o.retrieved),
+                                                           "similarity": o.similarity,
+                                                           "top_similarity": o.top_similarity}
                                              for o in outcomes})
     return ProbesResult(
         status=check.status, sets=check.metrics["sets"], overall=check.metrics["overall"],

@@ -24,3 +24,10 @@ def test_embedding_drift_warns_and_names_the_baseline():
 def test_a_run_compared_with_itself_never_drifts():
     result = drift_check({"embedding_drift": True, "drifted_share": 1.0}, baseline_run=None, max_drifted_share=0.5)
     assert result.status == "pass" and result.findings == ()
+
+
+def test_retrieval_drift_warns_on_its_own():
+    figures = {"embedding_drift": False, "drifted_share": 0.0, "retrieval_rank_drift": True, "probes_rank_worse": 7,
+               "probes_compared": 20, "retrieval_mean_similarity_change": -0.08}
+    result = drift_check(figures, baseline_run="run-1", max_drifted_share=0.5)
+    assert result.status == "warn" and result.findings[0].startswith("retrieval drift against baseline run-1: 7 of 20")

@@ -51,7 +51,7 @@ def test_concurrent_workers_never_drop_each_others_index_entry(tmp_path):
     assert len(store.list(REPORT_ENTRIES)) == 8
     RunArchive(store).publish_report("run-9", "<html>9</html>", entry("2026-11-28T00:00:09"))
     index = json.loads((tmp_path / "reports" / "index.json").read_text())
-    assert [e["run_id"] for e in index] == [f"run-{i}" for i in (*range(8), 9)]
+    assert [e["run_id"] for e in index] == [f"run-{i}" for i in (9, *range(7, -1, -1))]  # newest first
 
 
 def test_an_index_written_before_entries_existed_is_kept(tmp_path):
@@ -60,7 +60,7 @@ def test_an_index_written_before_entries_existed_is_kept(tmp_path):
     store.put("reports/index.json", json.dumps(old).encode())
     RunArchive(store).publish_report("new-run", "<html/>", entry("2026-11-28T00:00:00"))
     index = json.loads((tmp_path / "reports" / "index.json").read_text())
-    assert [e["run_id"] for e in index] == ["old-run", "new-run"]
+    assert [e["run_id"] for e in index] == ["new-run", "old-run"]  # newest first
 
 
 def test_with_a_bucket_the_history_is_in_the_bucket_alone(tmp_path, seaweed):

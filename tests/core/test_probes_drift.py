@@ -54,7 +54,7 @@ def test_drift_baseline_and_local_reports(small_corpus, make_runtime):
     assert promote(rt) == "run-2"
     assert stage(rt, "drift", "run-3")["baseline_run"] == "run-2"
     index = json.loads((rt.local_store.root / "reports" / "index.json").read_text())
-    assert [e["run_id"] for e in index] == ["run-1", "run-2", "run-3"]
+    assert [e["run_id"] for e in index] == ["run-3", "run-2", "run-1"]  # newest first
 
 
 def test_drift_report_published_to_s3(small_corpus, embedder, tmp_path, seaweed, monkeypatch):
@@ -80,7 +80,7 @@ def test_drift_report_published_to_s3(small_corpus, embedder, tmp_path, seaweed,
     second = stage(worker_b, "drift", "run-b")
     assert second["baseline_run"] == "run-a"
     index = json.loads(client.get_object(Bucket="rag-reports", Key="team/health/reports/index.json")["Body"].read())
-    assert [e["run_id"] for e in index] == ["run-a", "run-b"]
+    assert [e["run_id"] for e in index] == ["run-b", "run-a"]  # newest first
     page = client.get_object(Bucket="rag-reports", Key="team/health/reports/index.html")["Body"].read().decode()
     assert "run-a/drift-report.html" in page and "run-b/drift-report.html" in page
     assert open(second["html"]).read() == client.get_object(
