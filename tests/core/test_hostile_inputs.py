@@ -283,6 +283,7 @@ def test_many_members_each_under_the_limit_are_refused_in_all():
         parse_document("many.docx", many, Limits(max_archive_member_bytes=1_000_000))
 
 
+@pytest.mark.slow
 def test_a_folder_tree_thousands_deep_is_listed_without_recursion(tmp_path):
     """Review: os.walk recursed, so ~1,000 nested folders crashed the listing with RecursionError."""
     root = tmp_path / "docs"
