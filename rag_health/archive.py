@@ -302,9 +302,23 @@ class RunArchive:
             pass
         return self.flushed
 
+    def _superseded(self, key: str, data: bytes) -> bool:
+        """A waiting latest or baseline pointer that the bucket has moved past since (another worker's newer run
+        or promotion) must not move it back."""
+        if key not in (LATEST, BASELINE):
+            return False
+        current = self._call(f"get {key}", lambda: self.store.get(key))
+        if not current:
+            return False
+        now, waiting = json.loads(current), json.loads(data)
+        field = "promoted_at" if key == BASELINE else "run_id"
+        return str(now.get(field) or "") > str(waiting.get(field) or "")
+
     def _upload_waiting(self, item: str) -> None:
         key = item.split("/", 1)[1]
         data = self.outbox.get(item)
+        if data is not None and self._superseded(key, data):
+            data = None  # dropped from the outbox below, never uploaded
         if data is not None:
             try:
                 self._call(f"put {key}", lambda: self.store.put(
@@ -397,7 +411,7 @@ class RunArchive:
 
     def _run_keys(self, name: str) -> list[str]:
         """Run ids holding runs/<id>/<name>, newest first (run ids start with their UTC time)."""
-        keys = self.store.list("runs/")
+        keys = self._call("list runs", lambda: self.store.list("runs/"))
         return sorted({k.split("/")[1] for k in keys if k.count("/") == 2 and k.endswith(f"/{name}")},
                       reverse=True)
 
@@ -410,5 +424,6 @@ class RunArchive:
         return self._run_keys("snapshot.parquet")
 
     def result(self, run_id: str) -> dict[str, Any] | None:
-        data = self.store.get(run_key(run_id, "result.json"))
+        key = run_key(run_id, "result.json")
+        data = self._call(f"get {key}", lambda: self.store.get(key))
         return json.loads(data) if data else None

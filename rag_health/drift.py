@@ -289,10 +289,13 @@ def _baseline_report(current: pd.DataFrame, title: str, run_id: str | None) -> t
     who = f"run {run_id}" if run_id else "this run"
     text = (f"Baseline established: {who} is the baseline; later runs are compared with it. "
             f"{len(current)} chunks sampled; no drift is computed on a first (or promoted) run.")
-    figures: dict[str, Any] = {"baseline_established": True, "columns": {}, "drifted_columns": None,
-                               "drifted_share": None, "embedding_drift_score": None, "embedding_drift": False,
+    # Counts are 0 (nothing drifted: nothing was compared); scores are null (there is nothing to score).
+    figures: dict[str, Any] = {"baseline_established": True, "columns": {}, "drifted_columns": 0,
+                               "drifted_share": 0.0, "embedding_drift_score": None, "embedding_drift": False,
                                "mean_vector_cosine_distance": None, "groups": {}, "probes_compared": 0,
-                               "retrieval_similarity_drift_score": None, "retrieval_rank_drift_score": None}
+                               "probes_rank_worse": 0, "probes_rank_better": 0,
+                               "retrieval_similarity_drift_score": None, "retrieval_similarity_drift": False,
+                               "retrieval_rank_drift_score": None, "retrieval_rank_drift": False}
     snapshot = _run([DataSummaryPreset(columns=STAT_COLUMNS)], None, current, STAT_COLUMNS)
     sections = [(f"Chunk statistics of the baseline ({len(current)} sampled chunks)", snapshot._widgets)]
     return _render(sections, _banner(title, text, "baseline")), figures

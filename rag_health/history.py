@@ -29,6 +29,10 @@ def created(run_id: str) -> str:
 
 def runs_list(archive: RunArchive, limit: int = 50) -> dict[str, Any]:
     """The newest `limit` runs with a stored result: id, created, verdict and each stage's status."""
+    if limit < 1:
+        from rag_health.settings import ConfigError
+
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
     ids = _readable(archive).run_ids()
     rows = []
     for run_id in ids[:limit]:

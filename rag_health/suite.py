@@ -75,6 +75,9 @@ def save(rt: Runtime, result: RunResult, front_page: Callable[[dict[str, Any]], 
     result = _with_outbox(dataclasses.replace(result, report=report or result.report), report.get("outbox"))
     path = archive.save_result(run_id, to_json(result))
     archive.commit(run_id)
+    late = archive.waiting(run_id) if archive.remote else []
+    if late and late != report.get("outbox"):  # the store failed while the result or pointers were written
+        result = _with_outbox(dataclasses.replace(result, report={**report, "outbox": late}), late)
     return dataclasses.replace(result, result_file=path)
 
 
@@ -162,12 +165,16 @@ def render_front_page(rt: Runtime, result: dict[str, Any]) -> str:
     relative to reports/<run id>/ so the page opens from disk, from the bucket and behind a base URL alike."""
     import os
 
+    from rag_health.archive import Unreachable
     from rag_health.report_pages import front_page
 
     run_id = result["run_id"]
     baseline_id = (result.get("drift") or {}).get("baseline_run")
-    baseline = rt.archive.result(baseline_id) if baseline_id and baseline_id != run_id else None
-    runs = [r for r in rt.archive.run_ids() if r != run_id]
+    try:  # the history may be unreachable (the run's files then wait in the outbox): render without it
+        baseline = rt.archive.result(baseline_id) if baseline_id and baseline_id != run_id else None
+        runs = [r for r in rt.archive.run_ids() if r != run_id]
+    except Unreachable:
+        baseline, runs = None, []
     links = {"evidently": "drift-report.html", "history": "../index.html",
              "chunks_csv": f"../../runs/{run_id}/chunks.csv", "findings_csv": f"../../runs/{run_id}/quality-findings.csv"}
     if runs:

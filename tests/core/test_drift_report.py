@@ -58,7 +58,7 @@ def test_first_run_says_baseline_established_and_reports_no_drift_figures(first)
     html_text, figures = first
     assert "Baseline established: run run-1 is the baseline; later runs are compared with it" in html_text
     assert figures["baseline_established"] is True
-    assert figures["embedding_drift_score"] is None and figures["drifted_columns"] is None
+    assert figures["embedding_drift_score"] is None and figures["drifted_columns"] == 0
     assert figures["columns"] == {} and figures["retrieval_similarity_drift_score"] is None
     assert "No drift found" not in html_text and "Drift found" not in html_text
 

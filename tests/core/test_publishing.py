@@ -240,3 +240,40 @@ def test_health_verdict_artifact_links_the_published_pages_only():
     waiting = {**result, "report": {"url": "/state/reports/r1/drift-report.html", "outbox": ["a", "b"]}}
     markdown = suite.verdict_artifacts(waiting)[0].markdown
     assert "](" not in markdown and "2 files wait in the outbox" in markdown
+
+
+def test_the_front_page_renders_while_the_history_is_unreachable(small_corpus, make_runtime):
+    """Review: the front page read the baseline's result and the run list straight from the store, so a bucket
+    that went down mid-run crashed the run instead of sending its files to the outbox."""
+    from rag_health.archive import RunArchive, Unreachable
+    from rag_health.suite import render_front_page
+
+    class Down:
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                raise ConnectionError("endpoint down")
+            return fail
+
+    rt = make_runtime(small_corpus)
+    archive = RunArchive(Down(), rt.local_store)
+    archive.unreachable = "put failed: ConnectionError: endpoint down"
+    rt.__dict__["archive"] = archive
+    with pytest.raises(Unreachable):
+        archive.run_ids()
+    page = render_front_page(rt, {"run_id": "run-2", "verdict": "warn", "stages": {"drift": "warn"},
+                                  "drift": {"baseline_run": "run-1"}, "findings": []})
+    assert "WARN" in page
+
+
+def test_a_waiting_pointer_never_moves_the_bucket_back(tmp_path):
+    """Review: a latest pointer left in the outbox by a run while S3 was down was uploaded over a newer run's."""
+    import json as _json
+
+    from rag_health.archive import LATEST, RunArchive
+    from rag_health.artifacts import LocalArtifactStore
+
+    bucket = LocalArtifactStore(tmp_path / "bucket")
+    bucket.put(LATEST, _json.dumps({"run_id": "20261129T120000Z-cccccc"}).encode())
+    archive = RunArchive(bucket, LocalArtifactStore(tmp_path / "state"))
+    assert archive._superseded(LATEST, _json.dumps({"run_id": "20261129T100000Z-aaaaaa"}).encode())
+    assert not archive._superseded(LATEST, _json.dumps({"run_id": "20261129T130000Z-dddddd"}).encode())
