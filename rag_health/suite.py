@@ -64,12 +64,12 @@ def save(rt: Runtime, result: RunResult, front_page: Callable[[dict[str, Any]], 
     archive = rt.archive
     run_id = result.run_id
     report = dict(result.report or {})
+    shown = to_json(result)  # once for the front page and the history entry
     if front_page is not None:
-        archive.save_page(run_id, front_page_key(run_id), front_page(to_json(result)))
+        archive.save_page(run_id, front_page_key(run_id), front_page(shown))
         report["index_html"] = archive.link(front_page_key(run_id), run_id)
     page = {"page": "index.html"} if front_page is not None else {}
-    archive.amend_entry(run_id, {**{k: v for k, v in history_entry(to_json(result)).items() if k != "created_at"},
-                                 **page})
+    archive.amend_entry(run_id, {**{k: v for k, v in history_entry(shown).items() if k != "created_at"}, **page})
     if archive.remote:
         report["outbox"] = archive.waiting(run_id, (run_key(run_id, "result.json"), *archive.pointer_keys(run_id)))
     result = _with_outbox(dataclasses.replace(result, report=report or result.report), report.get("outbox"))
