@@ -1,4 +1,12 @@
-"""Turning what a stage shows (rag_health.views) into Prefect artifacts, and failures into Prefect events."""
+"""Turning what a stage shows (rag_health.views) into Prefect artifacts, and verdicts into Prefect events.
+
+Events (resource `rag-health.collection.<name>`, related: this flow run, its deployment and flow):
+- rag-health.check.failed     a run's verdict is fail (the suite once per run; a stage flow run on its own)
+- rag-health.check.warned     a run's verdict is warn
+- rag-health.stage.failed     a stage could not run to its end (an error, not a verdict)
+- rag-health.approval.requested  a re-ingest waits for a person to approve removing or replacing documents
+The payload carries the verdict, stage statuses and at most 20 failing and 20 warning findings, one line each.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +17,53 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from rag_health.views import Artifact, Link, Markdown, Table, md
 
+CHECK_FAILED, CHECK_WARNED = "rag-health.check.failed", "rag-health.check.warned"
+STAGE_FAILED, APPROVAL_REQUESTED = "rag-health.stage.failed", "rag-health.approval.requested"
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "n/a"  # a table cell never reads "None"
+    return md(value) if isinstance(value, str) else value  # document-derived text shows as text, never markup
+
 
 def publish(artifacts: Iterable[Artifact]) -> None:
     for a in artifacts:
-        if isinstance(a, Table):  # cells may hold document-derived text: shown as text, never as markup
-            rows = [{k: md(v) if isinstance(v, str) else v for k, v in r.items()} for r in a.rows]
-            create_table_artifact(key=a.key, table=rows, description=a.description or None)
+        if isinstance(a, Table):
+            rows = [{k: _cell(v) for k, v in r.items()} for r in a.rows]
+            create_table_artifact(key=a.key, table=rows, description=a.description)
         elif isinstance(a, Markdown):
-            create_markdown_artifact(key=a.key, markdown=a.markdown, description=a.description or None)
+            create_markdown_artifact(key=a.key, markdown=a.markdown, description=a.description)
         elif isinstance(a, Link):
-            create_link_artifact(key=a.key, link=a.link, link_text=a.text, description=a.description or None)
+            create_link_artifact(key=a.key, link=a.link, link_text=a.text, description=a.description)
 
 
-def emit_failure(result: dict[str, Any], event: str = "rag-health.check.failed") -> None:
+def resource(collection: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"rag-health.collection.{collection}", "prefect.resource.name": collection,
+            "rag-health.collection": collection}
+
+
+def related() -> list[dict[str, str]]:
+    """This flow run, its deployment and its flow (when there are), so an automation can link back to the run."""
+    from prefect.runtime import deployment, flow_run
+
+    out = []
+    if flow_run.id:
+        out.append({"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.role": "flow-run",
+                    "prefect.resource.name": str(flow_run.name or "")})
+    if deployment.id:
+        out.append({"prefect.resource.id": f"prefect.deployment.{deployment.id}",
+                    "prefect.resource.role": "deployment", "prefect.resource.name": str(deployment.name or "")})
+    return out
+
+
+def emit(event: str, collection: str, payload: dict[str, Any]) -> None:
     from prefect.events import emit_event
 
-    emit_event(
-        event=event,
-        resource={"prefect.resource.id": f"rag-health.collection.{result.get('collection', 'unknown')}"},
-        payload={"verdict": result["verdict"], "stages": result["stages"], "findings": result.get("findings", [])[:20]},
-    )
+    emit_event(event=event, resource=resource(collection), related=related(), payload=payload)
+
+
+def emit_verdict(collection: str, payload: dict[str, Any]) -> None:
+    """check.failed or check.warned for a run's verdict; nothing for a pass."""
+    if payload["verdict"] in ("fail", "warn"):
+        emit(CHECK_FAILED if payload["verdict"] == "fail" else CHECK_WARNED, collection, payload)

@@ -34,18 +34,54 @@ def runtime_for(settings: Settings, run_id: str | None = None) -> Runtime:
     return registered or build_runtime(settings)
 
 
+def registered(settings: Settings, run_id: str | None) -> bool:
+    """Whether a suite registered this run (its stages then leave the run's events to the suite)."""
+    return bool(run_id) and _key(settings, run_id) in _runs
+
+
 def release(run_id: str) -> None:
     for key in [k for k in _runs if k[0] == run_id]:
         del _runs[key]
 
 
 def run_name(prefix: str):
-    """A flow_run_name callable: '<prefix> <docs>' with the default docs spelled out rather than 'None'."""
+    """A flow_run_name callable: '<prefix> <collection> <docs>', defaults spelled out rather than 'None', a long
+    docs location shortened from the left (its end names it)."""
 
     def name() -> str:
         from prefect.runtime import flow_run
 
-        docs = (flow_run.parameters or {}).get("docs") or "default docs"
-        return f"{prefix} {docs}"
+        params = flow_run.parameters or {}
+        docs = str(params.get("docs") or "default docs")
+        docs = docs if len(docs) <= 48 else "…" + docs[-47:]
+        collection = params.get("collection") or "rag-health"
+        shard = f" shard {params['shard']}" if params.get("shard") else ""
+        return f"{prefix}{shard} · {collection} · {docs}"
 
     return name
+
+
+# What each flow run ended with, by flow run id, for the caller in this process (the suite, the CLI). A failed
+# flow run's state carries a short message and no data (Prefect cannot turn a dict into an exception), so the
+# result travels here; an error the caller should see as itself (a bad setting) travels here too.
+_outcomes: dict[str, Any] = {}
+
+
+def keep(outcome: Any) -> None:
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        _outcomes[str(flow_run.id)] = outcome
+
+
+def unwrap(state) -> Any:
+    """The result of a flow run called with return_state=True: what it kept, or its data; the original exception
+    when it ended in an error."""
+    run_id = str(state.state_details.flow_run_id or "")
+    if run_id in _outcomes:
+        outcome = _outcomes.pop(run_id)
+    else:
+        outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -8,11 +8,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
+from prefect.tasks import exponential_backoff
 
 from flows import publish
-from flows.resources import run_name, runtime_for, settings_from
-from rag_health.registry import stages
-from rag_health.suite import new_run_id
+from flows.resources import keep, registered, run_name, runtime_for, settings_from, unwrap  # noqa: F401
+from rag_health.errors import transient
+from rag_health.registry import stages, talks_to_remote
+from rag_health.suite import event_payload, failure_message, new_run_id
+
+MESSAGE_CHARS = 400
 
 
 @task(name="run-stage")
@@ -23,37 +27,79 @@ def run_stage(name: str, settings: dict[str, Any], inputs: dict[str, Any], run_k
     return result
 
 
+def _retry_transient(task, task_run, state) -> bool:
+    """Retry a stage's task only for a network or remote-service failure (rag_health.errors.transient)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as raised:  # noqa: BLE001 - the state's own exception
+        exc = raised
+    return isinstance(exc, BaseException) and transient(exc)
+
+
+def _expected(exc: BaseException) -> bool:
+    """Errors whose message says everything (a bad setting, a model mismatch, a held lock): the run ends Failed
+    with that message and no traceback."""
+    from rag_health.settings import ConfigError
+    from rag_health.store import ModelMismatchError
+
+    return isinstance(exc, (ConfigError, ModelMismatchError, FileNotFoundError)) or getattr(exc, "expected", False)
+
+
+def error_message(name: str, exc: BaseException) -> str:
+    from checks.pii import redact
+    from rag_health.views import one_line
+
+    text = one_line(f"rag-health {name}: error: {redact(str(exc)) or type(exc).__name__}")
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
 def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run_key: str | None = None,
         **inputs: Any):
-    """Run one stage as a task of the current flow (run_key: the run whose runtime it shares, if any); a fail
-    fails the flow run (with the result as its data) and emits an event automations can act on."""
+    """Run one stage as a task of the current flow (run_key: the run whose runtime it shares, if any). A failing
+    verdict ends the flow run Failed with a short message naming the failing checks (the result travels to an
+    in-process caller through flows.resources.keep, and stays in the artifacts and the run archive); on its own,
+    the flow emits rag-health.check.failed / check.warned; an error emits rag-health.stage.failed."""
     stage = stages()[name]
     settings = settings_from(params, overrides)
-    task_ = run_stage.with_options(name=stage.task_name, retries=stage.retries,
-                                   retry_delay_seconds=5 if stage.retries else 0)
-    result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
+    retries = stage.retries if talks_to_remote(stage, settings) else 0
+    task_ = run_stage.with_options(
+        name=stage.task_name, retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2) if retries else 0,
+        retry_jitter_factor=0.5 if retries else None, retry_condition_fn=_retry_transient if retries else None)
+    try:
+        result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
+    except Exception as exc:
+        message = error_message(name, exc)
+        publish.emit(publish.STAGE_FAILED, settings.collection,
+                     {"stage": name, "run_id": run_key, "error": message, "error_type": type(exc).__name__})
+        keep(exc)
+        if _expected(exc):
+            get_run_logger().error(message)
+            return Failed(message=message)
+        raise
+    keep(result)
     get_run_logger().info("%s: %s", name, result.status)
+    if not registered(settings, run_key):  # within a suite, the suite speaks for the run
+        publish.emit_verdict(settings.collection, {**event_payload(run_key, {name: result}), "stage": name})
     if result.status == "fail":
-        publish.emit_failure({"verdict": "fail", "stages": {name: "fail"}, "findings": list(result.sentences())},
-                             event="rag-health.stage.failed")
-        return Failed(message=f"rag-health {name}: fail", data=result)
+        return Failed(message=failure_message({name: result}, f"rag-health {name}"))
     return result
-
-
-def unwrap(state) -> Any:
-    """The result of a flow run called with return_state=True: its data even when the verdict failed it,
-    the original exception when it crashed."""
-    data = state.result(raise_on_failure=False)
-    if isinstance(data, BaseException):
-        raise data
-    return data
 
 
 @flow(name="rag-health-ingest", flow_run_name=run_name("ingest"), log_prints=True)
 def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_dir: str | None = None,
                 collection: str | None = None, run_id: str | None = None,
                 settings_overrides: dict[str, Any] | None = None):
-    """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally."""
+    """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally.
+
+    Args:
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        only: Doc ids, folder prefixes or globs to re-ingest (e.g. ["runbooks/kafka-consumer-lag.md"]); empty: everything.
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        run_id: The run this stage belongs to (set by the suite; empty: a new run).
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     return run("ingest", {"docs": docs, "state_dir": state_dir, "collection": collection}, settings_overrides,
                run_id, only=only)
 
@@ -62,7 +108,16 @@ def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_di
 def freshness_flow(docs: str | None = None, manifest: str | None = None, state_dir: str | None = None,
                    collection: str | None = None, run_id: str | None = None,
                    settings_overrides: dict[str, Any] | None = None):
-    """Stale, missing, orphaned, superseded and index-stale documents."""
+    """Stale, missing, orphaned, superseded and index-stale documents.
+
+    Args:
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        manifest: Manifest of expected documents (YAML path; empty: RAG_HEALTH_MANIFEST).
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        run_id: The run this stage belongs to (set by the suite; empty: a new run).
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     return run("freshness", {"docs": docs, "manifest": manifest, "state_dir": state_dir, "collection": collection},
                settings_overrides, run_id)
 
@@ -72,38 +127,77 @@ def coverage_flow(docs: str | None = None, rules: list[str] | None = None,
                   runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
                   collection: str | None = None, run_id: str | None = None,
                   settings_overrides: dict[str, Any] | None = None):
-    """Alert-rule coverage: alerts whose runbook is missing, runbooks no alert points to, one probe per alert."""
+    """Alert-rule coverage: alerts whose runbook is missing, runbooks no alert points to, one probe per alert.
+
+    Args:
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        rules: Prometheus rule files or folders (empty: RAG_HEALTH_RULES).
+        runbook_url_prefix: Runbook URL prefixes mapped to the docs root, or URL=FOLDER.
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        run_id: The run this stage belongs to (set by the suite; empty: a new run).
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     return run("coverage", {"docs": docs, "rules": rules or None, "runbook_url_prefix": runbook_url_prefix or None,
                             "state_dir": state_dir, "collection": collection}, settings_overrides, run_id)
 
 
-@flow(name="rag-health-quality")
+@flow(name="rag-health-quality", flow_run_name=run_name("quality"))
 def quality_flow(docs: str | None = None, state_dir: str | None = None, collection: str | None = None,
                  run_id: str | None = None, settings_overrides: dict[str, Any] | None = None):
-    """Chunk and embedding quality of the collection: findings per chunk, a score per document and corpus."""
+    """Chunk and embedding quality of the collection: findings per chunk, a score per document and corpus.
+
+    Args:
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        run_id: The run this stage belongs to (set by the suite; empty: a new run).
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     return run("quality", {"docs": docs, "state_dir": state_dir, "collection": collection}, settings_overrides,
                run_id, run_id=run_id)
 
 
-@flow(name="rag-health-probes")
+@flow(name="rag-health-probes", flow_run_name=run_name("probes"))
 def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_dir: str | None = None,
                 collection: str | None = None, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
                 run_id: str | None = None, fail_under: list[str] | None = None,
                 settings_overrides: dict[str, Any] | None = None):
     """Retrieval probes: hit@k, recall@k, precision@k, MRR, nDCG@10 per probe set, one row per probe, and the
     probes that regressed against the baseline. `extra_sets` are generated sets; `fail_under` thresholds such
-    as "hit@5=0.9" or "golden:mrr=0.8" fail the run below them."""
+    as "hit@5=0.9" or "golden:mrr=0.8" fail the run below them.
+
+    Args:
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        probes: Probe sets (JSONL paths; empty: RAG_HEALTH_PROBES).
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        extra_sets: Generated probe sets by name (the suite passes one probe per covered alert).
+        run_id: The run this stage belongs to (set by the suite; empty: a new run).
+        fail_under: Thresholds that fail the run, e.g. "hit@5=0.9" or "golden:mrr=0.8".
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     return run("probes", {"docs": docs, "probes": probes or None, "state_dir": state_dir, "collection": collection,
                           "fail_under": fail_under or None}, settings_overrides, run_id, extra_sets=extra_sets,
                run_id=run_id)
 
 
-@flow(name="rag-health-drift")
+@flow(name="rag-health-drift", flow_run_name=run_name("drift"))
 def drift_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
                promote_baseline: bool = False, verdict: str = "", settings_overrides: dict[str, Any] | None = None,
                final: bool = True):
     """Evidently drift report of this run against the baseline, written locally and published to S3. `final`:
-    move the history's pointers at the end (the suite moves them itself, after the run's result)."""
+    move the history's pointers at the end (the suite moves them itself, after the run's result).
+
+    Args:
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        run_id: The run this stage belongs to (set by the suite; empty: a new run).
+        promote_baseline: Make this run the drift and probe baseline.
+        verdict: The run's verdict so far, shown in the report index (set by the suite).
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+        final: Move the history's latest and baseline pointers at the end (the suite moves them itself).
+    """
     run_id = run_id or new_run_id()
     return run("drift", {"state_dir": state_dir, "collection": collection}, settings_overrides, run_id,
                run_id=run_id, promote_baseline=promote_baseline, verdict=verdict, final=final)
@@ -115,7 +209,19 @@ def compare_chunking_flow(configs: list[str] | None = None, docs: str | None = N
                           runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
                           collection: str | None = None, settings_overrides: dict[str, Any] | None = None):
     """Score chunking configurations side by side ("sentence:200:24", "markdown:256", ...; default: the live one
-    against the other strategy) on the same documents and probes, in temporary collections."""
+    against the other strategy) on the same documents and probes, in temporary collections.
+
+    Args:
+        configs: Chunking configurations to compare, e.g. ["sentence:200:24", "markdown:256"] (empty: the live one and the other strategy).
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        manifest: Manifest of expected documents (YAML path; empty: RAG_HEALTH_MANIFEST).
+        probes: Probe sets (JSONL paths; empty: RAG_HEALTH_PROBES).
+        rules: Prometheus rule files or folders (empty: RAG_HEALTH_RULES).
+        runbook_url_prefix: Runbook URL prefixes mapped to the docs root, or URL=FOLDER.
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     params = {"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
               "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir, "collection": collection}
     return run("compare-chunking", params, settings_overrides, configs=configs)

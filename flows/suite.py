@@ -6,13 +6,13 @@ import inspect
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from flows import publish
-from flows.resources import register, release, run_name, settings_from
-from flows.stages import FLOWS, unwrap
+from flows.resources import register, release, run_name, settings_from, unwrap
+from flows.stages import FLOWS, _expected, error_message
 from rag_health import suite
 from rag_health.probes import probe_rows
 from rag_health.registry import SUITE
@@ -24,7 +24,20 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
                rules: list[str] | None = None, runbook_url_prefix: list[str] | None = None,
                state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
                fail_under: list[str] | None = None, settings_overrides: dict[str, Any] | None = None):
-    """Ingest, freshness, coverage, quality, probes and drift against one collection. Returns the JSON result."""
+    """Ingest, freshness, alert coverage, quality, probes and drift against one collection; one verdict.
+
+    Args:
+        docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
+        manifest: Manifest of expected documents (YAML path; empty: RAG_HEALTH_MANIFEST).
+        probes: Probe sets (JSONL paths; empty: RAG_HEALTH_PROBES).
+        rules: Prometheus rule files or folders for alert coverage (empty: RAG_HEALTH_RULES).
+        runbook_url_prefix: Runbook URL prefixes mapped to the docs root, or URL=FOLDER.
+        state_dir: State directory for an embedded Chroma and local files (empty: RAG_HEALTH_STATE_DIR).
+        collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
+        promote_baseline: Make this run the drift and probe baseline.
+        fail_under: Probe thresholds that fail the run, e.g. "hit@5=0.9" or "golden:mrr=0.8".
+        settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+    """
     settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
                               "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
                               "collection": collection, "fail_under": fail_under or None}, settings_overrides)
@@ -53,16 +66,31 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
             accepted = inspect.signature(flow_.fn).parameters
             kwargs = {k: v for k, v in {**common, **inputs(name)}.items() if k in accepted}
             # A failing stage fails its own flow run; the suite still runs the other stages and judges at the end.
-            outputs[name] = unwrap(flow_(return_state=True, **kwargs))
+            with tags("rag-health", f"stage:{name}", f"collection:{settings.collection}", f"run:{run_id}"):
+                outputs[name] = unwrap(flow_(return_state=True, **kwargs))
             timings[name] = time.perf_counter() - start
-        result = to_json(suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
-                                    front_page=lambda shown: suite.render_front_page(
-                                        rt, {**shown, "flow_run_id": str(flow_run.id or "")})))
+        saved = suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
+                           front_page=lambda shown: suite.render_front_page(
+                               rt, {**shown, "flow_run_id": str(flow_run.id or "")}))
+    except Exception as exc:
+        if not _expected(exc):
+            raise
+        get_run_logger().error(error_message("suite", exc))  # the stage emitted rag-health.stage.failed
+        return Failed(message=error_message("suite", exc))
     finally:
         release(run_id)
+    result = to_json(saved)
     publish.publish(suite.verdict_artifacts(result))
     get_run_logger().info("verdict %s: %s", result["verdict"], result["stages"])
+    payload = suite.event_payload(run_id, outputs, result.get("report"))
+    if payload["verdict"] != result["verdict"]:  # publishing problems make a run warn after its stages
+        payload.update(verdict=result["verdict"], summary=f"rag-health verdict: {result['verdict']}")
+    publish.emit_verdict(settings.collection, payload)
     if result["verdict"] == "fail":
-        publish.emit_failure(result)
-        return Failed(message=f"rag-health verdict: fail ({'; '.join(result['findings'][:3])})", data=result)
+        # A short message naming the failing checks, and no data: the whole result is in the artifacts and the
+        # run archive (a dict in a Failed state makes Prefect log all of it as an error).
+        from flows.resources import keep
+
+        keep(result)
+        return Failed(message=suite.failure_message(outputs))
     return Completed(message=f"rag-health verdict: {result['verdict']}", data=result)

@@ -88,7 +88,7 @@ class Stage:
     options: tuple[Option, ...] = ()
     needs: frozenset[str] = frozenset()
     summary: Callable[[Any], str] | None = None
-    retries: int = 0  # only stages that talk to S3 or a Chroma server retry
+    retries: int = 2  # tries after the first, taken only when the stage talks to S3 or a Chroma server
     new_run_id: bool = False  # its own command starts a run id (so what it stores can be a later baseline)
 
 
@@ -118,3 +118,12 @@ def suite_options() -> tuple[Option, ...]:
 def suite_needs() -> frozenset[str]:
     every = stages()
     return frozenset(n for name in SUITE for n in every[name].needs)
+
+
+def talks_to_remote(stage: Stage, settings: Any) -> bool:
+    """Whether this stage, with these settings, talks to S3 or a Chroma server (and so may meet a passing network
+    failure worth a retry): a local folder, an embedded Chroma and a local archive never are."""
+    return ((INDEX in stage.needs and settings.chroma_mode == "http")
+            or (SOURCE in stage.needs and str(settings.docs).startswith("s3://"))
+            or (ARCHIVE in stage.needs and bool(settings.s3_bucket))
+            or (stage.name == "compare-chunking" and settings.chroma_mode == "http"))

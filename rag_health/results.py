@@ -155,6 +155,10 @@ class QualityResult:
     def sentences(self) -> tuple[str, ...]:
         return self.chunks.findings + self.embeddings.findings
 
+    def failures(self) -> tuple[str, ...]:
+        """The sentences of the checks that failed (the other check may only warn)."""
+        return tuple(f for check in (self.chunks, self.embeddings) if check.status == "fail" for f in check.findings)
+
 
 @dataclass(frozen=True)
 class ProbesResult(Sentences):
@@ -238,3 +242,12 @@ class RunResult:
         if self.documents is not None:
             out["documents"] = [dict(d) for d in self.documents]
         return out
+
+
+def failing_sentences(result: Any) -> tuple[str, ...]:
+    """What made a stage fail, in its own sentences: its failing checks' findings when it tells them apart, else
+    all its findings; nothing when it did not fail."""
+    if getattr(result, "status", None) != "fail":
+        return ()
+    failures = getattr(result, "failures", None)
+    return tuple(failures()) if failures is not None else tuple(result.sentences())

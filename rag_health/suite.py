@@ -12,9 +12,9 @@ from typing import Any
 from checks.result import worst
 from rag_health.archive import front_page_key, run_key
 from rag_health.report_pages import history_entry
-from rag_health.results import RunResult, to_json
+from rag_health.results import RunResult, failing_sentences, to_json
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Markdown, md, one_line
+from rag_health.views import Artifact, Link, Markdown, Table, md, one_line
 
 
 def new_run_id() -> str:
@@ -91,24 +91,122 @@ def _with_outbox(result: RunResult, outbox: list[str] | None) -> RunResult:
                                verdict=worst(result.verdict, "warn"))
 
 
+MESSAGE_CHARS = 400  # a flow run's state message: the UI shows it on one line
+EVENT_FINDINGS = 20  # findings an event carries (the run archive and the artifacts hold all of them)
+SENTENCE_CHARS = 300
+
+
+def _clip(text: str, limit: int) -> str:
+    text = one_line(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def failure_message(outputs: Mapping[str, Any], label: str = "rag-health verdict") -> str:
+    """A short state message naming the failing checks: '<label>: fail — probes: hit@5 0.62 below 0.9; quality:
+    …'. The findings of stages that only warn are left out; the artifacts and the run archive hold everything."""
+    parts = []
+    for name, out in outputs.items():
+        failing = failing_sentences(out)
+        if getattr(out, "status", None) != "fail":
+            continue
+        first = _clip(failing[0], 160) if failing else "failed"
+        parts.append(f"{name}: {first}" + (f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""))
+    return _clip(f"{label}: fail — " + "; ".join(parts), MESSAGE_CHARS)
+
+
+def event_payload(run_id: str | None, outputs: Mapping[str, Any], report: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """What a rag-health event carries: the verdict, each stage's status, the failing and warning findings
+    (bounded, one line each, PII redacted), and the report link when a browser can open it."""
+    from checks.pii import redact
+
+    stage_statuses = statuses(outputs)
+    verdict = overall_verdict(stage_statuses)
+    failing = [{"stage": name, "finding": _clip(redact(f), SENTENCE_CHARS)}
+               for name, out in outputs.items() for f in failing_sentences(out)]
+    warning = [{"stage": name, "finding": _clip(redact(f), SENTENCE_CHARS)}
+               for name, out in outputs.items() if getattr(out, "status", None) == "warn" for f in out.sentences()]
+    payload: dict[str, Any] = {
+        "run_id": run_id, "verdict": verdict, "stages": stage_statuses,
+        "summary": failure_message(outputs) if verdict == "fail" else f"rag-health verdict: {verdict}",
+        "failing": failing[:EVENT_FINDINGS], "failing_total": len(failing),
+        "warnings": warning[:EVENT_FINDINGS], "warnings_total": len(warning)}
+    url = str((report or {}).get("url") or "")
+    if url.startswith(("https://", "http://")):
+        payload["report_url"] = url
+    return payload
+
+
+LISTED_IDS = 50  # document ids an artifact lists per kind of change
+
+
+def _ids(label: str, ids: list[str]) -> list[str]:
+    if not ids:
+        return []
+    shown_ids = ", ".join(md(d) for d in ids[:LISTED_IDS])
+    more = f" … and {len(ids) - LISTED_IDS} more (ingest.{label}_ids in result.json)" if len(ids) > LISTED_IDS else ""
+    return [f"- **{label}** ({len(ids)}): {shown_ids}{more}"]
+
+
 def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
-    """The run's verdict as a markdown artifact: stages, quality score, findings."""
-    lines = [f"# rag-health verdict: **{result['verdict']}**", "", "| stage | status |", "|---|---|"]
+    """What the suite's own flow run shows: the verdict with stages, quality score, what the ingest changed (by
+    id) and links; the findings as a table; the report as a link artifact."""
+    lines = [f"# rag-health verdict: **{result['verdict']}**", "", f"Run {md(result.get('run_id', ''))} on collection "
+             f"{md(result.get('collection', ''))}, documents from {md(result.get('docs', ''))}.", "",
+             "| stage | status |", "|---|---|"]
     lines += [f"| {stage} | {status} |" for stage, status in result["stages"].items()]
     quality = result.get("quality") or {}
     if "score" in quality:
         lowest = ", ".join(f"{md(d['doc_id'])} {d['score']:.2f}" for d in quality.get("documents", [])[:5])
-        lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest}"]
+        lines += ["", f"Quality score **{quality['score']:.3f}**; lowest documents: {lowest or 'none'}"]
+    ingest = result.get("ingest") or {}
+    if ingest.get("status") not in (None, "skip"):
+        changes = [*_ids("added", ingest.get("added_ids") or []), *_ids("changed", ingest.get("changed_ids") or []),
+                   *_ids("removed", ingest.get("removed_ids") or [])]
+        held = ingest.get("held") or {}
+        if held:
+            changes += _ids("held back", [*(held.get("removed_ids") or []), *(held.get("replaced_ids") or [])])
+        lines += ["", "## What the ingest changed", ""] + (changes or ["No document was added, changed or removed."])
     report = result.get("report") or {}
     links = [(name, report[key]) for name, key in (("front page", "index_html"), ("drift report", "url"))
              if str(report.get(key, "")).startswith(("https://", "http://"))]  # links a browser opens from the UI
     if links:
         lines += ["", " · ".join(f"[{name}](<{url}>)" for name, url in links)]
+    elif report.get("index_html"):
+        lines += ["", f"Front page on the worker: {md(report['index_html'])}"]
     if report.get("outbox"):
         lines += ["", f"{len(report['outbox'])} files wait in the outbox (not published yet)"]
     if result.get("findings"):
         lines += ["", "## Findings"] + [f"- {md(f)}" for f in result["findings"][:50]]
-    return [Markdown("health-verdict", "\n".join(lines))]
+        if len(result["findings"]) > 50:
+            lines.append(f"- … and {len(result['findings']) - 50} more (the health-findings table and result.json)")
+    shown_artifacts: list[Artifact] = [Markdown("health-verdict", "\n".join(lines),
+                                                "The run's verdict: stages, quality, ingest changes, findings, links")]
+    rows = [{"stage": stage, "status": status, "finding": f}
+            for stage, status, f in _stage_findings(result)]
+    if rows:
+        shown_artifacts.append(Table("health-findings", tuple(rows[:200]),
+                                     "Every finding of the run with the stage that raised it and its status"))
+    for name, key, description in (("front page", "index_html", "The run's front page: verdict, changes, links"),
+                                   ("drift report", "url", "The Evidently drift report of this run")):
+        url = str(report.get(key, ""))
+        if url.startswith(("https://", "http://")):
+            shown_artifacts.append(Link(f"health-{name.replace(' ', '-')}", url, f"rag-health {name}", description))
+    return shown_artifacts
+
+
+def _stage_findings(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(stage, stage status, finding) for the run's findings, in stage order."""
+    out = []
+    for stage, status in result["stages"].items():
+        shown = result.get(stage) or {}
+        sentences = [f for f in shown.get("findings") or [] if isinstance(f, str)]
+        for check in ("chunks", "embeddings"):  # quality: its findings are rows; the checks' sentences are here
+            sentences += (shown.get(check) or {}).get("findings") or [] if isinstance(shown.get(check), dict) else []
+        out += [(stage, status, f) for f in sentences]
+    known = {f for _, _, f in out}
+    out += [("run", result["verdict"], f) for f in result.get("findings") or [] if f not in known]
+    return out
 
 
 def summary(result: dict[str, Any]) -> str:

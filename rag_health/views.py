@@ -15,14 +15,14 @@ MAX_ROWS = 200  # rows per table artifact; the run's files hold all of them
 class Table:
     key: str
     rows: tuple[dict[str, Any], ...]
-    description: str = ""
+    description: str  # every artifact says what it is: the UI lists it beside the key
 
 
 @dataclass(frozen=True)
 class Markdown:
     key: str
     markdown: str
-    description: str = ""
+    description: str
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Link:
     key: str
     link: str
     text: str
-    description: str = ""
+    description: str
 
 
 Artifact = Table | Markdown | Link
@@ -44,6 +44,15 @@ def table(key: str, rows: list[dict[str, Any]], description: str) -> list[Artifa
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
+
+
+def shown(value: Any, none: str = "n/a", digits: int | None = None) -> str:
+    """A figure in text: a missing one reads "n/a" (never Python's None), a float rounded when asked."""
+    if value is None:
+        return none
+    if digits is not None and isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
 
 
 def one_line(text: Any) -> str:

@@ -51,7 +51,8 @@ def artifacts(result: ComparisonResult) -> list[Artifact]:
                    "Chunking configurations side by side on the same documents and probes"),
             Markdown("chunking-winner", (
                 f"## Chunking comparison: {md(result.winner)} wins\n\n{md(result.reason)}\n\n"
-                f"{result.probes} probes from {md(', '.join(result.probe_sets)) or 'no probe sets'}."))]
+                f"{result.probes} probes from {md(', '.join(result.probe_sets)) or 'no probe sets'}."),
+                "The chunking configuration that scored best, and why")]
 
 
 def summary(result: ComparisonResult) -> str:

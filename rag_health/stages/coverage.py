@@ -67,7 +67,8 @@ def artifacts(result: CoverageResult | Skipped) -> list[Artifact]:
                 f"## Alert-rule coverage: {result.status}\n\n{result.covered_rules} of {result.rules} rules "
                 f"point at an existing runbook; {len(result.alerts_missing_runbook)} alerts have none; "
                 f"{len(result.runbooks_without_alert)} runbooks are not pointed to by any alert; "
-                f"{result.probes_generated} probes generated."))]
+                f"{result.probes_generated} probes generated."),
+                "Alert-rule coverage: rules whose runbook exists, alerts without one, runbooks no alert points to")]
 
 
 STAGE = registry.Stage(

@@ -88,10 +88,12 @@ def artifacts(result: DriftResult | Skipped) -> list[Artifact]:
     if isinstance(result, Skipped):
         return []
     local = Link("drift-report" if not result.s3_uri else "drift-report-local", f"file://{result.html}",
-                 "Evidently drift report (state directory)")
+                 "Evidently drift report (state directory)",
+                 "The Evidently drift report as a file on the worker that wrote it")
     # A link a browser opens from the Prefect UI: https (presigned or the base URL) once published, else the file.
     if result.s3_uri and result.url and result.url.startswith(("https://", "http://")):
-        return [Link("drift-report", result.url, "Evidently drift report"), local]
+        return [Link("drift-report", result.url, "Evidently drift report",
+                     "The Evidently drift report of this run against the baseline, published to the bucket"), local]
     return [local]
 
 
@@ -99,5 +101,5 @@ STAGE = registry.Stage(
     name="drift", run=run, result_type=DriftResult, artifacts=artifacts, task_name="drift-report",
     help="build the drift report against the baseline", example="rag-health drift --promote-baseline",
     needs=frozenset({registry.INDEX, registry.ARCHIVE}),
-    options=(registry.promote_baseline(),), retries=1,
+    options=(registry.promote_baseline(),),
 )

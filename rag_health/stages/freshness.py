@@ -22,7 +22,8 @@ def artifacts(result: FreshnessResult) -> list[Artifact]:
              if d["status"] != "fresh"]
     counts = ", ".join(f"{k}: {v}" for k, v in result.summary.items() if v)
     return [*table("stale-docs", stale, f"Documents that are not fresh as of {result.as_of}"),
-            Markdown("freshness-verdict", f"## Freshness: {result.status}\n\n{counts}")]
+            Markdown("freshness-verdict", f"## Freshness: {result.status}\n\n{counts or 'every document is fresh'}",
+                     "Freshness verdict: documents by status (fresh, stale, missing, orphaned, superseded)")]
 
 
 STAGE = registry.Stage(

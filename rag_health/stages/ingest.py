@@ -24,7 +24,8 @@ def artifacts(result: IngestResult) -> list[Artifact]:
             f"{result.chunks_embedded} chunks embedded in {result.seconds} s.")
     errors = "\n".join(f"- **error** {md(e.doc_id)}: {md(e.reason)}" for e in result.errors)
     skipped = "\n".join(f"- skipped {md(e.doc_id)}: {md(e.reason)}" for e in result.skipped[:50])
-    return [Markdown("ingest-summary", head + "\n\n" + errors + ("\n" if errors and skipped else "") + skipped)]
+    return [Markdown("ingest-summary", head + "\n\n" + errors + ("\n" if errors and skipped else "") + skipped,
+                     "What the ingest changed: documents added, changed, removed; errors and skipped files")]
 
 
 STAGE = registry.Stage(
@@ -33,5 +34,5 @@ STAGE = registry.Stage(
     example="rag-health ingest --only runbooks/ --only policies/kyc-escalation.md",
     options=(registry.docs(), registry.Option(("--only",), "only", "doc id, folder prefix or glob to re-ingest; "
                                                                     "repeatable", repeat=True, setting=False)),
-    needs=frozenset({registry.SOURCE, registry.INDEX}), retries=1,
+    needs=frozenset({registry.SOURCE, registry.INDEX}),
 )

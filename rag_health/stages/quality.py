@@ -11,7 +11,7 @@ from rag_health import registry
 from rag_health.quality import evaluate
 from rag_health.results import QualityResult
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Markdown, md, table
+from rag_health.views import Artifact, Markdown, md, shown, table
 
 
 def run(rt: Runtime, run_id: str | None = None) -> QualityResult:
@@ -45,8 +45,10 @@ def artifacts(result: QualityResult) -> list[Artifact]:
             f"## Chunk and embedding quality: {result.status} (score {result.score:.3f})\n\n"
             f"{m.get('chunks', 0)} chunks, {m.get('overflow_chunks', 0)} over the token window "
             f"({result.tokens_lost} tokens never embedded), {m.get('mid_sentence_fraction', 0):.1%} end "
-            f"mid-sentence; anisotropy {e.get('anisotropy')} (baseline {e.get('anisotropy_baseline')}), neighbour "
-            f"overlap with the baseline {e.get('neighbour_overlap')}.\n\nFindings by kind: {counts}\n\n{findings}")),
+            f"mid-sentence; anisotropy {shown(e.get('anisotropy'))} (baseline "
+            f"{shown(e.get('anisotropy_baseline'), 'none yet')}), neighbour overlap with the baseline "
+            f"{shown(e.get('neighbour_overlap'), 'none yet')}.\n\nFindings by kind: {counts}\n\n{findings}"),
+            "Chunk and embedding quality verdict: score, token overflow, anisotropy, findings by kind"),
     ]
 
 

@@ -62,7 +62,16 @@ def test_fail_verdict_fails_the_flow_run(harness, small_corpus, tmp_path):
     state = suite_flow(docs=str(small_corpus), manifest=str(manifest_file(tmp_path, True)),
                        state_dir=str(tmp_path / "state"), return_state=True)
     assert state.is_failed()
-    assert state.result(raise_on_failure=False)["verdict"] == "fail"
+    from flows.resources import unwrap
+
+    # A short message naming the failing check (the missing required runbook), never the warns before it, and no
+    # data in the state: the whole result reaches an in-process caller through unwrap, and the archive holds it.
+    assert len(state.message) <= 400 and state.message.startswith("rag-health verdict: fail — freshness: ")
+    assert "no required document is missing" in state.message and "quality" not in state.message
+    assert state.result(raise_on_failure=False) is None
+    result = unwrap(state)
+    assert result["verdict"] == "fail" and result["stages"]["freshness"] == "fail"
+    assert Path(result["result_file"]).is_file()
 
 
 def test_cli_json_and_exit_codes(harness, small_corpus, tmp_path, probes_file, capsys):
