@@ -458,8 +458,10 @@ def lock_name(settings: Settings) -> str:
 
 @contextmanager
 def collection_lock(rt: Runtime, owner: str, *, wait_seconds: float | None = None) -> Iterator[HeldLock]:
-    """Hold the run's collection for writing: `with collection_lock(rt, run_id): ...`. wait_seconds defaults to
-    the lock_wait_seconds setting; LockBusy after it."""
+    """Hold the run's collection for writing: `with collection_lock(rt, run_id): ...`. The owner is the rag-health
+    run id: the suite's, which its stage subflows receive as run_id and so re-enter; an ad-hoc stage's own
+    new_run_id(). wait_seconds defaults to the lock_wait_seconds setting; LockBusy after it. A stage writing for
+    long may call held.ensure() between batches (LockLost if its bucket lease was taken over)."""
     s = rt.settings
     wait = s.lock_wait_seconds if wait_seconds is None else wait_seconds
     with rt.locks.lock(lock_name(s), owner, wait, label=s.collection) as held:
