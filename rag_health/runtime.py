@@ -21,6 +21,7 @@ from rag_health.chunking import Chunker
 from rag_health.documents import Limits
 from rag_health.embedding import Embedder, load_embedder
 from rag_health.inventory import InventoryRow, build_inventory
+from rag_health.locks import LockSpace
 from rag_health.manifest import Manifest, load_manifest
 from rag_health.settings import SCRATCH_PREFIX, Settings
 from rag_health.sources import DocumentSource, SourceEntry, open_source
@@ -113,6 +114,12 @@ class Runtime:
             return RunArchive(bucket, self.local_store, outbox=LocalArtifactStore(Path(s.state_dir) / OUTBOX),
                               deadline=s.publish_deadline, **links)
         return RunArchive(self.local_store, **links)
+
+    @cached_property
+    def locks(self) -> LockSpace:
+        """Where the collection lock lives (rag_health.locks): the archive's bucket when one is set, else the
+        state directory."""
+        return LockSpace.for_settings(self.settings, self.archive.store if self.settings.s3_bucket else None)
 
     def ledger(self) -> dict[str, LedgerEntry]:
         if self._ledger is None:

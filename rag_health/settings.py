@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     s3_sse_kms_key_id: str | None = None
     publish_deadline: Seconds = 60.0  # the whole publish gives up within this, then the run's files wait in the outbox
 
+    # Collection lock (rag_health.locks): one writer at a time per collection, held in the bucket or the state dir
+    lock_wait_seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 900.0  # then LockBusy; 0: fail at once
+    lock_lease_seconds: Seconds = 120.0  # a bucket lease not renewed for this long (holder gone) may be taken over
+
     @field_validator("runbook_url_prefix", "fail_under", "required_metadata", mode="before")
     @classmethod
     def _split_commas(cls, value):
