@@ -1,7 +1,8 @@
 """The rag-health command line: each command runs the matching Prefect flow and prints its result. Commands and
 their options come from the stage registry (rag_health.registry).
 
-Exit codes: 0 healthy (pass or warn), 1 a check failed, 2 bad usage or configuration.
+Exit codes: 0 healthy (pass or warn), 1 a check failed, 2 bad usage or configuration, 75 another run holds the
+collection (try again later).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = _dispatch(args)
     except Exception as exc:  # library errors become one clean line and an exit code
-        code = 2 if _is_config_error(exc) else 1
+        code = 2 if _is_config_error(exc) else BUSY if _is_busy(exc) else 1
         if args.json:
             print(json.dumps({"verdict": "error", "error": str(exc), "exit_code": code}))
         print(f"rag-health: error: {exc}", file=sys.stderr)
@@ -114,6 +115,15 @@ def _archive_command(rt: Any, args: argparse.Namespace) -> Listing:
     return Listing(history.runs_show(rt.archive, args.run_id), history.show_text)
 
 
+BUSY = 75  # EX_TEMPFAIL: another run holds the collection lock
+
+
+def _is_busy(exc: Exception) -> bool:
+    from rag_health.locks import LockBusy
+
+    return isinstance(exc, LockBusy)
+
+
 def _is_config_error(exc: Exception) -> bool:
     from rag_health.settings import ConfigError
     from rag_health.store import ModelMismatchError
@@ -143,7 +153,8 @@ def _dispatch(args: argparse.Namespace) -> Any:
         return BaselineResult("pass", promote(rt, args.run_id))
     inputs = {o.dest: getattr(args, o.dest) for o in options if not o.setting}
     preflight.check(rt, stage.needs if stage else registry.suite_needs(), inputs.get("configs"))
-    from flows.stages import FLOWS, unwrap
+    from flows.resources import unwrap
+    from flows.stages import FLOWS
     from flows.suite import suite_flow
     from rag_health.suite import new_run_id
 

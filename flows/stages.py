@@ -4,6 +4,7 @@ functions exist one by one only because deployments and the UI read their typed 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -11,6 +12,7 @@ from prefect.states import Failed
 from prefect.tasks import exponential_backoff
 
 from flows import publish
+from flows.concurrency import guard
 from flows.resources import keep, registered, run_name, runtime_for, settings_from, unwrap  # noqa: F401
 from rag_health.errors import transient
 from rag_health.registry import stages, talks_to_remote
@@ -53,6 +55,16 @@ def error_message(name: str, exc: BaseException) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 
+def _writing(stage, settings, run_key: str | None, nested: bool):
+    """The collection lock around a stage that writes the collection or the run archive (nothing otherwise)."""
+    if not stage.writes:
+        return nullcontext()
+    from prefect.runtime import flow_run
+
+    owner = run_key or f"{stage.name}-{flow_run.id or new_run_id()}"
+    return guard(runtime_for(settings, run_key), owner, nested=nested)
+
+
 def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run_key: str | None = None,
         **inputs: Any):
     """Run one stage as a task of the current flow (run_key: the run whose runtime it shares, if any). A failing
@@ -66,8 +78,10 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
         name=stage.task_name, retries=retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=2) if retries else 0,
         retry_jitter_factor=0.5 if retries else None, retry_condition_fn=_retry_transient if retries else None)
+    nested = registered(settings, run_key)  # a suite's stage: the suite holds the collection and speaks for the run
     try:
-        result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
+        with _writing(stage, settings, run_key, nested):
+            result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
     except Exception as exc:
         message = error_message(name, exc)
         publish.emit(publish.STAGE_FAILED, settings.collection,
@@ -79,7 +93,7 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
         raise
     keep(result)
     get_run_logger().info("%s: %s", name, result.status)
-    if not registered(settings, run_key):  # within a suite, the suite speaks for the run
+    if not nested:
         publish.emit_verdict(settings.collection, {**event_payload(run_key, {name: result}), "stage": name})
     if result.status == "fail":
         return Failed(message=failure_message({name: result}, f"rag-health {name}"))

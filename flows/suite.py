@@ -11,7 +11,8 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from flows import publish
-from flows.resources import register, release, run_name, settings_from, unwrap
+from flows.concurrency import guard
+from flows.resources import keep, register, release, run_name, settings_from, unwrap
 from flows.stages import FLOWS, _expected, error_message
 from rag_health import suite
 from rag_health.probes import probe_rows
@@ -60,26 +61,36 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
         return {}
 
     try:
-        for name in SUITE:
-            start = time.perf_counter()
-            flow_ = FLOWS[name]
-            accepted = inspect.signature(flow_.fn).parameters
-            kwargs = {k: v for k, v in {**common, **inputs(name)}.items() if k in accepted}
-            # A failing stage fails its own flow run; the suite still runs the other stages and judges at the end.
-            with tags("rag-health", f"stage:{name}", f"collection:{settings.collection}", f"run:{run_id}"):
-                outputs[name] = unwrap(flow_(return_state=True, **kwargs))
-            timings[name] = time.perf_counter() - start
-        saved = suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
-                           front_page=lambda shown: suite.render_front_page(
-                               rt, {**shown, "flow_run_id": str(flow_run.id or "")}))
+        with guard(rt, run_id):  # one writer per collection; the stages re-enter the lock as this run
+            saved = _stages(rt, run_id, common, inputs, outputs, timings)
     except Exception as exc:
         if not _expected(exc):
             raise
-        get_run_logger().error(error_message("suite", exc))  # the stage emitted rag-health.stage.failed
+        get_run_logger().error(error_message("suite", exc))  # a stage's error also emitted rag-health.stage.failed
         return Failed(message=error_message("suite", exc))
     finally:
         release(run_id)
-    result = to_json(saved)
+    return _verdict(settings, run_id, outputs, to_json(saved))
+
+
+def _stages(rt, run_id: str, common: dict[str, Any], inputs, outputs: dict[str, Any], timings: dict[str, float]):
+    """Every stage in order as its own subflow run (tagged with the stage, collection and run), then the run saved
+    to the archive. A failing stage fails its own flow run; the suite still runs the others and judges at the end."""
+    for name in SUITE:
+        start = time.perf_counter()
+        flow_ = FLOWS[name]
+        accepted = inspect.signature(flow_.fn).parameters
+        kwargs = {k: v for k, v in {**common, **inputs(name)}.items() if k in accepted}
+        with tags("rag-health", f"stage:{name}", f"collection:{rt.settings.collection}", f"run:{run_id}"):
+            outputs[name] = unwrap(flow_(return_state=True, **kwargs))
+        timings[name] = time.perf_counter() - start
+    return suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
+                      front_page=lambda shown: suite.render_front_page(
+                          rt, {**shown, "flow_run_id": str(flow_run.id or "")}))
+
+
+def _verdict(settings, run_id: str, outputs: dict[str, Any], result: dict[str, Any]):
+    """The suite run's artifacts, its event and its final state."""
     publish.publish(suite.verdict_artifacts(result))
     get_run_logger().info("verdict %s: %s", result["verdict"], result["stages"])
     payload = suite.event_payload(run_id, outputs, result.get("report"))
@@ -89,8 +100,6 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
     if result["verdict"] == "fail":
         # A short message naming the failing checks, and no data: the whole result is in the artifacts and the
         # run archive (a dict in a Failed state makes Prefect log all of it as an error).
-        from flows.resources import keep
-
         keep(result)
         return Failed(message=suite.failure_message(outputs))
     return Completed(message=f"rag-health verdict: {result['verdict']}", data=result)

@@ -49,6 +49,8 @@ class LockBusy(RuntimeError):
     """Another run holds the collection lock and did not let go within the wait. The CLI prints the message as its
     one-line error; it says who holds the lock, where, since when, and what to do."""
 
+    expected = True  # a flow run ends Failed with this message, without a traceback
+
     def __init__(self, message: str, holder: Lease | None, waited_s: float):
         super().__init__(message)
         self.holder = holder

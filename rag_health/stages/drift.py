@@ -100,6 +100,6 @@ def artifacts(result: DriftResult | Skipped) -> list[Artifact]:
 STAGE = registry.Stage(
     name="drift", run=run, result_type=DriftResult, artifacts=artifacts, task_name="drift-report",
     help="build the drift report against the baseline", example="rag-health drift --promote-baseline",
-    needs=frozenset({registry.INDEX, registry.ARCHIVE}),
+    needs=frozenset({registry.INDEX, registry.ARCHIVE}), writes=True,
     options=(registry.promote_baseline(),),
 )

@@ -34,5 +34,5 @@ STAGE = registry.Stage(
     example="rag-health ingest --only runbooks/ --only policies/kyc-escalation.md",
     options=(registry.docs(), registry.Option(("--only",), "only", "doc id, folder prefix or glob to re-ingest; "
                                                                     "repeatable", repeat=True, setting=False)),
-    needs=frozenset({registry.SOURCE, registry.INDEX}),
+    needs=frozenset({registry.SOURCE, registry.INDEX}), writes=True,
 )

@@ -130,5 +130,5 @@ STAGE = registry.Stage(
     options=(registry.docs(), registry.probes(),
              registry.fail_under("fail when a probe set's metric is below MIN, e.g. 'hit@5=0.9'; repeatable")),
     needs=frozenset({registry.SOURCE, registry.PROBES, registry.THRESHOLDS, registry.INDEX, registry.ARCHIVE}),
-    new_run_id=True,
+    new_run_id=True, writes=True,
 )
