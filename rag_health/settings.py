@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     s3_sse_kms_key_id: str | None = None
     publish_deadline: Seconds = 60.0  # the whole publish gives up within this, then the run's files wait in the outbox
 
+    # Alerts: the Prefect notification block the shipped automations send to, "BLOCK-TYPE-SLUG/BLOCK-NAME"
+    # (e.g. "slack-webhook/ops-alerts"); read by `rag-health automations apply` only
+    notify_block: str | None = None
+
     @field_validator("runbook_url_prefix", "fail_under", "required_metadata", mode="before")
     @classmethod
     def _split_commas(cls, value):
