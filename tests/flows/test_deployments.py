@@ -66,7 +66,7 @@ def test_deploy_schedule_and_adhoc_reingest(server, tmp_path, small_corpus):
         assert d["description"], name
         assert d["work_pool_name"] == "rag-health", name
         assert d["job_variables"]["env"] == {  # rag_health_docs -> RAG_HEALTH_DOCS, resolved at deploy time
-            name.upper(): value for name, value in variables.items() if name != "rag_health_checkout"}, name
+            var.upper(): value for var, value in variables.items() if var != "rag_health_checkout"}, name
         # the checkout is read on the worker at run time, never the deployer's literal path
         assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
             "directory": "{{ prefect.variables.rag_health_checkout }}"}}], name
