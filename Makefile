@@ -8,7 +8,7 @@ export DO_NOT_TRACK ?= 1
 export ANONYMIZED_TELEMETRY ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-fast audit bench clean
+.PHONY: setup run test test-fast audit bench clean up down
 
 setup: $(STAMP)
 
@@ -35,6 +35,15 @@ test-fast: $(STAMP)
 audit: $(STAMP)
 	$(PY) -m pip install -q pip-audit==2.10.1
 	$(PY) -m pip_audit -r constraints.txt --no-deps --disable-pip --strict --progress-spinner off
+
+# A local Prefect stack for this checkout: server on PREFECT_PORT (default 4200), work pool, variables, every
+# deployment in prefect.yaml, a worker. State, pids and logs in .prefect-local/. `up` twice starts nothing twice.
+up: $(STAMP)
+	$(PY) scripts/prefect_local.py up
+
+# Standard library only: works without the virtual environment.
+down:
+	$(PYTHON) scripts/prefect_local.py down
 
 bench: $(STAMP)
 	$(PY) benchmarks/prometheus_runbooks.py

@@ -66,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     show = runs_sub.add_parser("show", help="a run's stored result.json (--json prints it as stored)")
     show.add_argument("run_id", metavar="RUN_ID")
     _add_options(show, ())
+    autos = sub.add_parser("automations", help="apply or list the Prefect automations shipped with rag-health",
+                           epilog="example: RAG_HEALTH_NOTIFY_BLOCK=slack-webhook/ops-alerts rag-health automations "
+                                  "apply")
+    autos.add_argument("action", choices=["apply", "list"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "automations":  # against the Prefect server in PREFECT_API_URL: its own output, no flow
+        from flows import automations
+
+        return automations.main([args.action])
     from rag_health.settings import disable_telemetry
 
     disable_telemetry()

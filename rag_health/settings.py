@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     # Collection lock (rag_health.locks): one writer at a time per collection, held in the bucket or the state dir
     lock_wait_seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 900.0  # then LockBusy; 0: fail at once
     lock_lease_seconds: Seconds = 120.0  # a bucket lease not renewed for this long (holder gone) may be taken over
+    # Alerts: the Prefect notification block the shipped automations send to, "BLOCK-TYPE-SLUG/BLOCK-NAME"
+    # (e.g. "slack-webhook/ops-alerts"); read by `rag-health automations apply` only
+    notify_block: str | None = None
 
     @field_validator("runbook_url_prefix", "fail_under", "required_metadata", mode="before")
     @classmethod

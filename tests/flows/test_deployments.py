@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from scripts.prefect_local import ensure_variables
 from tests.conftest import REPO
 from tests.support.prefect_server import start_server
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 BIN = Path(sys.executable).parent
+SCHEDULES = {  # deployment: [(cron, active)]
+    "nightly": [("0 2 * * *", True)], "freshness": [("0 * * * *", True)], "compare-chunking": [("0 4 * * 0", False)],
+    "reingest": [], "coverage": [], "quality": [], "probes": [], "drift": []}
 
 
 def api(server, path, body=None):
@@ -31,20 +36,40 @@ def server(tmp_path):
     srv.stop()
 
 
+def test_make_up_creates_every_variable_prefect_yaml_reads():
+    """A variable prefect.yaml reads but `make up` does not create would deploy as an empty string."""
+    read = set(re.findall(r"\{\{\s*prefect\.variables\.(\w+)\s*\}\}", (REPO / "prefect.yaml").read_text()))
+    from scripts.prefect_local import variable_defaults
+
+    assert read == {"rag_health_checkout", *variable_defaults(REPO)}
+
+
 def test_deploy_schedule_and_adhoc_reingest(server, tmp_path, small_corpus):
-    env = {**server.env, "PWD": str(REPO)}
+    """Every flow is deployed with its schedule, job variables resolved from the Prefect variables at deploy time
+    and a pull step that reads the checkout from a variable at run time; an ad-hoc reingest runs on a worker
+    started outside the checkout."""
+    env = server.env
     run = lambda *args, **kw: subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=env,  # noqa: E731
                                              capture_output=True, text=True, timeout=kw.get("timeout", 300))
     created = run("work-pool", "create", "rag-health", "--type", "process")
     assert created.returncode == 0, created.stderr
+    variables = ensure_variables(server.api_url, REPO)  # what `make up` does before it deploys
     deployed = run("--no-prompt", "deploy", "--all")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
 
     deployments = {d["name"]: d for d in api(server, "/deployments/filter")}
-    assert {"nightly", "reingest", "freshness", "compare-chunking"} <= set(deployments)
-    schedules = deployments["nightly"]["schedules"]
-    assert [s["schedule"]["cron"] for s in schedules] == ["0 2 * * *"]
-    assert deployments["reingest"]["schedules"] == []
+    assert set(deployments) == set(SCHEDULES)
+    for name, d in deployments.items():
+        schedules = [(s["schedule"]["cron"], s["active"]) for s in d["schedules"]]
+        assert schedules == SCHEDULES[name], name
+        assert all(s["schedule"]["timezone"] == "UTC" for s in d["schedules"]), name
+        assert d["description"], name
+        assert d["work_pool_name"] == "rag-health", name
+        assert d["job_variables"]["env"] == {  # rag_health_docs -> RAG_HEALTH_DOCS, resolved at deploy time
+            var.upper(): value for var, value in variables.items() if var != "rag_health_checkout"}, name
+        # the checkout is read on the worker at run time, never the deployer's literal path
+        assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
+            "directory": "{{ prefect.variables.rag_health_checkout }}"}}], name
 
     worker_log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "rag-health"], cwd=tmp_path,
