@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from rag_health.locks import LockBusy, collection_lock
+from rag_health.locks import LockBusy, collection_lock, lock_holder
 from rag_health.runtime import Runtime
 
 
@@ -68,3 +68,15 @@ def guard(rt: Runtime, owner: str, *, nested: bool = False) -> Iterator[Any]:
     slot = _prefect_slot(rt.settings.collection, wait, owner) if prefect_server() and not nested else nullcontext()
     with slot, collection_lock(rt, owner) as held:
         yield held
+
+
+def check_held(rt: Runtime, owner: str) -> None:
+    """For work done under another run's lock (an ingest shard under its coordinator): that run must hold the
+    collection now, or the work would write unguarded."""
+    from rag_health.settings import ConfigError
+
+    holder = lock_holder(rt)
+    if holder is None or holder.owner != owner:
+        held = f"held by {holder.describe()}" if holder else "free"
+        raise ConfigError(f"collection {rt.settings.collection}: this shard belongs to run {owner}, which does not "
+                          f"hold the collection lock (it is {held}); shards run only from their coordinator")

@@ -5,7 +5,7 @@ functions exist one by one only because deployments and the UI read their typed 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
@@ -55,9 +55,14 @@ def error_message(name: str, exc: BaseException) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 
-def _writing(stage, settings, run_key: str | None, nested: bool):
+def _writing(stage, settings, run_key: str | None, nested: bool, under: str | None = None):
     """The collection lock around a stage that writes the collection or the run archive (nothing otherwise)."""
     if not stage.writes:
+        return nullcontext()
+    if under:
+        from flows.concurrency import check_held
+
+        check_held(runtime_for(settings, run_key), under)
         return nullcontext()
     from prefect.runtime import flow_run
 
@@ -65,12 +70,14 @@ def _writing(stage, settings, run_key: str | None, nested: bool):
     return guard(runtime_for(settings, run_key), owner, nested=nested)
 
 
-def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run_key: str | None = None,
-        **inputs: Any):
+def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run_key: str | None = None, *,
+        speak: bool = True, under: str | None = None, **inputs: Any):
     """Run one stage as a task of the current flow (run_key: the run whose runtime it shares, if any). A failing
     verdict ends the flow run Failed with a short message naming the failing checks (the result travels to an
     in-process caller through flows.resources.keep, and stays in the artifacts and the run archive); on its own,
-    the flow emits rag-health.check.failed / check.warned; an error emits rag-health.stage.failed."""
+    the flow emits rag-health.check.failed / check.warned; an error emits rag-health.stage.failed.
+    speak=False: the caller emits the verdict (it decides more first). under: a run id that must already hold the
+    collection (an ingest shard works under its coordinator's lock, from another process)."""
     stage = stages()[name]
     settings = settings_from(params, overrides)
     retries = stage.retries if talks_to_remote(stage, settings) else 0
@@ -80,7 +87,7 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
         retry_jitter_factor=0.5 if retries else None, retry_condition_fn=_retry_transient if retries else None)
     nested = registered(settings, run_key)  # a suite's stage: the suite holds the collection and speaks for the run
     try:
-        with _writing(stage, settings, run_key, nested):
+        with _writing(stage, settings, run_key, nested, under):
             result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
     except Exception as exc:
         message = error_message(name, exc)
@@ -93,7 +100,7 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
         raise
     keep(result)
     get_run_logger().info("%s: %s", name, result.status)
-    if not nested:
+    if speak and not nested:
         publish.emit_verdict(settings.collection, {**event_payload(run_key, {name: result}), "stage": name})
     if result.status == "fail":
         return Failed(message=failure_message({name: result}, f"rag-health {name}"))
@@ -103,7 +110,9 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
 @flow(name="rag-health-ingest", flow_run_name=run_name("ingest"), log_prints=True)
 def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_dir: str | None = None,
                 collection: str | None = None, run_id: str | None = None,
-                settings_overrides: dict[str, Any] | None = None):
+                settings_overrides: dict[str, Any] | None = None,
+                on_mass_change: Literal["ask", "hold", "proceed"] = "ask", approved: list[str] | None = None,
+                shards: int = 1, shard: str | None = None):
     """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally.
 
     Args:
@@ -113,9 +122,15 @@ def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_di
         collection: Chroma collection name (empty: RAG_HEALTH_COLLECTION, else rag-health).
         run_id: The run this stage belongs to (set by the suite; empty: a new run).
         settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+        on_mass_change: When more than max_delete_fraction of the indexed documents would be removed or replaced: "ask" pauses for a person's approval, "hold" keeps the index and warns, "proceed" goes ahead.
+        approved: Document ids a person approved removing or replacing (set by the approval gate).
+        shards: Split the ingest into this many flow runs of this deployment, one per document shard (needs a Chroma server and a bucket).
+        shard: The shard this run ingests, "i/n" (set by the coordinating run).
     """
-    return run("ingest", {"docs": docs, "state_dir": state_dir, "collection": collection}, settings_overrides,
-               run_id, only=only)
+    from flows import ingest
+
+    return ingest.ingest({"docs": docs, "state_dir": state_dir, "collection": collection}, settings_overrides,
+                         run_id, only, on_mass_change, approved, shards, shard)
 
 
 @flow(name="rag-health-freshness", flow_run_name=run_name("freshness"))

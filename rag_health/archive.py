@@ -67,6 +67,11 @@ def run_key(run_id: str, name: str) -> str:
     return f"runs/{checked_run_id(run_id)}/{name}"
 
 
+def _shard_name(shard: str) -> str:
+    i, _, n = shard.partition("/")
+    return f"ingest-shard-{int(i)}-of-{int(n)}.json"
+
+
 def report_key(run_id: str) -> str:
     return f"reports/{checked_run_id(run_id)}/drift-report.html"
 
@@ -213,6 +218,13 @@ class RunArchive:
 
     def probe_ranks(self, run_id: str | None) -> dict[str, Any] | None:
         return self._get_json(run_key(run_id, "probes.json")) if run_id else None
+
+    def save_shard_result(self, run_id: str, shard: str, result: dict[str, Any]) -> str | None:
+        """An ingest shard's result ("i/n"), for its coordinator on another worker."""
+        return self._put_json(run_key(run_id, _shard_name(shard)), result, run_id)
+
+    def shard_result(self, run_id: str, shard: str) -> dict[str, Any] | None:
+        return self._get_json(run_key(run_id, _shard_name(shard)))
 
     def save_snapshot(self, run_id: str, frame: pd.DataFrame) -> str | None:
         buf = io.BytesIO()

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     # Collection lock (rag_health.locks): one writer at a time per collection, held in the bucket or the state dir
     lock_wait_seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 900.0  # then LockBusy; 0: fail at once
     lock_lease_seconds: Seconds = 120.0  # a bucket lease not renewed for this long (holder gone) may be taken over
+    # Approval gate (a re-ingest over max_delete_fraction pauses for a person, in a Prefect deployment run)
+    approval_timeout_seconds: Annotated[float, Field(gt=0.0, le=7 * 86400.0, allow_inf_nan=False)] = 28800.0
+    approval_poll_seconds: Annotated[float, Field(ge=1.0, le=300.0, allow_inf_nan=False)] = 10.0
+    # Ingest shards (shards=N in the reingest deployment): how long the coordinator waits for its shard runs
+    shard_timeout_seconds: Annotated[float, Field(gt=0.0, le=7 * 86400.0, allow_inf_nan=False)] = 21600.0
     # Alerts: the Prefect notification block the shipped automations send to, "BLOCK-TYPE-SLUG/BLOCK-NAME"
     # (e.g. "slack-webhook/ops-alerts"); read by `rag-health automations apply` only
     notify_block: str | None = None

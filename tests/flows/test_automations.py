@@ -147,11 +147,13 @@ def test_a_failed_check_event_sends_the_notification(server, applied, received):
     """A rag-health.check.failed event on a collection reaches the webhook, with the verdict and findings."""
     emit(server, event="rag-health.check.failed", resource={"prefect.resource.id": "rag-health.collection.test"},
          payload={"verdict": "fail", "stages": {"probes": "fail", "freshness": "pass"},
-                  "findings": ["hit@5 0.42 below 0.5"]})
+                  "summary": "rag-health verdict: fail — probes: hit@5 0.42 below 0.5",
+                  "failing": [{"stage": "probes", "finding": "hit@5 0.42 below 0.5"}]})
     message = wait_for(received, lambda m: "FAILED" in m["subject"])
     assert message["subject"] == "rag-health FAILED: test"
     assert "rag-health.check.failed on collection test" in message["body"]
-    assert "probes=fail" in message["body"] and "- hit@5 0.42 below 0.5" in message["body"]
+    assert "probes=fail" in message["body"] and "- probes: hit@5 0.42 below 0.5" in message["body"]
+    assert "rag-health verdict: fail — probes: hit@5 0.42 below 0.5" in message["body"]
 
 
 def test_an_approval_request_links_the_flow_run(server, applied, received):

@@ -1,0 +1,48 @@
+"""Ingest shards added up: the results of N shard runs (each a JSON object of the contract's ingest shape) become
+the one IngestResult a single worker would have reported; a change held back before any shard ran becomes a result
+that says so."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rag_health.ingest import IngestError, IngestResult, MassChange
+
+_SUMMED = ("documents", "unchanged", "read", "chunks_embedded", "chunks_reused", "metadata_upgraded",
+           "chunks_deleted")
+
+
+def held_result(source: str, change: MassChange) -> IngestResult:
+    """Nothing written: the coordinator held this change back before starting any shard."""
+    return IngestResult(source=source, documents=change.listed, added=(), changed=(), removed=(), unchanged=0,
+                        read=0, chunks_embedded=0, chunks_reused=0, metadata_upgraded=0, chunks_deleted=0,
+                        skipped=(), errors=(), seconds=0.0, held=change)
+
+
+def _held(part: dict[str, Any]) -> MassChange | None:
+    held = part.get("held")
+    if not held:
+        return None
+    return MassChange(tuple(held.get("removed_ids") or ()), tuple(held.get("replaced_ids") or ()),
+                      int(held.get("indexed") or 0), float(held.get("fraction") or 0.0),
+                      float(held.get("threshold") or 0.0), int(held.get("listed") or 0))
+
+
+def merge(parts: Sequence[dict[str, Any]], seconds: float) -> IngestResult:
+    """The shards' results as one: counts summed, ids in order, errors and skipped files of every shard."""
+    ids = {k: tuple(sorted(d for p in parts for d in p.get(f"{k}_ids") or ())) for k in ("added", "changed",
+                                                                                         "removed")}
+    errors = tuple(IngestError(e["doc_id"], e["reason"]) for p in parts for e in p.get("errors") or ())
+    skipped = tuple(IngestError(e["doc_id"], e["reason"]) for p in parts for e in p.get("skipped") or ())
+    helds = [h for h in (_held(p) for p in parts) if h is not None]
+    held = None
+    if helds:
+        removed = tuple(sorted({d for h in helds for d in h.removed}))
+        replaced = tuple(sorted({d for h in helds for d in h.replaced}))
+        held = MassChange.of(removed, replaced, max(h.indexed for h in helds), helds[0].threshold,
+                             max(h.listed for h in helds))
+    return IngestResult(source=str(parts[0].get("source", "")) if parts else "",
+                        **{k: sum(int(p.get(k) or 0) for p in parts) for k in _SUMMED},
+                        added=ids["added"], changed=ids["changed"], removed=ids["removed"], skipped=skipped,
+                        errors=errors, seconds=round(seconds, 3), held=held)
