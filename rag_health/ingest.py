@@ -374,7 +374,8 @@ def _must_read(entry: SourceEntry, known: LedgerEntry | None, noted: dict[str, A
 
 def _plan(source: DocumentSource, index: ChunkIndex, chunker: Chunker, *, only: list[str] | None,
           shard: tuple[int, int] | None, remove_deleted: bool, max_delete_fraction: float, limits: Limits,
-          cache_bytes: int = PLAN_CACHE_BYTES) -> _Plan:
+          cache_bytes: int | None = None) -> _Plan:
+    cache_bytes = PLAN_CACHE_BYTES if cache_bytes is None else cache_bytes
     if shard is not None:
         shard = check_shard(shard)
     plan = _Plan([], set(), [], index.ledger(), index.notes(), shard)
