@@ -160,6 +160,8 @@ def _dispatch(args: argparse.Namespace) -> Any:
         preflight.check(rt, {registry.ARCHIVE})
         return BaselineResult("pass", promote(rt, args.run_id))
     inputs = {o.dest: getattr(args, o.dest) for o in options if not o.setting}
+    if "allow_mass_delete" in inputs:  # nobody can approve at a terminal later: hold unless allowed now
+        inputs["on_mass_change"] = "proceed" if inputs.pop("allow_mass_delete") else "hold"
     preflight.check(rt, stage.needs if stage else registry.suite_needs(), inputs.get("configs"))
     from flows.resources import unwrap
     from flows.stages import FLOWS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run
@@ -24,7 +24,8 @@ from rag_health.results import to_json
 def suite_flow(docs: str | None = None, manifest: str | None = None, probes: list[str] | None = None,
                rules: list[str] | None = None, runbook_url_prefix: list[str] | None = None,
                state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
-               fail_under: list[str] | None = None, settings_overrides: dict[str, Any] | None = None):
+               fail_under: list[str] | None = None, settings_overrides: dict[str, Any] | None = None,
+               on_mass_change: Literal["ask", "hold", "proceed"] = "ask"):
     """Ingest, freshness, alert coverage, quality, probes and drift against one collection; one verdict.
 
     Args:
@@ -38,6 +39,7 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
         promote_baseline: Make this run the drift and probe baseline.
         fail_under: Probe thresholds that fail the run, e.g. "hit@5=0.9" or "golden:mrr=0.8".
         settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
+        on_mass_change: When the ingest would remove or replace more than max_delete_fraction of the indexed documents: "ask" pauses for a person's approval, "hold" keeps the index and warns, "proceed" goes ahead.
     """
     settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
                               "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
@@ -53,6 +55,8 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
 
     def inputs(name: str) -> dict[str, Any]:
         """What a stage takes from the stages before it."""
+        if name == "ingest":
+            return {"on_mass_change": on_mass_change}
         if name == "probes":  # one probe per covered alert
             return {"extra_sets": {"alerts": probe_rows(getattr(outputs["coverage"], "probes", ()))}}
         if name == "drift":  # the verdict so far goes into the report index

@@ -3,13 +3,17 @@
 New chunks of a changed document are written under new ids (the content hash is part of the id) before the old
 ones are deleted, so an interrupted run leaves the previous version searchable; the ledger picks the newest
 complete version and the next run removes leftovers.
+
+A run plans before it writes: it lists the source, compares it with the ledger and hashes the documents whose listed
+version changed. When more of the index would be removed or replaced than max_delete_fraction allows, and no human
+approved exactly that change, the run holds: it writes nothing at all (additions included) and says so once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
@@ -17,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from checks.ingest import ingest_status
+from checks.ingest import held_sentence, ingest_status
 from checks.pii import redact
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, redacted_metadata, starts_mid_sentence
 from rag_health.documents import (
@@ -42,6 +46,104 @@ class IngestError:
     reason: str
 
 
+PLAN_CACHE_BYTES = 64 * 2**20  # bytes read while planning that are kept for the writing pass (beyond: read again)
+
+
+def shard_of(doc_id: str, n: int) -> int:
+    """The shard (0..n-1) a document belongs to: stable across runs, machines and Python versions."""
+    return int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest()[:8], 16) % n
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/n" (shard i of n, counted from 0), as given on a command line, e.g. "1/4" -> (1, 4)."""
+    i, sep, n = str(text).strip().partition("/")
+    try:
+        shard = (int(i), int(n))
+    except ValueError:
+        shard = None
+    if not sep or shard is None:
+        raise ValueError(f"shard {text!r} is not of the form i/n (e.g. 0/4: the first of four shards)")
+    return check_shard(shard)
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n} does not exist: n must be at least 1 and i one of 0..n-1")
+    return i, n
+
+
+@dataclass(frozen=True)
+class MassChange:
+    """What a run would destroy: indexed documents gone from the source (removed) and indexed documents whose
+    content changed (replaced), against all documents the index holds. A touch (same bytes) or a re-chunk of the
+    same bytes replaces nothing."""
+
+    removed: tuple[str, ...]
+    replaced: tuple[str, ...]
+    indexed: int
+    fraction: float
+    threshold: float
+    listed: int = 0  # supported documents the source listed, all shards
+
+    @classmethod
+    def of(cls, removed: Iterable[str], replaced: Iterable[str], indexed: int, threshold: float,
+           listed: int) -> MassChange:
+        removed, replaced = tuple(sorted(removed)), tuple(sorted(replaced))
+        fraction = (len(removed) + len(replaced)) / indexed if indexed else 0.0
+        return cls(removed, replaced, indexed, round(fraction, 6), threshold, listed)
+
+    @property
+    def doc_ids(self) -> frozenset[str]:
+        return frozenset(self.removed) | frozenset(self.replaced)
+
+    @property
+    def over_threshold(self) -> bool:
+        """Past the gate: more than the threshold, or a source that lists nothing while documents would go (a
+        broken mount or a wrong path is far more common than a real mass deletion)."""
+        if not self.indexed or not self.doc_ids:
+            return False
+        return self.fraction > self.threshold or (self.listed == 0 and bool(self.removed))
+
+    def holds(self, approved: Approval | None) -> bool:
+        """Whether a run must hold back this change: over the threshold and not covered by the approval."""
+        return self.over_threshold and not (approved is not None and approved.covers(self))
+
+    def sentence(self) -> str:
+        return held_sentence(len(self.doc_ids), self.indexed, self.fraction, self.threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed_ids": list(self.removed), "replaced_ids": list(self.replaced), "indexed": self.indexed,
+                "fraction": self.fraction, "threshold": self.threshold, "listed": self.listed}
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A human's go-ahead for a mass change: everything (--allow-mass-delete), or the document ids they were shown.
+    An id approval covers a run only while its planned removals and replacements stay within those ids."""
+
+    doc_ids: frozenset[str] = frozenset()
+    everything: bool = False
+
+    @classmethod
+    def allow_all(cls) -> Approval:
+        return cls(everything=True)
+
+    @classmethod
+    def of(cls, doc_ids: Iterable[str]) -> Approval:
+        return cls(doc_ids=frozenset(doc_ids))
+
+    def covers(self, change: MassChange) -> bool:
+        return self.everything or change.doc_ids <= self.doc_ids
+
+    def to_json(self) -> dict[str, Any]:
+        return {"everything": self.everything, "doc_ids": sorted(self.doc_ids)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Approval:
+        return cls(doc_ids=frozenset(data.get("doc_ids") or ()), everything=bool(data.get("everything")))
+
+
 @dataclass
 class _Tally:
     """What an ingest pass counts while it runs; frozen into an IngestResult at the end."""
@@ -60,6 +162,8 @@ class _Tally:
     skipped: list[IngestError] = field(default_factory=list)
     errors: list[IngestError] = field(default_factory=list)
     seconds: float = 0.0
+    held: MassChange | None = None  # the change this run held back; nothing was written
+    shard: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +184,8 @@ class IngestResult:
     skipped: tuple[IngestError, ...]
     errors: tuple[IngestError, ...]
     seconds: float
+    held: MassChange | None = None
+    shard: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, tally: _Tally) -> IngestResult:
@@ -87,18 +193,22 @@ class IngestResult:
 
     @property
     def status(self) -> str:
-        return ingest_status(self.errors)
+        return ingest_status(self.errors, held=self.held is not None)
 
     def sentences(self) -> list[str]:
-        return [f"ingest error {e.doc_id}: {e.reason}" for e in self.errors]
+        held = [f"ingest {self.held.sentence()}"] if self.held else []
+        return held + [f"ingest error {e.doc_id}: {e.reason}" for e in self.errors]
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's ingest object: counts, with the ids of what was added, changed and removed."""
+        """The contract's ingest object: counts, with the ids of what was added, changed and removed; `held` (null
+        or the change held back) and `shard` (null or [i, n]) were added later."""
         data = asdict(self)
         data["added"], data["changed"], data["removed"] = len(self.added), len(self.changed), len(self.removed)
         data["added_ids"], data["changed_ids"], data["removed_ids"] = (list(self.added), list(self.changed),
                                                                        list(self.removed))
         data["skipped"], data["errors"] = [asdict(e) for e in self.skipped], [asdict(e) for e in self.errors]
+        data["held"] = self.held.to_json() if self.held else None
+        data["shard"] = list(self.shard) if self.shard else None
         data["status"] = self.status
         return data
 
@@ -175,32 +285,150 @@ def ingest(
     metadata_defaults: Callable[[str], dict[str, Any]] | None = None,
     known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
     limits: Limits | None = None,
+    approved: Approval | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> IngestResult:
     """Bring the index in line with the source. Returns what changed; errors never remove what was indexed.
 
     known_vectors: looks up vectors already computed for chunk ids (ids encode content, chunking and model, so
     an equal id means an equal vector), e.g. from the live collection when filling a temporary one.
-    limits: per-document bounds; by default the source's own (the runtime builds it with the settings')."""
+    limits: per-document bounds; by default the source's own (the runtime builds it with the settings').
+    approved: a human's go-ahead for a change over max_delete_fraction (see MassChange); without one covering
+    the planned change, the run holds and writes nothing.
+    shard: (i, n): only documents with shard_of(doc_id, n) == i, removals included. The gate counts this shard's
+    change against the whole index, so the shards' fractions add up to the global one; a coordinator plans the
+    whole change with plan_changes() and passes the approval to every shard."""
     started = time.perf_counter()
     index.check_model()
-    run = _IngestRun(source, index, embedder, chunker, only=only, write_batch_chunks=write_batch_chunks,
-                     metadata_defaults=metadata_defaults, known_vectors=known_vectors,
-                     limits=limits or getattr(source, "limits", DEFAULT_LIMITS))
-    for entry in source.list():
-        run.visit(entry)
-    run.flush()
-    run.write_bookkeeping()
-    run.check_listing(remove_deleted, max_delete_fraction)
+    limits = limits or getattr(source, "limits", DEFAULT_LIMITS)
+    plan = _plan(source, index, chunker, only=only, shard=shard, remove_deleted=remove_deleted,
+                 max_delete_fraction=max_delete_fraction, limits=limits)
+    run = _IngestRun(source, index, embedder, chunker, plan, only=only, write_batch_chunks=write_batch_chunks,
+                     metadata_defaults=metadata_defaults, known_vectors=known_vectors, limits=limits)
+    if plan.change.holds(approved):
+        run.hold()
+    else:
+        for entry in plan.entries:
+            run.visit(entry)
+        run.flush()
+        run.write_bookkeeping()
+        run.check_listing(remove_deleted)
     run.result.seconds = round(time.perf_counter() - started, 3)
     return IngestResult.of(run.result)
+
+
+def plan_changes(
+    source: DocumentSource,
+    index: ChunkIndex,
+    chunker: Chunker,
+    *,
+    only: list[str] | None = None,
+    remove_deleted: bool = True,
+    max_delete_fraction: float = 0.5,
+    limits: Limits | None = None,
+    shard: tuple[int, int] | None = None,
+) -> MassChange:
+    """What an ingest with these arguments would remove and replace, writing nothing: lists the source, compares it
+    with the ledger and reads (to hash) only indexed documents whose listed version changed. `.holds(approved)`
+    says whether a run would hold; `Approval.of(change.doc_ids)` is what a human approves."""
+    return _plan(source, index, chunker, only=only, shard=shard, remove_deleted=remove_deleted,
+                 max_delete_fraction=max_delete_fraction,
+                 limits=limits or getattr(source, "limits", DEFAULT_LIMITS), cache_bytes=0).change
+
+
+@dataclass
+class _Plan:
+    """The first pass of a run: the listing in scope, the store's view of it, and the change it amounts to."""
+
+    entries: list[SourceEntry]  # selected by --only, in this shard, supported: what the run visits
+    selected: set[str]  # supported documents --only selects, all shards (for the "matched nothing" check)
+    skipped: list[IngestError]  # unsupported files of this shard
+    ledger: dict[str, LedgerEntry]
+    notes: dict[str, dict[str, Any]]
+    shard: tuple[int, int] | None
+    reads: int = 0
+    outcomes: dict[str, bytes | Exception] = field(default_factory=dict)  # reads kept for the writing pass
+    hashes: dict[str, str] = field(default_factory=dict)  # content hash of every document read while planning
+    change: MassChange = MassChange((), (), 0, 0.0, 0.0)
+
+    def mine(self, doc_id: str) -> bool:
+        return self.shard is None or shard_of(doc_id, self.shard[1]) == self.shard[0]
+
+
+def _recipe(known: LedgerEntry | None, chunker: Chunker) -> tuple[bool, bool]:
+    """(same_recipe, current): the stored version was written complete by this chunking, and with the chunk
+    metadata it should carry (META_VERSION)."""
+    same_recipe = known is not None and known.complete and known.chunker == chunker.config
+    return same_recipe, same_recipe and known.meta_version >= META_VERSION  # type: ignore[union-attr]
+
+
+def _must_read(entry: SourceEntry, known: LedgerEntry | None, noted: dict[str, Any] | None,
+               chunker: Chunker) -> bool:
+    """Whether a run reads this document: not when the ledger holds this version, nor when it was noted bad or
+    empty at this version."""
+    _, current = _recipe(known, chunker)
+    if current and known.source_version == entry.version:  # type: ignore[union-attr]
+        return False
+    return not (noted and noted.get("source_version") == entry.version and (not known or current))
+
+
+def _plan(source: DocumentSource, index: ChunkIndex, chunker: Chunker, *, only: list[str] | None,
+          shard: tuple[int, int] | None, remove_deleted: bool, max_delete_fraction: float, limits: Limits,
+          cache_bytes: int | None = None) -> _Plan:
+    cache_bytes = PLAN_CACHE_BYTES if cache_bytes is None else cache_bytes
+    if shard is not None:
+        shard = check_shard(shard)
+    plan = _Plan([], set(), [], index.ledger(), index.notes(), shard)
+    listed = 0
+    for entry in source.list():
+        supported = is_supported(entry.doc_id, limits)
+        listed += supported
+        if only and not _selected(entry.doc_id, only):
+            continue
+        if supported:
+            plan.selected.add(entry.doc_id)
+        if not plan.mine(entry.doc_id):
+            continue
+        if not supported:
+            reason = "no extension (read_extensionless is off)" if is_supported(entry.doc_id) else \
+                "unsupported file type"
+            plan.skipped.append(IngestError(entry.doc_id, reason))
+            continue
+        plan.entries.append(entry)
+    replaced, cached = [], 0
+    for entry in plan.entries:
+        known = plan.ledger.get(entry.doc_id)
+        if known is None or not _must_read(entry, known, plan.notes.get(entry.doc_id), chunker):
+            continue  # a new document replaces nothing; its bytes are read when it is written
+        try:
+            check_size(entry.size, limits)  # the listed size: an oversized document is never downloaded
+            data = source.read(entry.doc_id)
+            plan.reads += 1
+        except (Rejected, OSError) as exc:  # reported by the writing pass, which does not read it again
+            plan.outcomes[entry.doc_id] = exc
+            continue
+        plan.hashes[entry.doc_id] = content_hash(data)
+        if plan.hashes[entry.doc_id] != known.content_hash:
+            replaced.append(entry.doc_id)
+        if cached + len(data) <= cache_bytes:
+            plan.outcomes[entry.doc_id] = data
+            cached += len(data)
+    removed: list[str] = []
+    if remove_deleted and not only:
+        unlisted = list(getattr(source, "unlisted", []))
+        seen = {e.doc_id for e in plan.entries}
+        removed = [d for d in plan.ledger
+                   if d not in seen and plan.mine(d) and not unlisted_reason(d, unlisted)]
+    plan.change = MassChange.of(removed, replaced, len(plan.ledger), max_delete_fraction, listed)
+    return plan
 
 
 class _IngestRun:
     """The state one ingest pass builds up: what it has seen, what waits to be written, and the bookkeeping it
     owes the store at the end (done in batches, not per document)."""
 
-    def __init__(self, source: DocumentSource, index: ChunkIndex, embedder: Embedder, chunker: Chunker, *,
-                 only: list[str] | None, write_batch_chunks: int,
+    def __init__(self, source: DocumentSource, index: ChunkIndex, embedder: Embedder, chunker: Chunker,
+                 plan: _Plan, *, only: list[str] | None, write_batch_chunks: int,
                  metadata_defaults: Callable[[str], dict[str, Any]] | None,
                  known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None, limits: Limits):
         self.source = source
@@ -212,8 +440,9 @@ class _IngestRun:
         self.write_batch_chunks = write_batch_chunks
         self.metadata_defaults = metadata_defaults
         self.known_vectors = known_vectors
-        self.result = _Tally(source=source.uri)
-        self.ledger = index.ledger()
+        self.plan = plan
+        self.result = _Tally(source=source.uri, skipped=list(plan.skipped), read=plan.reads, shard=plan.shard)
+        self.ledger = plan.ledger
         self.ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.seen: set[str] = set()
         self.pending: list[_Pending] = []
@@ -221,7 +450,7 @@ class _IngestRun:
         self.written: set[str] = set()
         self.touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
         self.leftovers: list[str] = []
-        self.notes = index.notes()
+        self.notes = plan.notes
         self.new_notes: dict[str, dict[str, Any]] = {}
 
     def report(self, doc_id: str, kind: str, reason: str) -> str:
@@ -235,15 +464,8 @@ class _IngestRun:
         self.new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
 
     def visit(self, entry: SourceEntry) -> None:
-        """One listed document: skip it, report it again, remember its new version, or parse and queue it."""
+        """One planned document: skip it, report it again, remember its new version, or parse and queue it."""
         result = self.result
-        if self.only and not _selected(entry.doc_id, self.only):
-            return
-        if not is_supported(entry.doc_id, self.limits):
-            reason = "no extension (read_extensionless is off)" if is_supported(entry.doc_id) else \
-                "unsupported file type"
-            result.skipped.append(IngestError(entry.doc_id, reason))
-            return
         self.seen.add(entry.doc_id)
         result.documents += 1
         known = self.ledger.get(entry.doc_id)
@@ -251,25 +473,26 @@ class _IngestRun:
             self.leftovers += known.leftover_ids
         # A version written by other chunk settings or left half-written is rebuilt even if the bytes match; one
         # written before the chunk metadata it should carry (META_VERSION) is re-chunked, its vectors reused.
-        same_recipe = known is not None and known.complete and known.chunker == self.chunker.config
-        current = same_recipe and known.meta_version >= META_VERSION
-        if current and known.source_version == entry.version:
-            result.unchanged += 1
-            return
+        same_recipe, current = _recipe(known, self.chunker)
         noted = self.notes.get(entry.doc_id)
-        if noted and noted.get("source_version") == entry.version and (not known or current):
-            # Same bytes as when it was last found empty or unreadable: report it again without a download.
-            self.report(entry.doc_id, str(noted["kind"]), str(noted["reason"]))
+        if not _must_read(entry, known, noted, self.chunker):
+            if noted and not (current and known.source_version == entry.version):  # type: ignore[union-attr]
+                # Same bytes as when it was last found empty or unreadable: report it again without a download.
+                self.report(entry.doc_id, str(noted["kind"]), str(noted["reason"]))
+            else:
+                result.unchanged += 1
             return
         try:
-            check_size(entry.size, self.limits)  # the listed size: an oversized document is never downloaded
-            data = self.source.read(entry.doc_id)
-            result.read += 1
+            data = self.fetch(entry)
         except Rejected as exc:  # over a limit, or a link out of the root: noted, not read again while unchanged
             self.note(entry, "error" if known else "skipped", str(exc))
             return
         except OSError as exc:  # not noted: a read failure is usually transient, try again next run
             result.errors.append(IngestError(entry.doc_id, f"cannot read: {exc.strerror or exc}"))
+            return
+        if not self.as_planned(entry.doc_id, data):
+            result.errors.append(IngestError(entry.doc_id, "changed at the source while this run was planning; "
+                                                           "left as indexed for the next run"))
             return
         if current and known.content_hash == content_hash(data):
             # Same bytes, new mtime (a touch, a checkout): remember the version so the next run skips the read.
@@ -280,6 +503,24 @@ class _IngestRun:
         if parsed is not None:
             doc, chunks = parsed
             self.queue(entry, doc, chunks, known, same_recipe)
+
+    def fetch(self, entry: SourceEntry) -> bytes:
+        """The document's bytes: those the plan kept (or the error it met), else a read from the source."""
+        planned = self.plan.outcomes.pop(entry.doc_id, None)
+        if isinstance(planned, Exception):
+            raise planned
+        if planned is not None:
+            return planned
+        check_size(entry.size, self.limits)  # the listed size: an oversized document is never downloaded
+        data = self.source.read(entry.doc_id)
+        self.result.read += 1
+        return data
+
+    def as_planned(self, doc_id: str, data: bytes) -> bool:
+        """Bytes read again after planning are what the plan hashed, or a replacement the plan counted: a document
+        that changed in between is not replaced behind the gate's back."""
+        planned = self.plan.hashes.get(doc_id)
+        return planned is None or doc_id in self.plan.change.replaced or content_hash(data) == planned
 
     def parse(self, entry: SourceEntry, data: bytes, known: LedgerEntry | None
               ) -> tuple[ParsedDocument, list[Chunk]] | None:
@@ -338,28 +579,45 @@ class _IngestRun:
         if self.new_notes:
             index.put_notes(self.new_notes)
         indexed_now = set(result.added) | set(result.changed)
-        settled = [d for d in self.notes
-                   if d not in self.new_notes and (d in indexed_now or (d not in self.seen and not self.only))]
+        settled = [d for d in self.notes if d not in self.new_notes and self.plan.mine(d)
+                   and (d in indexed_now or (d not in self.seen and not self.only))]
         if settled:
             index.delete_notes(settled)
 
-    def check_listing(self, remove_deleted: bool, max_delete_fraction: float) -> None:
+    def check_listing(self, remove_deleted: bool) -> None:
         """What the listing as a whole says: folders that could not be listed, --only patterns that matched
-        nothing, and documents gone from the source."""
+        nothing, and documents gone from the source (removed here: the plan let them go)."""
         unlisted = list(getattr(self.source, "unlisted", []))
         for path, reason in getattr(self.source, "rejected", []):  # links out of the root, odd S3 keys
-            if not self.only or _selected(path, self.only):
+            if (not self.only or _selected(path, self.only)) and self.plan.mine(path):
                 self.result.skipped.append(IngestError(path, reason))
         for folder, reason in unlisted:
             self.result.errors.append(
                 IngestError(folder, f"cannot list folder: {reason}; its documents stay indexed"))
         for pattern in self.only or []:
-            if not any(_selected(d, [pattern]) for d in self.seen):
+            if not any(_selected(d, [pattern]) for d in self.plan.selected):
                 self.result.errors.append(
                     IngestError(pattern, "--only pattern matched no supported document at the source"))
-        if remove_deleted and not self.only:
-            protected = {d for d in self.ledger if unlisted_reason(d, unlisted)}
-            _remove_deleted(self.ledger, self.seen | protected, self.index, self.result, max_delete_fraction)
+        if remove_deleted and self.plan.change.removed:
+            self.remove(self.plan.change.removed)
+
+    def remove(self, gone: tuple[str, ...]) -> None:
+        doomed = [cid for doc_id in gone for cid in self.ledger[doc_id].chunk_ids + self.ledger[doc_id].leftover_ids]
+        self.index.delete(doomed)
+        self.result.chunks_deleted += len(doomed)
+        self.result.removed.extend(gone)
+
+    def hold(self) -> None:
+        """The change is over the gate and not approved: write nothing (no additions either, so the index stays
+        exactly the last approved state), report what was found while planning, and the held change once."""
+        self.result.held = self.plan.change
+        self.result.documents = len(self.plan.entries)
+        for doc_id, outcome in self.plan.outcomes.items():
+            if isinstance(outcome, Rejected):  # not noted: noting is a write
+                self.report(doc_id, "error", str(outcome))
+            elif isinstance(outcome, OSError):
+                self.result.errors.append(IngestError(doc_id, f"cannot read: {outcome.strerror or outcome}"))
+        self.check_listing(remove_deleted=False)
 
 
 def _selected(doc_id: str, only: list[str]) -> bool:
@@ -405,24 +663,3 @@ def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunk
         else:
             (result.added if p.is_new else result.changed).append(p.doc.doc_id)
     return written
-
-
-def _remove_deleted(ledger: dict[str, LedgerEntry], seen: set[str], index: ChunkIndex, result: _Tally,
-                    max_delete_fraction: float) -> None:
-    gone = sorted(set(ledger) - seen)
-    if not gone:
-        return
-    if ledger and (not seen or len(gone) / len(ledger) > max_delete_fraction):
-        # A source that suddenly lists (almost) nothing is far more often a broken mount or a wrong path than a
-        # real mass deletion: keep the index and say so.
-        for doc_id in gone:
-            result.errors.append(IngestError(
-                doc_id,
-                f"gone from the source but kept in the index: {len(gone)} of {len(ledger)} indexed documents "
-                f"vanished at once (over the max_delete_fraction of {max_delete_fraction:.0%})",
-            ))
-        return
-    doomed = [cid for doc_id in gone for cid in ledger[doc_id].chunk_ids + ledger[doc_id].leftover_ids]
-    index.delete(doomed)
-    result.chunks_deleted += len(doomed)
-    result.removed.extend(gone)

@@ -65,6 +65,12 @@ def promote_baseline() -> Option:
                   setting=False)
 
 
+def allow_mass_delete() -> Option:
+    return Option(("--allow-mass-delete",), "allow_mass_delete", "go ahead even when more than max_delete_fraction "
+                  "of the indexed documents would be removed or replaced (otherwise the change is held back and "
+                  "nothing is written)", switch=True, setting=False)
+
+
 # What a stage needs before it may start: each is checked up front so bad configuration exits 2 before any work.
 SOURCE, MANIFEST, RULES, PROBES, THRESHOLDS, CHUNKINGS = "source", "manifest", "rules", "probes", "thresholds", \
     "chunkings"
@@ -113,7 +119,7 @@ def suite_options() -> tuple[Option, ...]:
         for option in every[name].options:
             if option.setting:
                 found.setdefault(option.dest, option)
-    return (*found.values(), promote_baseline())
+    return (*found.values(), promote_baseline(), allow_mass_delete())
 
 
 def suite_needs() -> frozenset[str]:

@@ -3,29 +3,56 @@
 from __future__ import annotations
 
 from rag_health import registry
-from rag_health.ingest import IngestResult, ingest
+from rag_health.ingest import Approval, IngestResult, ingest, parse_shard
 from rag_health.runtime import Runtime
 from rag_health.views import Artifact, Markdown, md
 
+LISTED_IDS = 50  # ids shown per list in the artifact; the result's JSON holds all of them
 
-def run(rt: Runtime, only: list[str] | None = None) -> IngestResult:
+
+def run(rt: Runtime, only: list[str] | None = None, approved: Approval | None = None,
+        shard: tuple[int, int] | str | None = None) -> IngestResult:
+    """approved: a human's go-ahead for a mass change; shard: (i, n) or "i/n", only that shard's documents."""
     s = rt.settings
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
     try:
         return ingest(rt.source(), rt.index, rt.embedder, rt.chunker, only=only, remove_deleted=s.remove_deleted,
                       max_delete_fraction=s.max_delete_fraction, write_batch_chunks=s.write_batch_chunks,
-                      metadata_defaults=rt.manifest.defaults_for)
+                      metadata_defaults=rt.manifest.defaults_for, approved=approved,
+                      shard=tuple(shard) if shard else None)  # type: ignore[arg-type]
     finally:
         rt.index_changed()
 
 
+def _ids(label: str, ids: tuple[str, ...]) -> str:
+    """A bounded, escaped list of document ids under a label ("" when there are none)."""
+    if not ids:
+        return ""
+    lines = [f"- {md(d)}" for d in ids[:LISTED_IDS]]
+    if len(ids) > LISTED_IDS:
+        lines.append(f"- … and {len(ids) - LISTED_IDS} more")
+    return f"**{label}** ({len(ids)}):\n\n" + "\n".join(lines)
+
+
 def artifacts(result: IngestResult) -> list[Artifact]:
-    head = (f"## Ingest: {result.status}\n\n{result.documents} documents at {md(result.source)}: {len(result.added)} "
-            f"added, {len(result.changed)} changed, {len(result.removed)} removed, {result.unchanged} unchanged; "
-            f"{result.chunks_embedded} chunks embedded in {result.seconds} s.")
-    errors = "\n".join(f"- **error** {md(e.doc_id)}: {md(e.reason)}" for e in result.errors)
-    skipped = "\n".join(f"- skipped {md(e.doc_id)}: {md(e.reason)}" for e in result.skipped[:50])
-    return [Markdown("ingest-summary", head + "\n\n" + errors + ("\n" if errors and skipped else "") + skipped,
-                     "What the ingest changed: documents added, changed, removed; errors and skipped files")]
+    shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard else ""
+    head = (f"## Ingest: {result.status}{shard}\n\n{result.documents} documents at {md(result.source)}: "
+            f"{len(result.added)} added, {len(result.changed)} changed, {len(result.removed)} removed, "
+            f"{result.unchanged} unchanged; {result.chunks_embedded} chunks embedded in {result.seconds} s.")
+    parts = [head]
+    if result.held:
+        parts += [f"**{md(result.held.sentence())}**", _ids("Would be removed", result.held.removed),
+                  _ids("Would be replaced", result.held.replaced)]
+    parts += [_ids("Added", result.added), _ids("Changed", result.changed), _ids("Removed", result.removed)]
+    parts.append("\n".join(f"- **error** {md(e.doc_id)}: {md(e.reason)}" for e in result.errors))
+    skipped = [f"- skipped {md(e.doc_id)}: {md(e.reason)}" for e in result.skipped[:LISTED_IDS]]
+    if len(result.skipped) > LISTED_IDS:
+        skipped.append(f"- … and {len(result.skipped) - LISTED_IDS} more skipped")
+    parts.append("\n".join(skipped))
+    return [Markdown("ingest-summary", "\n\n".join(p for p in parts if p),
+                     description="Ingest: counts, the ids added, changed and removed, a held mass change, errors "
+                                 "and skipped documents")]
 
 
 STAGE = registry.Stage(
@@ -33,6 +60,7 @@ STAGE = registry.Stage(
     help="re-ingest the source incrementally",
     example="rag-health ingest --only runbooks/ --only policies/kyc-escalation.md",
     options=(registry.docs(), registry.Option(("--only",), "only", "doc id, folder prefix or glob to re-ingest; "
-                                                                    "repeatable", repeat=True, setting=False)),
+                                                                    "repeatable", repeat=True, setting=False),
+             registry.allow_mass_delete()),
     needs=frozenset({registry.SOURCE, registry.INDEX}), writes=True,
 )
