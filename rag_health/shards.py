@@ -33,8 +33,10 @@ def merge(parts: Sequence[dict[str, Any]], seconds: float) -> IngestResult:
     """The shards' results as one: counts summed, ids in order, errors and skipped files of every shard."""
     ids = {k: tuple(sorted(d for p in parts for d in p.get(f"{k}_ids") or ())) for k in ("added", "changed",
                                                                                          "removed")}
-    errors = tuple(IngestError(e["doc_id"], e["reason"]) for p in parts for e in p.get("errors") or ())
-    skipped = tuple(IngestError(e["doc_id"], e["reason"]) for p in parts for e in p.get("skipped") or ())
+    # dict.fromkeys: once each (every shard reports a folder it cannot list)
+    errors = tuple(dict.fromkeys(IngestError(e["doc_id"], e["reason"]) for p in parts for e in p.get("errors") or ()))
+    skipped = tuple(dict.fromkeys(IngestError(e["doc_id"], e["reason"]) for p in parts
+                                  for e in p.get("skipped") or ()))
     helds = [h for h in (_held(p) for p in parts) if h is not None]
     held = None
     if helds:
