@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from prefect import get_run_logger
 from prefect.input import RunInput
+from prefect.states import Failed
 from pydantic import Field
 
 from flows import publish
@@ -121,8 +122,24 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
     settings = settings_from(params, overrides)
     approval = approval_of(mode, approved)
     if shards > 1 and not shard:
-        result, decided = fan_out(settings, params, overrides, run_key or new_run_id(), only, mode, approval,
-                                  shards)
+        try:
+            result, decided = fan_out(settings, params, overrides, run_key or new_run_id(), only, mode, approval,
+                                      shards)
+        except Exception as exc:
+            from flows.stages import _expected, error_message
+
+            message = error_message("ingest", exc)
+            publish.emit(publish.STAGE_FAILED, settings.collection, {"stage": "ingest", "run_id": run_key,
+                                                                     "error": message,
+                                                                     "error_type": type(exc).__name__})
+            keep(exc)
+            if not _expected(exc):
+                raise
+            get_run_logger().error(message)
+            return Failed(message=message)
+        from rag_health.registry import stages
+
+        publish.publish(stages()["ingest"].artifacts(result))  # the whole ingest's, on the coordinating run
     else:
         under = run_key if shard else None  # a shard works under its coordinator's collection lock
 

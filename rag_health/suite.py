@@ -104,12 +104,13 @@ def _clip(text: str, limit: int) -> str:
 def failure_message(outputs: Mapping[str, Any], label: str = "rag-health verdict") -> str:
     """A short state message naming the failing checks: '<label>: fail — probes: hit@5 0.62 below 0.9; quality:
     …'. The findings of stages that only warn are left out; the artifacts and the run archive hold everything."""
+    from checks.pii import redact
     parts = []
     for name, out in outputs.items():
         failing = failing_sentences(out)
         if getattr(out, "status", None) != "fail":
             continue
-        first = _clip(failing[0], 160) if failing else "failed"
+        first = _clip(redact(failing[0]), 160) if failing else "failed"  # a state message is shown and logged
         parts.append(f"{name}: {first}" + (f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""))
     return _clip(f"{label}: fail — " + "; ".join(parts), MESSAGE_CHARS)
 
