@@ -5,8 +5,9 @@ Approval: when a re-ingest would remove or replace more than max_delete_fraction
 stage writes nothing and returns the change it held back. With on_mass_change="ask" (the deployments' default)
 the flow emits rag-health.approval.requested, shows the documents in an artifact and pauses for a person's
 decision (Prefect pause with run input); approve runs it again with exactly those documents approved (a further
-change since then is held again), reject or timeout keeps the index and ends the run with a warn. "hold" (the
-CLI's default) holds without asking; "proceed" (--allow-mass-delete) approves any change.
+change since then is held again), reject keeps the index and ends the run with a warn (a timeout too, though
+Prefect ends an expired pause Failed). "hold" (the CLI's and the suite's default) holds without asking;
+"proceed" (--allow-mass-delete) approves any change.
 
 Shards: shards=N plans the whole change once (the gate included), then starts N runs of this deployment, each
 ingesting the documents of one shard (rag_health.ingest.shard_of) into the shared Chroma server, under this run's
@@ -24,7 +25,7 @@ from prefect.states import Failed
 from pydantic import Field
 
 from flows import publish
-from flows.resources import keep, runtime_for, settings_from
+from flows.resources import keep, registered, runtime_for, settings_from
 from rag_health.ingest import Approval, IngestResult, MassChange, plan_changes
 from rag_health.results import to_json
 from rag_health.settings import ConfigError, Settings
@@ -59,9 +60,12 @@ def approval_markdown(change: MassChange, collection: str) -> str:
 
 
 def ask(settings: Settings, change: MassChange, run_id: str | None, attempt: int) -> tuple[bool, str]:
-    """Pause for a person's decision on this change: (approved, reason). A timeout is a reject."""
+    """Pause for a person's decision on this change: (approved, reason). No decision in time is a reject (nothing
+    written), though Prefect's pause expiry then ends the flow run Failed whatever the flow returns."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
+
+    from checks.pii import redact
 
     text = approval_markdown(change, settings.collection)
     publish.publish([Markdown("ingest-approval", text, "Documents a re-ingest would remove or replace: waiting for "
@@ -69,8 +73,8 @@ def ask(settings: Settings, change: MassChange, run_id: str | None, attempt: int
     publish.emit(publish.APPROVAL_REQUESTED, settings.collection, {
         "run_id": run_id, "summary": change.sentence(), "removed": len(change.removed),
         "replaced": len(change.replaced), "indexed": change.indexed, "fraction": change.fraction,
-        "threshold": change.threshold, "removed_ids": list(change.removed[:LISTED_IDS]),
-        "replaced_ids": list(change.replaced[:LISTED_IDS])})
+        "threshold": change.threshold, "removed_ids": [redact(d) for d in change.removed[:LISTED_IDS]],
+        "replaced_ids": [redact(d) for d in change.replaced[:LISTED_IDS]]})
     logger = get_run_logger()
     logger.warning("waiting for approval: %s", change.sentence())
     try:
@@ -79,7 +83,7 @@ def ask(settings: Settings, change: MassChange, run_id: str | None, attempt: int
                                   poll_interval=int(settings.approval_poll_seconds), key=f"approval-{attempt}")
     except FlowPauseTimeout:
         return False, f"no decision within {settings.approval_timeout_seconds:.0f} s"
-    reason = (decision.reason or "").strip()
+    reason = redact(" ".join((decision.reason or "").split()))[:300]  # free text a person typed
     logger.warning("%s by the person who resumed the run%s", "approved" if decision.approve else "rejected",
                    f": {reason}" if reason else "")
     return bool(decision.approve), reason
@@ -111,6 +115,8 @@ def gate(settings: Settings, run_id: str | None, mode: Mode, first: Any, again) 
             _rejected(settings, held, reason)
             break
         result = again(Approval.of(held.doc_ids))
+        if not isinstance(result, IngestResult):  # the rerun ended in an error (its own state and event)
+            break
     return result, decided
 
 
@@ -151,10 +157,12 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
         if not isinstance(first, IngestResult):
             return first  # an error: the stage already ended the run and emitted rag-health.stage.failed
         result, decided = gate(settings, run_key, "hold" if shard else mode, first, again)
+        if not isinstance(result, IngestResult):
+            return result
         if shard:
             runtime_for(settings, run_key).archive.save_shard_result(run_key, shard, to_json(result))
     keep(result)
-    if not shard:
+    if not shard and not registered(settings, run_key):  # a suite speaks for its run
         publish.emit_verdict(settings.collection, {**event_payload(run_key, {"ingest": result}), "stage": "ingest",
                                                    **decided})
     return result
@@ -201,9 +209,12 @@ def fan_out(settings: Settings, params: dict[str, Any], overrides: dict[str, Any
                           "approved": sorted(approval.doc_ids) if approval and not approval.everything else None}
             children.append(run_deployment(name, parameters=parameters, timeout=0, as_subflow=True,
                                            tags=["rag-health", "shard", f"run:{run_id}"]))
-        states = _wait(children, settings.shard_timeout_seconds)
-        failed = [f"shard {i}/{shards}: {st.name} ({st.message or 'no message'})" for i, st in enumerate(states)
-                  if st is None or not st.is_completed()]
+        try:
+            states = _wait(children, settings.shard_timeout_seconds)
+        finally:  # never let go of the collection while a shard may still write: cancel what is left, wait for it
+            _cancel_unfinished(children)
+        failed = [f"shard {i}/{shards}: {st.name if st else 'not started'} ({st.message if st else 'no state'})"
+                  for i, st in enumerate(states) if st is None or not st.is_completed()]
         if failed:
             raise RuntimeError("ingest shards did not complete: " + "; ".join(failed))
         parts = [rt.archive.shard_result(run_id, f"{i}/{shards}") for i in range(shards)]
@@ -212,6 +223,23 @@ def fan_out(settings: Settings, params: dict[str, Any], overrides: dict[str, Any
             raise RuntimeError(f"ingest shards {missing} completed without a result in the bucket")
         rt.index_changed()
         return merge(parts, seconds=time.perf_counter() - started), decided
+
+
+def _cancel_unfinished(children, grace_s: float = 120.0) -> None:
+    """Cancel the shard runs still going (the coordinator timed out or failed) and wait, bounded, until they end."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        live = [c.id for c in children if not client.read_flow_run(c.id).state.is_final()]
+        for run_id in live:
+            client.set_flow_run_state(run_id, Cancelling(message="the coordinating ingest run gave up"), force=True)
+        deadline = time.monotonic() + grace_s
+        while live and time.monotonic() < deadline:
+            live = [r for r in live if not client.read_flow_run(r).state.is_final()]
+            time.sleep(2)
+    if live:
+        get_run_logger().error("shard runs %s did not stop within %.0f s of being cancelled", live, grace_s)
 
 
 def _wait(children, timeout_s: float):

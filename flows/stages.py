@@ -91,8 +91,9 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
             result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
     except Exception as exc:
         message = error_message(name, exc)
-        publish.emit(publish.STAGE_FAILED, settings.collection,
-                     {"stage": name, "run_id": run_key, "error": message, "error_type": type(exc).__name__})
+        if not under:  # a shard's error is reported once, by its coordinator
+            publish.emit(publish.STAGE_FAILED, settings.collection,
+                         {"stage": name, "run_id": run_key, "error": message, "error_type": type(exc).__name__})
         keep(exc)
         if _expected(exc):
             get_run_logger().error(message)

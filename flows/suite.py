@@ -25,7 +25,7 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
                rules: list[str] | None = None, runbook_url_prefix: list[str] | None = None,
                state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
                fail_under: list[str] | None = None, settings_overrides: dict[str, Any] | None = None,
-               on_mass_change: Literal["ask", "hold", "proceed"] = "ask"):
+               on_mass_change: Literal["ask", "hold", "proceed"] = "hold"):
     """Ingest, freshness, alert coverage, quality, probes and drift against one collection; one verdict.
 
     Args:
@@ -39,7 +39,7 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
         promote_baseline: Make this run the drift and probe baseline.
         fail_under: Probe thresholds that fail the run, e.g. "hit@5=0.9" or "golden:mrr=0.8".
         settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
-        on_mass_change: When the ingest would remove or replace more than max_delete_fraction of the indexed documents: "ask" pauses for a person's approval, "hold" keeps the index and warns, "proceed" goes ahead.
+        on_mass_change: When the ingest would remove or replace more than max_delete_fraction of the indexed documents: "hold" (default) keeps the index and warns (approve it by running the reingest deployment), "ask" pauses the suite for a person's approval while it holds the collection, "proceed" goes ahead.
     """
     settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
                               "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
@@ -71,6 +71,7 @@ def suite_flow(docs: str | None = None, manifest: str | None = None, probes: lis
         if not _expected(exc):
             raise
         get_run_logger().error(error_message("suite", exc))  # a stage's error also emitted rag-health.stage.failed
+        keep(exc)  # the CLI exits with this error's code (75 for a busy collection, 2 for a bad setting)
         return Failed(message=error_message("suite", exc))
     finally:
         release(run_id)

@@ -419,7 +419,10 @@ def _plan(source: DocumentSource, index: ChunkIndex, chunker: Chunker, *, only: 
         seen = {e.doc_id for e in plan.entries}
         removed = [d for d in plan.ledger
                    if d not in seen and plan.mine(d) and not unlisted_reason(d, unlisted)]
-    plan.change = MassChange.of(removed, replaced, len(plan.ledger), max_delete_fraction, listed)
+    # A shard judges its own share of the index: against the whole index its fraction would be about 1/n of the
+    # real one, and n shards could each pass the gate while together they remove most of it.
+    indexed = sum(1 for d in plan.ledger if plan.mine(d)) if shard else len(plan.ledger)
+    plan.change = MassChange.of(removed, replaced, indexed, max_delete_fraction, listed)
     return plan
 
 
