@@ -223,3 +223,25 @@ def test_cli_ingests_from_an_s3_prefix(harness, small_corpus, tmp_path, seaweed,
     assert json.loads(capsys.readouterr().out)["read"] == 0
     assert main(["ingest", "--docs", "s3://no-such-bucket/kb", "--state", str(tmp_path / "s2")]) == 2
     assert "bucket not reachable" in capsys.readouterr().err
+
+
+def test_cli_exits_75_while_another_run_holds_the_collection(harness, small_corpus, tmp_path, capsys,
+                                                             monkeypatch):
+    """A second writer does not wait forever nor write beside the first: it exits 75 naming the holder (the
+    harness is a Prefect server, so the global concurrency limit is taken first, then the lock in the store)."""
+    from flows.cli import main
+    from rag_health.locks import collection_lock
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import load_settings
+
+    monkeypatch.setenv("RAG_HEALTH_LOCK_WAIT_SECONDS", "0")
+    state = tmp_path / "state"
+    rt = build_runtime(load_settings(docs=str(small_corpus), state_dir=str(state)))
+    with collection_lock(rt, "nightly-20261129T020000Z-abcdef"):
+        for command in ("ingest", "run"):
+            code = main([command, "--docs", str(small_corpus), "--state", str(state), "--json"])
+            out = json.loads(capsys.readouterr().out)
+            assert code == 75 and out["exit_code"] == 75, out
+            assert "nightly-20261129T020000Z-abcdef" in out["error"]
+    assert main(["ingest", "--docs", str(small_corpus), "--state", str(state), "--json"]) == 0  # once it is free
+    capsys.readouterr()
