@@ -173,9 +173,10 @@ def _dispatch(args: argparse.Namespace) -> Any:
     # are settings overrides.
     accepted = inspect.signature(flow.fn).parameters
     kwargs = {**common, **inputs, **{k: v for k, v in overrides.items() if k in accepted},
-              "settings_overrides": {k: v for k, v in overrides.items() if k not in accepted} or None}
+              "settings_overrides": {k: v for k, v in overrides.items() if k not in accepted}}
     if stage is not None and stage.new_run_id:
         kwargs["run_id"] = new_run_id()
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # parameters are never None: left out, defaulted
     return unwrap(flow(return_state=True, **kwargs))
 
 

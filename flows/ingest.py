@@ -120,13 +120,18 @@ def gate(settings: Settings, run_id: str | None, mode: Mode, first: Any, again) 
     return result, decided
 
 
-def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: str | None, only: list[str] | None,
-           mode: Mode, approved: list[str] | None, shards: int, shard: str | None):
+def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: str | None,
+           only: list[str] | tuple[str, ...] | None, mode: Mode, approved: list[str] | tuple[str, ...] | None,
+           shards: int, shard: str | None):
     """The ingest flow's body (flows.stages.ingest_flow)."""
     from flows.stages import run
 
     settings = settings_from(params, overrides)
+    run_key, only, approved, shard = run_key or None, list(only or ()) or None, list(approved or ()), shard or None
     approval = approval_of(mode, approved)
+    if shard and approval is None and run_key:  # the coordinator's approval, if a person gave one
+        stored = runtime_for(settings, run_key).archive.approval(run_key)
+        approval = Approval.from_json(stored) if stored else None
     if shards > 1 and not shard:
         try:
             result, decided = fan_out(settings, params, overrides, run_key or new_run_id(), only, mode, approval,
@@ -200,13 +205,15 @@ def fan_out(settings: Settings, params: dict[str, Any], overrides: dict[str, Any
                 _rejected(settings, change, reason)
                 return held, decided
             approval = Approval.of(change.doc_ids)
+        if approval is not None and not approval.everything:
+            rt.archive.save_approval(run_id, approval.to_json())
         name = f"{flow_run.flow_name}/{deployment.name}"
         children = []
         for i in range(shards):
-            parameters = {**{k: v for k, v in params.items() if v is not None}, "only": only,
-                          "settings_overrides": overrides, "run_id": run_id, "shard": f"{i}/{shards}", "shards": 1,
-                          "on_mass_change": "proceed" if approval and approval.everything else "hold",
-                          "approved": sorted(approval.doc_ids) if approval and not approval.everything else None}
+            parameters = {**{k: v for k, v in params.items() if v}, "only": list(only or ()),
+                          "settings_overrides": overrides or {}, "run_id": run_id, "shard": f"{i}/{shards}",
+                          "shards": 1, "on_mass_change": "proceed" if approval and approval.everything else "hold",
+                          "approved": []}  # a shard reads an id approval from the bucket (runs/<id>/approval.json)
             children.append(run_deployment(name, parameters=parameters, timeout=0, as_subflow=True,
                                            tags=["rag-health", "shard", f"run:{run_id}"]))
         try:

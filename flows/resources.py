@@ -13,9 +13,19 @@ from rag_health.settings import Settings, disable_telemetry, load_settings
 _runs: dict[tuple[str, str], Runtime] = {}
 
 
+# Flow parameters are never Optional (the Prefect UI's form would offer "None" for each): an empty value means
+# "not given", so the setting comes from the environment or its default.
+NO_OVERRIDES: dict[str, Any] = {}  # shared defaults, never mutated
+NO_SETS: dict[str, Any] = {}
+
+
+def given(value: Any) -> bool:
+    return value is not None and value != "" and value != () and value != []
+
+
 def settings_from(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
     disable_telemetry()
-    return load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if v is not None}})
+    return load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if given(v)}})
 
 
 def _key(settings: Settings, run_id: str) -> tuple[str, str]:

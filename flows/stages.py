@@ -13,7 +13,7 @@ from prefect.tasks import exponential_backoff
 
 from flows import publish
 from flows.concurrency import guard
-from flows.resources import keep, registered, run_name, runtime_for, settings_from, unwrap  # noqa: F401
+from flows.resources import NO_OVERRIDES, NO_SETS, keep, registered, run_name, runtime_for, settings_from, unwrap  # noqa: F401
 from rag_health.errors import transient
 from rag_health.registry import stages, talks_to_remote
 from rag_health.suite import event_payload, failure_message, new_run_id
@@ -80,6 +80,9 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
     collection (an ingest shard works under its coordinator's lock, from another process)."""
     stage = stages()[name]
     settings = settings_from(params, overrides)
+    run_key = run_key or None
+    # Flow parameters say "not given" with an empty value; the stages take None, and lists.
+    inputs = {k: None if v in ("", ()) else list(v) if isinstance(v, tuple) else v for k, v in inputs.items()}
     retries = stage.retries if talks_to_remote(stage, settings) else 0
     task_ = run_stage.with_options(
         name=stage.task_name, retries=retries,
@@ -109,11 +112,11 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
 
 
 @flow(name="rag-health-ingest", flow_run_name=run_name("ingest"), log_prints=True)
-def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_dir: str | None = None,
-                collection: str | None = None, run_id: str | None = None,
-                settings_overrides: dict[str, Any] | None = None,
-                on_mass_change: Literal["ask", "hold", "proceed"] = "ask", approved: list[str] | None = None,
-                shards: int = 1, shard: str | None = None):
+def ingest_flow(docs: str = "", only: tuple[str, ...] = (), state_dir: str = "",
+                collection: str = "", run_id: str = "",
+                settings_overrides: dict[str, Any] = NO_OVERRIDES,
+                on_mass_change: Literal["ask", "hold", "proceed"] = "ask", approved: tuple[str, ...] = (),
+                shards: int = 1, shard: str = ""):
     """Re-ingest the source (or only the named documents / prefixes / globs) into Chroma, incrementally.
 
     Args:
@@ -135,9 +138,9 @@ def ingest_flow(docs: str | None = None, only: list[str] | None = None, state_di
 
 
 @flow(name="rag-health-freshness", flow_run_name=run_name("freshness"))
-def freshness_flow(docs: str | None = None, manifest: str | None = None, state_dir: str | None = None,
-                   collection: str | None = None, run_id: str | None = None,
-                   settings_overrides: dict[str, Any] | None = None):
+def freshness_flow(docs: str = "", manifest: str = "", state_dir: str = "",
+                   collection: str = "", run_id: str = "",
+                   settings_overrides: dict[str, Any] = NO_OVERRIDES):
     """Stale, missing, orphaned, superseded and index-stale documents.
 
     Args:
@@ -153,10 +156,10 @@ def freshness_flow(docs: str | None = None, manifest: str | None = None, state_d
 
 
 @flow(name="rag-health-coverage", flow_run_name=run_name("coverage"))
-def coverage_flow(docs: str | None = None, rules: list[str] | None = None,
-                  runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
-                  collection: str | None = None, run_id: str | None = None,
-                  settings_overrides: dict[str, Any] | None = None):
+def coverage_flow(docs: str = "", rules: tuple[str, ...] = (),
+                  runbook_url_prefix: tuple[str, ...] = (), state_dir: str = "",
+                  collection: str = "", run_id: str = "",
+                  settings_overrides: dict[str, Any] = NO_OVERRIDES):
     """Alert-rule coverage: alerts whose runbook is missing, runbooks no alert points to, one probe per alert.
 
     Args:
@@ -173,8 +176,8 @@ def coverage_flow(docs: str | None = None, rules: list[str] | None = None,
 
 
 @flow(name="rag-health-quality", flow_run_name=run_name("quality"))
-def quality_flow(docs: str | None = None, state_dir: str | None = None, collection: str | None = None,
-                 run_id: str | None = None, settings_overrides: dict[str, Any] | None = None):
+def quality_flow(docs: str = "", state_dir: str = "", collection: str = "",
+                 run_id: str = "", settings_overrides: dict[str, Any] = NO_OVERRIDES):
     """Chunk and embedding quality of the collection: findings per chunk, a score per document and corpus.
 
     Args:
@@ -189,10 +192,10 @@ def quality_flow(docs: str | None = None, state_dir: str | None = None, collecti
 
 
 @flow(name="rag-health-probes", flow_run_name=run_name("probes"))
-def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_dir: str | None = None,
-                collection: str | None = None, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
-                run_id: str | None = None, fail_under: list[str] | None = None,
-                settings_overrides: dict[str, Any] | None = None):
+def probes_flow(docs: str = "", probes: tuple[str, ...] = (), state_dir: str = "",
+                collection: str = "", extra_sets: dict[str, list[dict[str, Any]]] = NO_SETS,
+                run_id: str = "", fail_under: tuple[str, ...] = (),
+                settings_overrides: dict[str, Any] = NO_OVERRIDES):
     """Retrieval probes: hit@k, recall@k, precision@k, MRR, nDCG@10 per probe set, one row per probe, and the
     probes that regressed against the baseline. `extra_sets` are generated sets; `fail_under` thresholds such
     as "hit@5=0.9" or "golden:mrr=0.8" fail the run below them.
@@ -213,8 +216,8 @@ def probes_flow(docs: str | None = None, probes: list[str] | None = None, state_
 
 
 @flow(name="rag-health-drift", flow_run_name=run_name("drift"))
-def drift_flow(state_dir: str | None = None, collection: str | None = None, run_id: str | None = None,
-               promote_baseline: bool = False, verdict: str = "", settings_overrides: dict[str, Any] | None = None,
+def drift_flow(state_dir: str = "", collection: str = "", run_id: str = "",
+               promote_baseline: bool = False, verdict: str = "", settings_overrides: dict[str, Any] = NO_OVERRIDES,
                final: bool = True):
     """Evidently drift report of this run against the baseline, written locally and published to S3. `final`:
     move the history's pointers at the end (the suite moves them itself, after the run's result).
@@ -234,10 +237,10 @@ def drift_flow(state_dir: str | None = None, collection: str | None = None, run_
 
 
 @flow(name="rag-health-compare-chunking", flow_run_name=run_name("compare-chunking"))
-def compare_chunking_flow(configs: list[str] | None = None, docs: str | None = None, manifest: str | None = None,
-                          probes: list[str] | None = None, rules: list[str] | None = None,
-                          runbook_url_prefix: list[str] | None = None, state_dir: str | None = None,
-                          collection: str | None = None, settings_overrides: dict[str, Any] | None = None):
+def compare_chunking_flow(configs: tuple[str, ...] = (), docs: str = "", manifest: str = "",
+                          probes: tuple[str, ...] = (), rules: tuple[str, ...] = (),
+                          runbook_url_prefix: tuple[str, ...] = (), state_dir: str = "",
+                          collection: str = "", settings_overrides: dict[str, Any] = NO_OVERRIDES):
     """Score chunking configurations side by side ("sentence:200:24", "markdown:256", ...; default: the live one
     against the other strategy) on the same documents and probes, in temporary collections.
 

@@ -12,7 +12,7 @@ from prefect.states import Completed, Failed
 
 from flows import publish
 from flows.concurrency import guard
-from flows.resources import keep, register, release, run_name, settings_from, unwrap
+from flows.resources import NO_OVERRIDES, keep, register, release, run_name, settings_from, unwrap
 from flows.stages import FLOWS, _expected, error_message
 from rag_health import suite
 from rag_health.probes import probe_rows
@@ -21,10 +21,10 @@ from rag_health.results import to_json
 
 
 @flow(name="rag-health-suite", flow_run_name=run_name("suite"))
-def suite_flow(docs: str | None = None, manifest: str | None = None, probes: list[str] | None = None,
-               rules: list[str] | None = None, runbook_url_prefix: list[str] | None = None,
-               state_dir: str | None = None, collection: str | None = None, promote_baseline: bool = False,
-               fail_under: list[str] | None = None, settings_overrides: dict[str, Any] | None = None,
+def suite_flow(docs: str = "", manifest: str = "", probes: tuple[str, ...] = (),
+               rules: tuple[str, ...] = (), runbook_url_prefix: tuple[str, ...] = (),
+               state_dir: str = "", collection: str = "", promote_baseline: bool = False,
+               fail_under: tuple[str, ...] = (), settings_overrides: dict[str, Any] = NO_OVERRIDES,
                on_mass_change: Literal["ask", "hold", "proceed"] = "hold"):
     """Ingest, freshness, alert coverage, quality, probes and drift against one collection; one verdict.
 

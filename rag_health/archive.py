@@ -226,6 +226,14 @@ class RunArchive:
     def shard_result(self, run_id: str, shard: str) -> dict[str, Any] | None:
         return self._get_json(run_key(run_id, _shard_name(shard)))
 
+    def save_approval(self, run_id: str, approval: dict[str, Any]) -> str | None:
+        """The documents a person approved for a sharded run: its shards read them here (a flow-run parameter
+        would carry every id into the Prefect database once per shard)."""
+        return self._put_json(run_key(run_id, "approval.json"), approval, run_id)
+
+    def approval(self, run_id: str) -> dict[str, Any] | None:
+        return self._get_json(run_key(run_id, "approval.json"))
+
     def save_snapshot(self, run_id: str, frame: pd.DataFrame) -> str | None:
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)

@@ -39,6 +39,13 @@ def merge(parts: Sequence[dict[str, Any]], seconds: float) -> IngestResult:
                                   for e in p.get("skipped") or ()))
     helds = [h for h in (_held(p) for p in parts) if h is not None]
     held = None
+    wrote = any(p.get(f"{k}_ids") for p in parts for k in ("added", "changed", "removed"))
+    if helds and wrote:  # some shards held their part back, the others wrote theirs: say which, not "nothing"
+        errors += tuple(IngestError(f"shard {'/'.join(map(str, p.get('shard') or ()))}",
+                                    f"this shard {h.sentence().replace('nothing was written', 'it wrote nothing')}"
+                                    "; the other shards wrote their part")
+                        for p, h in ((p, _held(p)) for p in parts) if h is not None)
+        helds = []
     if helds:
         removed = tuple(sorted({d for h in helds for d in h.removed}))
         replaced = tuple(sorted({d for h in helds for d in h.replaced}))

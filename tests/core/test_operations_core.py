@@ -132,3 +132,15 @@ def test_shard_results_add_up_to_one_result():
     change = MassChange.of(["x.md"], [], 2, 0.3, 1)
     held = held_result("/docs", change)
     assert held.status == "warn" and held.held == change and not held.added
+
+
+def test_a_shard_that_held_back_while_the_others_wrote_is_named_not_hidden():
+    wrote = to_json(IngestResult(source="s3://b", documents=2, added=("a.md",), changed=(), removed=(), unchanged=1,
+                                 read=1, chunks_embedded=1, chunks_reused=0, metadata_upgraded=0, chunks_deleted=0,
+                                 skipped=(), errors=(), seconds=1.0, shard=(0, 2)))
+    held = to_json(held_result("s3://b", MassChange.of(["x.md", "y.md"], [], 3, 0.5, 1)))
+    held["shard"] = [1, 2]
+    merged = merge([wrote, held], seconds=2.0)
+    assert merged.held is None and merged.added == ("a.md",) and merged.status == "warn"
+    assert merged.errors[0].doc_id == "shard 1/2" and "it wrote nothing" in merged.errors[0].reason
+    assert "the other shards wrote their part" in merged.errors[0].reason
