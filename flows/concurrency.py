@@ -5,12 +5,15 @@ store lock, in that order everywhere, so two runs never hold one each."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from rag_health.locks import LockBusy, collection_lock, lock_holder
 from rag_health.runtime import Runtime
+
+MIN_SLOT_WAIT_S = 10.0
 
 
 def limit_name(collection: str) -> str:
@@ -43,21 +46,27 @@ def ensure_limit(collection: str) -> None:
 
 
 @contextmanager
-def _prefect_slot(collection: str, wait_seconds: float, holder: str) -> Iterator[None]:
+def _prefect_slot(collection: str, wait_seconds: float, holder, rt: Runtime) -> Iterator[None]:
     from prefect.concurrency.sync import concurrency
 
     ensure_limit(collection)
     entered = False
+    started = time.monotonic()
     try:
-        with concurrency(limit_name(collection), occupy=1, timeout_seconds=max(wait_seconds, 1.0), strict=True):
+        # At least a few seconds even with no wait: asking the server for a free slot is itself a round trip.
+        with concurrency(limit_name(collection), occupy=1, timeout_seconds=max(wait_seconds, MIN_SLOT_WAIT_S),
+                         strict=True):
             entered = True
             yield
     except TimeoutError:
         if entered:  # raised by the body, not by the wait for a slot
             raise
+        held = lock_holder(rt)  # the store lock usually knows who it is
+        who = f" (the collection's lock is held by {held.describe()})" if held else ""
         raise LockBusy(f"collection {collection}: another run holds the Prefect concurrency limit "
-                       f"{limit_name(collection)}; waited {wait_seconds:.0f} s (RAG_HEALTH_LOCK_WAIT_SECONDS). Let "
-                       f"that run finish, or raise the wait", None, wait_seconds) from None
+                       f"{limit_name(collection)}{who}; waited {time.monotonic() - started:.0f} s (RAG_HEALTH_LOCK_WAIT_SECONDS: "
+                       f"{wait_seconds:.0f}). "
+                       "Let that run finish, or raise the wait", held, wait_seconds) from None
 
 
 @contextmanager
@@ -65,7 +74,7 @@ def guard(rt: Runtime, owner: str, *, nested: bool = False) -> Iterator[Any]:
     """Hold the collection for writing. nested: inside a run that already holds it (a suite's stage): only the
     store lock, which re-enters for the same owner."""
     wait = rt.settings.lock_wait_seconds
-    slot = _prefect_slot(rt.settings.collection, wait, owner) if prefect_server() and not nested else nullcontext()
+    slot = _prefect_slot(rt.settings.collection, wait, owner, rt) if prefect_server() and not nested else nullcontext()
     with slot, collection_lock(rt, owner) as held:
         yield held
 

@@ -225,23 +225,28 @@ def test_cli_ingests_from_an_s3_prefix(harness, small_corpus, tmp_path, seaweed,
     assert "bucket not reachable" in capsys.readouterr().err
 
 
-def test_cli_exits_75_while_another_run_holds_the_collection(harness, small_corpus, tmp_path, capsys,
-                                                             monkeypatch):
-    """A second writer does not wait forever nor write beside the first: it exits 75 naming the holder (the
-    harness is a Prefect server, so the global concurrency limit is taken first, then the lock in the store)."""
-    from flows.cli import main
+def test_cli_exits_75_while_another_run_holds_the_collection(small_corpus, tmp_path):
+    """A second writer neither waits forever nor writes beside the first: `rag-health ingest` and `rag-health run`,
+    as real processes, exit 75 naming the run that holds the collection; once it is free, ingest works."""
     from rag_health.locks import collection_lock
     from rag_health.runtime import build_runtime
     from rag_health.settings import load_settings
 
-    monkeypatch.setenv("RAG_HEALTH_LOCK_WAIT_SECONDS", "0")
     state = tmp_path / "state"
+    env = {**os.environ, "RAG_HEALTH_LOCK_WAIT_SECONDS": "0"}
+    env.pop("PREFECT_API_URL", None)
+
+    def cli(command: str) -> tuple[int, dict]:
+        proc = subprocess.run([str(Path(sys.executable).parent / "rag-health"), command, "--docs", str(small_corpus),
+                               "--state", str(state), "--json"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        return proc.returncode, json.loads(proc.stdout or "{}")
+
     rt = build_runtime(load_settings(docs=str(small_corpus), state_dir=str(state)))
     with collection_lock(rt, "nightly-20261129T020000Z-abcdef"):
         for command in ("ingest", "run"):
-            code = main([command, "--docs", str(small_corpus), "--state", str(state), "--json"])
-            out = json.loads(capsys.readouterr().out)
-            assert code == 75 and out["exit_code"] == 75, out
+            code, out = cli(command)
+            assert code == 75 and out.get("exit_code") == 75, out
             assert "nightly-20261129T020000Z-abcdef" in out["error"]
-    assert main(["ingest", "--docs", str(small_corpus), "--state", str(state), "--json"]) == 0  # once it is free
-    capsys.readouterr()
+    code, _ = cli("ingest")
+    assert code == 0  # once it is free
