@@ -127,41 +127,64 @@ def corpus(root: Path, n: int) -> Path:
     return root
 
 
-def test_a_failing_suite_run_shows_its_failure_the_prefect_way(stack, tmp_path, small_corpus):
-    """Failed with a short message naming the failing check, no 205 KB TypeError in the worker's log, the
-    verdict's artifacts on the suite run itself, readable subflow names, and the event on the collection."""
+def test_two_failing_suites_at_once_show_their_failure_the_prefect_way(stack, tmp_path, small_corpus):
+    """Two nightly runs started together on one collection, with a manifest whose required runbook is missing.
+    Each ends Failed with a short message naming the failing check (no 205 KB TypeError, no traceback in the
+    worker's log), carries the verdict's artifacts itself, has readable tagged subflows, and emits its event on the
+    collection. They ran one after the other under the collection's limit and lock: the ledger matches the index
+    and each run's ingest counts say what it did (one added everything, the other found it unchanged)."""
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("documents:\n  - id: runbooks/kafka-lag.md\n  - id: runbooks/absent.md\n    required: true\n")
-    run_id = start(stack, "nightly", docs=str(small_corpus), manifest=str(manifest), collection="e2e-fail",
-                   state_dir=str(tmp_path / "state"))
-    run = wait(stack, run_id)
-    assert run["state"]["type"] == "FAILED"
-    message = run["state"]["message"]
-    assert message.startswith("rag-health verdict: fail — freshness: ") and len(message) <= 400, message
+    state = tmp_path / "state"
+    params = {"docs": str(small_corpus), "manifest": str(manifest), "collection": "e2e-fail", "state_dir": str(state)}
+    runs = [start(stack, "nightly", **params), start(stack, "nightly", **params)]
+    finished = [wait(stack, r, timeout=600) for r in runs]
+    assert [f["state"]["type"] for f in finished] == ["FAILED", "FAILED"], [f["state"] for f in finished]
+    for run in finished:
+        message = run["state"]["message"]
+        assert message.startswith("rag-health verdict: fail — freshness: ") and len(message) <= 400, message
     logs = "".join((stack.home / f"worker-{w}.log").read_text() for w in "ab")
     assert "Unexpected result for failed state" not in logs and "cannot be resolved into an exception" not in logs
+    assert "Engine execution exited with unexpected exception" not in logs
 
-    arts = artifacts_of(stack, run_id)
-    assert {"health-verdict", "health-findings"} <= set(arts), sorted(arts)
-    assert all(a["description"] for a in arts.values())
-    verdict = arts["health-verdict"]["data"]
-    assert "verdict: **fail**" in verdict and "What the ingest changed" in verdict and "None" not in verdict
-    assert any(r["stage"] == "freshness" and r["status"] == "fail"
-               for r in json.loads(arts["health-findings"]["data"]))
+    for run_id in runs:
+        arts = artifacts_of(stack, run_id)
+        assert {"health-verdict", "health-findings"} <= set(arts), sorted(arts)
+        assert all(a["description"] for a in arts.values())
+        verdict = arts["health-verdict"]["data"]
+        assert "verdict: **fail**" in verdict and "What the ingest changed" in verdict and "None" not in verdict
+        assert any(r["stage"] == "freshness" and r["status"] == "fail"
+                   for r in json.loads(arts["health-findings"]["data"]))
+        event = event_of(stack, "rag-health.check.failed", run_id)
+        assert event["resource"]["prefect.resource.id"] == "rag-health.collection.e2e-fail"
+        assert {"prefect.flow-run." + run_id, "prefect.deployment." + stack.deployments["nightly"]["id"]} <= {
+            r["prefect.resource.id"] for r in event["related"]}
+        assert event["payload"]["verdict"] == "fail" and event["payload"]["failing"][0]["stage"] == "freshness"
+        assert len(json.dumps(event["payload"])) < 20_000
 
     children = api(stack, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["collection:e2e-fail"]}}})
     names = sorted(c["name"] for c in children)
-    assert len(names) == 6 and all(" · e2e-fail · " in n for n in names), names
+    assert len(names) == 12 and all(" · e2e-fail · " in n for n in names), names
     assert all({"rag-health", "collection:e2e-fail"} <= set(c["tags"]) for c in children)
     for child in children:  # every stage's own artifacts carry a description too
         assert all(a["description"] for a in artifacts_of(stack, child["id"]).values()), child["name"]
 
-    event = event_of(stack, "rag-health.check.failed", run_id)
-    assert event["resource"]["prefect.resource.id"] == "rag-health.collection.e2e-fail"
-    assert {"prefect.flow-run." + run_id, "prefect.deployment." + stack.deployments["nightly"]["id"]} <= {
-        r["prefect.resource.id"] for r in event["related"]}
-    assert event["payload"]["verdict"] == "fail" and event["payload"]["failing"][0]["stage"] == "freshness"
-    assert len(json.dumps(event["payload"])) < 20_000
+    results = [result_json(state, p.name) for p in (state / "runs").iterdir() if (p / "result.json").exists()]
+    assert len(results) == 2
+    n = results[0]["ingest"]["documents"]
+    # Run ids are taken when a run starts, not when it gets the collection: either may have gone first.
+    first, second = sorted(results, key=lambda r: -r["ingest"]["added"])
+    assert (first["ingest"]["added"], first["ingest"]["unchanged"]) == (n, 0)
+    assert (second["ingest"]["added"], second["ingest"]["unchanged"]) == (0, n)
+    import chromadb
+
+    stored = chromadb.PersistentClient(path=str(state / "chroma")).get_collection("e2e-fail").get(
+        include=["metadatas"])
+    audited = {d["doc_id"] for d in second["documents"]}
+    assert {m["doc_id"] for m in stored["metadatas"]} == audited == {d["doc_id"] for d in first["documents"]}
+    assert sum(d["chunks"] for d in second["documents"]) == len(stored["ids"])
+    limits = api(stack, "/v2/concurrency_limits/filter", {})
+    assert any(limit["name"] == "rag-health-collection-e2e-fail" and limit["limit"] == 1 for limit in limits)
 
 
 def test_the_approval_gate_both_ways(stack, tmp_path):
@@ -202,35 +225,7 @@ def test_the_approval_gate_both_ways(stack, tmp_path):
             assert indexed() == {f"runbooks/service-{i:02d}.md" for i in range(6, 10)}
 
 
-def test_two_suites_at_once_on_one_collection(stack, tmp_path, small_corpus):
-    """Both complete, one after the other under the collection's limit and lock: the ledger matches the index and
-    each run's ingest counts say what it did (the second found everything unchanged)."""
-    state = tmp_path / "state"
-    params = {"docs": str(small_corpus), "state_dir": str(state), "collection": "e2e-twice"}
-    runs = [start(stack, "nightly", **params), start(stack, "nightly", **params)]
-    finished = [wait(stack, r, timeout=600) for r in runs]
-    assert [f["state"]["type"] for f in finished] == ["COMPLETED", "COMPLETED"], [f["state"] for f in finished]
-    results = sorted((result_json(state, p.name) for p in (state / "runs").iterdir() if (p / "result.json").exists()),
-                     key=lambda r: r["run_id"])
-    assert len(results) == 2
-    n = results[0]["ingest"]["documents"]
-    # Run ids are taken when a run starts, not when it gets the collection: either may have gone first.
-    first, second = sorted(results, key=lambda r: -r["ingest"]["added"])
-    assert (first["ingest"]["added"], first["ingest"]["unchanged"]) == (n, 0)
-    assert (second["ingest"]["added"], second["ingest"]["unchanged"]) == (0, n)
-    import chromadb
-
-    col = chromadb.PersistentClient(path=str(state / "chroma")).get_collection("e2e-twice")
-    stored = col.get(include=["metadatas"])
-    audited = {cid for r in results[-1:] for d in r["documents"] for cid in [d["doc_id"]]}
-    assert {m["doc_id"] for m in stored["metadatas"]} == audited
-    assert sum(d["chunks"] for d in results[-1]["documents"]) == len(stored["ids"])
-    assert {d["doc_id"] for d in first["documents"]} == {d["doc_id"] for d in second["documents"]} == audited
-    limits = api(stack, "/v2/concurrency_limits/filter", {})
-    assert any(limit["name"] == "rag-health-collection-e2e-twice" and limit["limit"] == 1 for limit in limits)
-
-
-def test_ingest_in_shards_on_two_workers_equals_one_worker(stack, tmp_path, seaweed):
+def test_ingest_in_shards_on_two_workers_equals_one_worker(stack, tmp_path, seaweed, embedder):
     """shards=3 against one Chroma server and one bucket: the same chunk ids and content hashes as one
     unsharded ingest of the same documents, and the coordinator's counts add up."""
     from tests.support.chroma_server import start_chroma
@@ -249,8 +244,14 @@ def test_ingest_in_shards_on_two_workers_equals_one_worker(stack, tmp_path, seaw
         shard_runs = api(stack, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["shard"]}}})
         assert sorted(r["parameters"]["shard"] for r in shard_runs) == ["0/3", "1/3", "2/3"]
         assert all(r["state"]["type"] == "COMPLETED" for r in shard_runs)
-        single = start(stack, "reingest", **common, collection="e2e-single", settings_overrides=overrides)
-        assert wait(stack, single, timeout=600)["state"]["type"] == "COMPLETED"
+        # The reference: one ingest of the same documents, in this process, into another collection of the server.
+        from rag_health.runtime import build_runtime
+        from rag_health.settings import load_settings
+        from rag_health.stages.ingest import run as ingest
+
+        single = ingest(build_runtime(load_settings(**common, collection="e2e-single", chroma_mode="http",
+                                                    chroma_host="127.0.0.1", chroma_port=port)))
+        assert len(single.added) == 12
 
         import chromadb
 
