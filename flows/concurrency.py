@@ -46,9 +46,10 @@ def ensure_limit(collection: str) -> None:
 
 
 @contextmanager
-def _prefect_slot(collection: str, wait_seconds: float, holder, rt: Runtime) -> Iterator[None]:
+def _prefect_slot(rt: Runtime, wait_seconds: float) -> Iterator[None]:
     from prefect.concurrency.sync import concurrency
 
+    collection = rt.settings.collection
     ensure_limit(collection)
     entered = False
     started = time.monotonic()
@@ -64,9 +65,9 @@ def _prefect_slot(collection: str, wait_seconds: float, holder, rt: Runtime) -> 
         held = lock_holder(rt)  # the store lock usually knows who it is
         who = f" (the collection's lock is held by {held.describe()})" if held else ""
         raise LockBusy(f"collection {collection}: another run holds the Prefect concurrency limit "
-                       f"{limit_name(collection)}{who}; waited {time.monotonic() - started:.0f} s (RAG_HEALTH_LOCK_WAIT_SECONDS: "
-                       f"{wait_seconds:.0f}). "
-                       "Let that run finish, or raise the wait", held, wait_seconds) from None
+                       f"{limit_name(collection)}{who}; waited {time.monotonic() - started:.0f} s "
+                       f"(RAG_HEALTH_LOCK_WAIT_SECONDS: {wait_seconds:.0f}). Let that run finish, or raise the wait",
+                       held, wait_seconds) from None
 
 
 @contextmanager
@@ -74,7 +75,7 @@ def guard(rt: Runtime, owner: str, *, nested: bool = False) -> Iterator[Any]:
     """Hold the collection for writing. nested: inside a run that already holds it (a suite's stage): only the
     store lock, which re-enters for the same owner."""
     wait = rt.settings.lock_wait_seconds
-    slot = _prefect_slot(rt.settings.collection, wait, owner, rt) if prefect_server() and not nested else nullcontext()
+    slot = _prefect_slot(rt, wait) if prefect_server() and not nested else nullcontext()
     with slot, collection_lock(rt, owner) as held:
         yield held
 

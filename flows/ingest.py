@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from prefect import get_run_logger
 from prefect.input import RunInput
-from prefect.states import Failed
 from pydantic import Field
 
 from flows import publish
@@ -30,12 +29,9 @@ from rag_health.ingest import Approval, IngestResult, MassChange, plan_changes
 from rag_health.results import to_json
 from rag_health.settings import ConfigError, Settings
 from rag_health.suite import event_payload, new_run_id
-from rag_health.views import Markdown, md
+from rag_health.views import LISTED_IDS, Markdown, id_list, md
 
 Mode = Literal["ask", "hold", "proceed"]
-LISTED_IDS = 50
-
-
 class Decision(RunInput):
     """What the person deciding enters in the Prefect UI to resume the paused run."""
 
@@ -44,19 +40,13 @@ class Decision(RunInput):
     reason: str = Field("", description="Why (kept in the run's log, artifact and event)")
 
 
-def _listed(label: str, ids: tuple[str, ...]) -> list[str]:
-    if not ids:
-        return []
-    more = [f"- … and {len(ids) - LISTED_IDS} more"] if len(ids) > LISTED_IDS else []
-    return ["", f"**{label}** ({len(ids)}):", ""] + [f"- {md(d)}" for d in ids[:LISTED_IDS]] + more
-
-
 def approval_markdown(change: MassChange, collection: str) -> str:
-    return "\n".join([f"## Approve this re-ingest of collection {md(collection)}?", "", md(change.sentence()),
-                      *_listed("Would remove (gone from the source)", change.removed),
-                      *_listed("Would replace (content changed)", change.replaced), "",
-                      "Approve: tick *approve* and resume. Reject: resume unticked (or cancel the run); the index "
-                      "stays as it is and the run ends with a warn."])
+    return "\n\n".join(p for p in [
+        f"## Approve this re-ingest of collection {md(collection)}?", md(change.sentence()),
+        id_list("Would remove (gone from the source)", change.removed),
+        id_list("Would replace (content changed)", change.replaced),
+        "Approve: tick *approve* and resume. Reject: resume unticked (or cancel the run); the index stays as it is "
+        "and the run ends with a warn."] if p)
 
 
 def ask(settings: Settings, change: MassChange, run_id: str | None, attempt: int) -> tuple[bool, str]:
@@ -137,17 +127,9 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
             result, decided = fan_out(settings, params, overrides, run_key or new_run_id(), only, mode, approval,
                                       shards)
         except Exception as exc:
-            from flows.stages import _expected, error_message
+            from flows.stages import ended_in_error
 
-            message = error_message("ingest", exc)
-            publish.emit(publish.STAGE_FAILED, settings.collection, {"stage": "ingest", "run_id": run_key,
-                                                                     "error": message,
-                                                                     "error_type": type(exc).__name__})
-            keep(exc)
-            if not _expected(exc):
-                raise
-            get_run_logger().error(message)
-            return Failed(message=message)
+            return ended_in_error("ingest", settings.collection, run_key, exc)
         from rag_health.registry import stages
 
         publish.publish(stages()["ingest"].artifacts(result))  # the whole ingest's, on the coordinating run

@@ -13,12 +13,10 @@ from prefect.tasks import exponential_backoff
 
 from flows import publish
 from flows.concurrency import guard
-from flows.resources import NO_OVERRIDES, NO_SETS, keep, registered, run_name, runtime_for, settings_from, unwrap  # noqa: F401
+from flows.resources import NO_OVERRIDES, NO_SETS, keep, registered, run_name, runtime_for, settings_from
 from rag_health.errors import transient
 from rag_health.registry import stages, talks_to_remote
-from rag_health.suite import event_payload, failure_message, new_run_id
-
-MESSAGE_CHARS = 400
+from rag_health.suite import MESSAGE_CHARS, clip, event_payload, failure_message, new_run_id
 
 
 @task(name="run-stage")
@@ -49,10 +47,22 @@ def _expected(exc: BaseException) -> bool:
 
 def error_message(name: str, exc: BaseException) -> str:
     from checks.pii import redact
-    from rag_health.views import one_line
 
-    text = one_line(f"rag-health {name}: error: {redact(str(exc)) or type(exc).__name__}")
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+    return clip(f"rag-health {name}: error: {redact(str(exc)) or type(exc).__name__}", MESSAGE_CHARS)
+
+
+def ended_in_error(name: str, collection: str, run_key: str | None, exc: BaseException, *, emit: bool = True):
+    """A stage that raised: rag-health.stage.failed (unless someone else reports it), the error kept for an
+    in-process caller, and a Failed state with its one-line message for an expected error; others re-raise."""
+    message = error_message(name, exc)
+    if emit:
+        publish.emit(publish.STAGE_FAILED, collection,
+                     {"stage": name, "run_id": run_key, "error": message, "error_type": type(exc).__name__})
+    keep(exc)
+    if not _expected(exc):
+        raise exc
+    get_run_logger().error(message)
+    return Failed(message=message)
 
 
 def _writing(stage, settings, run_key: str | None, nested: bool, under: str | None = None):
@@ -92,16 +102,8 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
     try:
         with _writing(stage, settings, run_key, nested, under):
             result = task_(name, settings.model_dump(mode="json"), inputs, run_key)
-    except Exception as exc:
-        message = error_message(name, exc)
-        if not under:  # a shard's error is reported once, by its coordinator
-            publish.emit(publish.STAGE_FAILED, settings.collection,
-                         {"stage": name, "run_id": run_key, "error": message, "error_type": type(exc).__name__})
-        keep(exc)
-        if _expected(exc):
-            get_run_logger().error(message)
-            return Failed(message=message)
-        raise
+    except Exception as exc:  # a shard's error is reported once, by its coordinator
+        return ended_in_error(name, settings.collection, run_key, exc, emit=not under)
     keep(result)
     get_run_logger().info("%s: %s", name, result.status)
     if speak and not nested:

@@ -13,7 +13,7 @@ from prefect.states import Completed, Failed
 from flows import publish
 from flows.concurrency import guard
 from flows.resources import NO_OVERRIDES, keep, register, release, run_name, settings_from, unwrap
-from flows.stages import FLOWS, _expected, error_message
+from flows.stages import FLOWS, ended_in_error
 from rag_health import suite
 from rag_health.probes import probe_rows
 from rag_health.registry import SUITE
@@ -67,12 +67,8 @@ def suite_flow(docs: str = "", manifest: str = "", probes: tuple[str, ...] = (),
     try:
         with guard(rt, run_id):  # one writer per collection; the stages re-enter the lock as this run
             saved = _stages(rt, run_id, common, inputs, outputs, timings)
-    except Exception as exc:
-        if not _expected(exc):
-            raise
-        get_run_logger().error(error_message("suite", exc))  # a stage's error also emitted rag-health.stage.failed
-        keep(exc)  # the CLI exits with this error's code (75 for a busy collection, 2 for a bad setting)
-        return Failed(message=error_message("suite", exc))
+    except Exception as exc:  # a stage's error emitted rag-health.stage.failed already; the CLI exits with its code
+        return ended_in_error("suite", settings.collection, run_id, exc, emit=False)
     finally:
         release(run_id)
     return _verdict(settings, run_id, outputs, to_json(saved))

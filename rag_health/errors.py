@@ -39,9 +39,10 @@ def _botocore_transient(exc: BaseException) -> bool:
     if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.ConnectionClosedError)):
         return True  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ProxyConnectionError, ...
     if isinstance(exc, bx.ClientError):
-        error = (getattr(exc, "response", None) or {}).get("Error") or {}
-        status = ((getattr(exc, "response", None) or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        return str(error.get("Code")) in _RETRYABLE_S3_CODES or (isinstance(status, int) and status >= 500)
+        from rag_health.artifacts import s3_error_code
+
+        status = ((exc.response or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        return s3_error_code(exc) in _RETRYABLE_S3_CODES or (isinstance(status, int) and status >= 500)
     return False
 
 

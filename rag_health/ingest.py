@@ -296,8 +296,8 @@ def ingest(
     approved: a human's go-ahead for a change over max_delete_fraction (see MassChange); without one covering
     the planned change, the run holds and writes nothing.
     shard: (i, n): only documents with shard_of(doc_id, n) == i, removals included. The gate counts this shard's
-    change against the whole index, so the shards' fractions add up to the global one; a coordinator plans the
-    whole change with plan_changes() and passes the approval to every shard."""
+    change against its own share of the index (so n shards cannot each pass what is too much as a whole); a
+    coordinator plans the whole change with plan_changes() and passes the approval to every shard."""
     started = time.perf_counter()
     index.check_model()
     limits = limits or getattr(source, "limits", DEFAULT_LIMITS)

@@ -14,7 +14,7 @@ from rag_health.archive import front_page_key, run_key
 from rag_health.report_pages import history_entry
 from rag_health.results import RunResult, failing_sentences, to_json
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Link, Markdown, Table, md, one_line
+from rag_health.views import LISTED_IDS, Artifact, Link, Markdown, Table, md, one_line
 
 
 def new_run_id() -> str:
@@ -96,7 +96,8 @@ EVENT_FINDINGS = 20  # findings an event carries (the run archive and the artifa
 SENTENCE_CHARS = 300
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """One line, at most `limit` characters (an ellipsis marks the cut)."""
     text = one_line(text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
@@ -110,9 +111,9 @@ def failure_message(outputs: Mapping[str, Any], label: str = "rag-health verdict
         failing = failing_sentences(out)
         if getattr(out, "status", None) != "fail":
             continue
-        first = _clip(redact(failing[0]), 160) if failing else "failed"  # a state message is shown and logged
+        first = clip(redact(failing[0]), 160) if failing else "failed"  # a state message is shown and logged
         parts.append(f"{name}: {first}" + (f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""))
-    return _clip(f"{label}: fail — " + "; ".join(parts), MESSAGE_CHARS)
+    return clip(f"{label}: fail — " + "; ".join(parts), MESSAGE_CHARS)
 
 
 def event_payload(run_id: str | None, outputs: Mapping[str, Any], report: Mapping[str, Any] | None = None
@@ -123,9 +124,9 @@ def event_payload(run_id: str | None, outputs: Mapping[str, Any], report: Mappin
 
     stage_statuses = statuses(outputs)
     verdict = overall_verdict(stage_statuses)
-    failing = [{"stage": name, "finding": _clip(redact(f), SENTENCE_CHARS)}
+    failing = [{"stage": name, "finding": clip(redact(f), SENTENCE_CHARS)}
                for name, out in outputs.items() for f in failing_sentences(out)]
-    warning = [{"stage": name, "finding": _clip(redact(f), SENTENCE_CHARS)}
+    warning = [{"stage": name, "finding": clip(redact(f), SENTENCE_CHARS)}
                for name, out in outputs.items() if getattr(out, "status", None) == "warn" for f in out.sentences()]
     payload: dict[str, Any] = {
         "run_id": run_id, "verdict": verdict, "stages": stage_statuses,
@@ -136,9 +137,6 @@ def event_payload(run_id: str | None, outputs: Mapping[str, Any], report: Mappin
     if url.startswith(("https://", "http://")):
         payload["report_url"] = url
     return payload
-
-
-LISTED_IDS = 50  # document ids an artifact lists per kind of change
 
 
 def _ids(label: str, ids: list[str]) -> list[str]:
@@ -203,7 +201,8 @@ def _stage_findings(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         shown = result.get(stage) or {}
         sentences = [f for f in shown.get("findings") or [] if isinstance(f, str)]
         for check in ("chunks", "embeddings"):  # quality: its findings are rows; the checks' sentences are here
-            sentences += (shown.get(check) or {}).get("findings") or [] if isinstance(shown.get(check), dict) else []
+            if isinstance(shown.get(check), dict):
+                sentences += shown[check].get("findings") or []
         out += [(stage, status, f) for f in sentences]
     known = {f for _, _, f in out}
     out += [("run", result["verdict"], f) for f in result.get("findings") or [] if f not in known]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_ROWS = 200  # rows per table artifact; the run's files hold all of them
+LISTED_IDS = 50  # document ids shown per list in an artifact; the result's JSON holds all of them
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,16 @@ def table(key: str, rows: list[dict[str, Any]], description: str) -> list[Artifa
     """A table artifact, or none when there are no rows."""
     return [Table(key, tuple(rows[:MAX_ROWS]), description)] if rows else []
 
+
+
+def id_list(label: str, ids: tuple[str, ...] | list[str]) -> str:
+    """A bounded, escaped Markdown list of document ids under a bold label ("" when there are none)."""
+    if not ids:
+        return ""
+    lines = [f"- {md(d)}" for d in ids[:LISTED_IDS]]
+    if len(ids) > LISTED_IDS:
+        lines.append(f"- … and {len(ids) - LISTED_IDS} more")
+    return f"**{label}** ({len(ids)}):\n\n" + "\n".join(lines)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")

@@ -5,9 +5,7 @@ from __future__ import annotations
 from rag_health import registry
 from rag_health.ingest import Approval, IngestResult, ingest, parse_shard
 from rag_health.runtime import Runtime
-from rag_health.views import Artifact, Markdown, md
-
-LISTED_IDS = 50  # ids shown per list in the artifact; the result's JSON holds all of them
+from rag_health.views import LISTED_IDS, Artifact, Markdown, id_list, md
 
 
 def run(rt: Runtime, only: list[str] | None = None, approved: Approval | None = None,
@@ -25,16 +23,6 @@ def run(rt: Runtime, only: list[str] | None = None, approved: Approval | None = 
         rt.index_changed()
 
 
-def _ids(label: str, ids: tuple[str, ...]) -> str:
-    """A bounded, escaped list of document ids under a label ("" when there are none)."""
-    if not ids:
-        return ""
-    lines = [f"- {md(d)}" for d in ids[:LISTED_IDS]]
-    if len(ids) > LISTED_IDS:
-        lines.append(f"- … and {len(ids) - LISTED_IDS} more")
-    return f"**{label}** ({len(ids)}):\n\n" + "\n".join(lines)
-
-
 def artifacts(result: IngestResult) -> list[Artifact]:
     shard = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard else ""
     head = (f"## Ingest: {result.status}{shard}\n\n{result.documents} documents at {md(result.source)}: "
@@ -42,9 +30,9 @@ def artifacts(result: IngestResult) -> list[Artifact]:
             f"{result.unchanged} unchanged; {result.chunks_embedded} chunks embedded in {result.seconds} s.")
     parts = [head]
     if result.held:
-        parts += [f"**{md(result.held.sentence())}**", _ids("Would be removed", result.held.removed),
-                  _ids("Would be replaced", result.held.replaced)]
-    parts += [_ids("Added", result.added), _ids("Changed", result.changed), _ids("Removed", result.removed)]
+        parts += [f"**{md(result.held.sentence())}**", id_list("Would be removed", result.held.removed),
+                  id_list("Would be replaced", result.held.replaced)]
+    parts += [id_list("Added", result.added), id_list("Changed", result.changed), id_list("Removed", result.removed)]
     parts.append("\n".join(f"- **error** {md(e.doc_id)}: {md(e.reason)}" for e in result.errors))
     skipped = [f"- skipped {md(e.doc_id)}: {md(e.reason)}" for e in result.skipped[:LISTED_IDS]]
     if len(result.skipped) > LISTED_IDS:
