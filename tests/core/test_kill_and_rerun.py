@@ -1,6 +1,7 @@
 """SIGKILL an ingest at several points of a changing corpus, then run it again: the index converges to exactly
 what one clean run gives (same documents, hashes and chunk ids, no leftovers), nothing good is lost on the way,
-and each process stays under 1.5 GB."""
+and the rerun's peak memory stays within 20% of the model's own: a process that only embeds the same chunk texts,
+measured on the same machine (an absolute bound failed on a CI machine where both were about 1.5 GB)."""
 
 import os
 import shutil
@@ -19,6 +20,10 @@ KILL_POINTS = [("add", 1), ("add", 2), ("delete", 1), ("put_notes", 1), ("update
 def drive(docs, state, method="none", nth=0):
     return subprocess.run([sys.executable, "-m", "tests.support.kill_driver", str(docs), str(state), method,
                            str(nth)], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def peak_mb(run) -> int:
+    return int(run.stdout.split("peak_mb=")[1])
 
 
 def change(root):
@@ -54,13 +59,15 @@ def scenario(tmp_path_factory):
     before = ledger_view(initial, docs)[0]
     change(docs)
     assert drive(docs, clean).returncode == 0
-    return docs, initial, before, ledger_view(clean, docs)
+    reference = drive(docs, clean, "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    return docs, initial, before, ledger_view(clean, docs), peak_mb(reference)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,nth", KILL_POINTS)
 def test_killed_ingest_converges_on_rerun(tmp_path, scenario, method, nth):
-    docs, initial, before, clean = scenario
+    docs, initial, before, clean, reference_mb = scenario
     state = tmp_path / "state"
     shutil.copytree(initial, state)
     killed = drive(docs, state, method, nth)
@@ -71,4 +78,4 @@ def test_killed_ingest_converges_on_rerun(tmp_path, scenario, method, nth):
     rerun = drive(docs, state)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert ledger_view(state, docs) == clean
-    assert int(rerun.stdout.split("peak_mb=")[1]) < 1536
+    assert peak_mb(rerun) <= 1.2 * reference_mb, (peak_mb(rerun), reference_mb)

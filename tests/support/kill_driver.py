@@ -1,6 +1,10 @@
 """Run one ingest in this process and SIGKILL it at a chosen point: `python -m tests.support.kill_driver DOCS STATE
 METHOD N` kills the process when ChunkIndex.METHOD is entered for the N-th time (METHOD "none": no kill). The
-injection is test code: it wraps the store's methods from outside; nothing in rag_health knows about it."""
+injection is test code: it wraps the store's methods from outside; nothing in rag_health knows about it.
+
+METHOD "reference": no ingest; open the runtime on STATE (an indexed state) and embed every chunk text stored there,
+the same model work without the ingest's bookkeeping. Its peak RSS is what an ingest's peak is judged against,
+measured on the same machine (absolute figures differ between machines by hundreds of MB)."""
 
 import os
 import resource
@@ -13,7 +17,20 @@ from rag_health.settings import load_settings
 from rag_health.store import ChunkIndex
 
 
+def peak_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def reference(docs: str, state: str) -> None:
+    rt = build_runtime(load_settings(docs=docs, state_dir=state, write_batch_chunks=4))
+    texts = [r.text for records, _ in rt.index.iter_chunks() for r in records]
+    rt.embedder.embed(texts)
+    print(f"chunks={len(texts)} peak_mb={peak_mb()}")
+
+
 def main(docs: str, state: str, method: str, nth: int) -> None:
+    if method == "reference":
+        return reference(docs, state)
     if method != "none":
         real = getattr(ChunkIndex, method)
         calls = {"n": 0}
@@ -27,8 +44,7 @@ def main(docs: str, state: str, method: str, nth: int) -> None:
         setattr(ChunkIndex, method, dying)
     rt = build_runtime(load_settings(docs=docs, state_dir=state, write_batch_chunks=4))
     result = stages()["ingest"].run(rt)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    print(f"errors={len(result.errors)} peak_mb={peak_mb}")
+    print(f"errors={len(result.errors)} peak_mb={peak_mb()}")
 
 
 if __name__ == "__main__":
