@@ -243,11 +243,12 @@ def compare_chunking_flow(configs: tuple[str, ...] = (), docs: str = "", manifes
                           probes: tuple[str, ...] = (), rules: tuple[str, ...] = (),
                           runbook_url_prefix: tuple[str, ...] = (), state_dir: str = "",
                           collection: str = "", settings_overrides: dict[str, Any] = NO_OVERRIDES):
-    """Score chunking configurations side by side ("sentence:200:24", "markdown:256", ...; default: the live one
-    against the other strategy) on the same documents and probes, in temporary collections.
+    """Score chunking configurations side by side ("auto:200:24", "sentence:200:24", "markdown:256", ...; default:
+    the live one against the previous default, sentence:200:24) on the same documents and probes, in temporary
+    collections.
 
     Args:
-        configs: Chunking configurations to compare, e.g. ["sentence:200:24", "markdown:256"] (empty: the live one and the other strategy).
+        configs: Chunking configurations to compare, e.g. ["auto:200:24", "sentence:200:24"] (empty: the live one against the previous default).
         docs: Document folder or s3://bucket/prefix (empty: RAG_HEALTH_DOCS, else the sample corpus).
         manifest: Manifest of expected documents (YAML path; empty: RAG_HEALTH_MANIFEST).
         probes: Probe sets (JSONL paths; empty: RAG_HEALTH_PROBES).

@@ -1,4 +1,11 @@
-"""Sentence-aware chunking sized in the embedding model's own tokens, so chunks fit its window."""
+"""Chunking sized in the embedding model's own tokens, so chunks fit its window.
+
+The default, "auto", follows a document's structure where it has one (Markdown headings, and the headings,
+tables, code and numbered steps that the HTML and DOCX readers turn into Markdown) and packs it into chunks whose
+breaks are chosen for the whole document at once: at headings rather than inside sections, never after a
+heading, never leaving a tiny chunk behind; short sibling sections share a chunk under their common heading path,
+which goes into the embedding. A unit too large for a chunk is split by sentences (code and tables by lines).
+A document without structure (plain text, most PDFs) is split exactly as "sentence" splits it."""
 
 from __future__ import annotations
 
@@ -15,7 +22,23 @@ _SENTENCE_END = re.compile(r"""[.!?:;…](?:["')\]]*)\s*$""")
 _STRUCTURAL_END = re.compile(r"(```|\|)\s*$")
 
 
-STRATEGIES = ("sentence", "markdown", "whole")
+STRATEGIES = ("auto", "sentence", "markdown", "whole")
+DEFAULT_STRATEGY = "auto"
+# The default before "auto" (0.1.x): one setting away, RAG_HEALTH_CHUNK_STRATEGY=sentence (size and overlap are
+# unchanged), and what compare-chunking measures the default against.
+PREVIOUS_DEFAULT = "sentence:200:24"
+
+# How "auto" weighs a break before a unit (0 for the cheapest) and a chunk's shape; see Chunker._auto_pieces.
+_BREAK_BEFORE_HEADING = {1: 0.0, 2: 0.0, 3: 0.15}  # deeper headings: 0.3
+_BREAK_AFTER_HEADING = 5.0  # a heading ends a chunk only when nothing else fits
+_BREAK_IN_SECTION = 0.5  # between paragraphs or blocks of one section
+_BREAK_AFTER_COLON = 0.5  # extra: the unit before introduces what follows ("Run:" then a code block)
+_BREAK_BETWEEN_STEPS = 0.7
+_BREAK_INSIDE_UNIT = 0.3  # between the pieces of one unit too large for a chunk
+_CHUNK = 1.0  # every chunk costs this: fewer, fuller chunks where the breaks allow
+_HEADING_INSIDE = 0.2  # per heading of level 1-2 inside a chunk (not at its start): sections stay apart if cheap
+_UNDERFILL = 0.5  # times (1 - tokens/budget)^2: balanced chunks
+_TINY = 3.0  # times (1 - tokens/tiny): a chunk under `tiny` tokens, unless it is the whole document
 
 
 @dataclass(frozen=True)
@@ -32,8 +55,9 @@ class Chunk:
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
-    """"sentence:200:24", "markdown:200" or "256" (sentence, overlap an eighth of the size) -> (strategy, size,
-    overlap). Markdown-aware chunks default to no overlap: they break at block boundaries."""
+    """"auto:200:24", "sentence:200:24", "markdown:200" or "256" (sentence, overlap an eighth of the size) ->
+    (strategy, size, overlap). Markdown-aware chunks default to no overlap: they break at block boundaries; "auto"
+    uses its overlap only where it splits by sentences (plain text, a paragraph too large for a chunk)."""
     from rag_health.settings import ConfigError
 
     parts = spec.strip().split(":")
@@ -81,11 +105,13 @@ def redacted(doc: ParsedDocument) -> ParsedDocument:
 
 
 class Chunker:
-    """strategy "sentence": llama-index SentenceSplitter with overlap. "markdown": sections, code blocks, tables
-    and numbered steps are kept whole where they fit, and every chunk's embedding carries its section path.
-    "whole": one chunk per document (the model truncates it at its window; quality reports what is lost)."""
+    """strategy "auto" (the default): structure-aware packing (module docstring), "sentence" for plain text.
+    "sentence": llama-index SentenceSplitter with overlap. "markdown": sections, code blocks, tables and numbered
+    steps are kept whole where they fit, a new section starts a new chunk, and every chunk's embedding carries its
+    section path. "whole": one chunk per document (the model truncates it at its window; quality reports what is
+    lost)."""
 
-    def __init__(self, embedder: Embedder, chunk_size: int, chunk_overlap: int, strategy: str = "sentence",
+    def __init__(self, embedder: Embedder, chunk_size: int, chunk_overlap: int, strategy: str = DEFAULT_STRATEGY,
                  redact_pii: bool = False):
         from rag_health.settings import ConfigError
 
@@ -102,6 +128,7 @@ class Chunker:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self._tokenize = embedder.tokenize
+        self._window = embedder.info.max_tokens - 2  # the model's window, less its two special tokens
         self._splitter = None if strategy == "whole" else SentenceSplitter(
             chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=embedder.tokenize,
             paragraph_separator="\n\n",
@@ -125,6 +152,8 @@ class Chunker:
             pieces = [(doc.text.strip(), "")]
         elif self.strategy == "markdown":
             pieces = self._markdown_pieces(doc.text, title)
+        elif self.strategy == "auto" and has_structure(structure := parse_structure(doc.text)):
+            pieces = self._auto_pieces(doc.text, title, structure)
         else:
             assert self._splitter is not None
             pieces = [(p, "") for p in self._splitter.split_text_metadata_aware(doc.text, metadata_str=title)]
@@ -138,6 +167,84 @@ class Chunker:
                   headings=shape.headings)
             for i, (text, embed, shape) in enumerate(zip(texts, embed_texts, shapes))
         ]
+
+    # --- auto: structure-aware packing with breaks chosen for the whole document ------------------------
+
+    def _auto_pieces(self, text: str, title: str, structure: DocStructure) -> list[tuple[str, str]]:
+        """(chunk text, section path for the embedding) pairs. The document becomes units (headings, blocks,
+        paragraphs; a unit over the budget becomes its sentence or line pieces), and the breaks between units are
+        chosen by dynamic programming over the whole document: each chunk costs _CHUNK, plus _UNDERFILL for the
+        room it leaves, _TINY when it is tiny, _HEADING_INSIDE per top-level heading it swallows, and the cost of
+        the break it starts at (_break_cost). A chunk's section path (for its embedding) is the path of the section
+        it continues or, when it opens with a heading, that heading's parents; title, path and text together fit
+        chunk_size as a "sentence" chunk's title and text do; the section path comes on top, within the model's
+        window."""
+        title_tokens = len(self._tokenize(title))
+        room = max(16, self.chunk_size - title_tokens)
+        units = self._auto_units(text, structure, room)
+        n = len(units)
+        sections = [self._section(u, title) for u in units]
+        # A chunk starting at unit i: chunk_size for title and text, and title, path and text within the window.
+        budgets = [max(16, min(room, self._window - title_tokens - tokens - 2)) for _, tokens in sections]
+        tiny = min(48, room // 4)
+        breaks = [0.0] + [_break_cost(units[j - 1], units[j]) for j in range(1, n)]
+        best = [0.0] + [float("inf")] * n  # best[j]: cheapest packing of units[:j]
+        back = [0] * (n + 1)
+        for j in range(1, n + 1):
+            size, inside = 0, 0
+            for i in range(j - 1, -1, -1):  # the chunk units[i:j]
+                size += units[i].size
+                if i < j - 1 and units[i + 1].overlaps(units[i]):
+                    break  # overlapping sentence pieces never share a chunk
+                if size > budgets[i] and i < j - 1:
+                    break
+                if i < j - 1 and units[i + 1].kind == "heading" and units[i + 1].level <= 2:
+                    inside += 1
+                cost = best[i] + breaks[i] + _CHUNK + _HEADING_INSIDE * inside
+                cost += _UNDERFILL * (1 - min(size, budgets[i]) / budgets[i]) ** 2
+                if size < tiny and not (i == 0 and j == n):
+                    cost += _TINY * (1 - size / tiny)
+                if cost < best[j]:
+                    best[j], back[j] = cost, i
+        spans, j = [], n
+        while j > 0:
+            spans.append((back[j], j))
+            j = back[j]
+        return [(_join(text, units[i:j]), sections[i][0]) for i, j in reversed(spans)]
+
+    def _section(self, unit: _Unit, title: str) -> tuple[str, int]:
+        """The section path a chunk starting at `unit` carries in its embedding, and its tokens: a heading's
+        parents (the heading itself is in the text), else the path of the section the unit is in. Headings further
+        into the chunk are in its text."""
+        path = unit.path[:-1] if unit.kind == "heading" else unit.path
+        section = "\n".join(p for p in (" > ".join(h.text for h in path if h.text != title), unit.context) if p)
+        return section, len(self._tokenize(section)) if section else 0
+
+    def _auto_units(self, text: str, structure: DocStructure, budget: int) -> list[_Unit]:
+        headings = {h.start: h for h in structure.headings}
+        units: list[_Unit] = []
+        for start, end, kind in _units(text, structure):
+            path = tuple(heading_path_at(structure.headings, start))
+            piece = text[start:end]
+            size = len(self._tokenize(piece))
+            if size <= budget:
+                units.append(_Unit(start, end, kind, size, path,
+                                   heading=headings.get(start) if kind == "heading" else None,
+                                   intro=kind == "prose" and piece.rstrip().endswith(":")))
+                continue
+            cursor = start
+            # A table's later pieces carry its header row into their embedding (not their text).
+            header = piece.splitlines()[0].strip() if kind == "table" and not piece.lstrip().startswith("+") else ""
+            for part_no, part in enumerate(self._split_large(piece, kind, budget - len(self._tokenize(header)))):
+                at = text.find(part.strip(), cursor, end) if part.strip() else -1
+                located = at >= 0
+                p_start, p_end = (at, at + len(part.strip())) if located else (cursor, cursor)
+                units.append(_Unit(p_start, p_end, "part" if part_no else kind, len(self._tokenize(part)), path,
+                                   text=None if located else part, whole_of=start,
+                                   context=header if part_no else ""))
+                if located:
+                    cursor = at + 1
+        return units
 
     # --- markdown-aware packing ---------------------------------------------------------------------------
 
@@ -191,7 +298,10 @@ class Chunker:
     def _split_large(self, block: str, kind: str, budget: int) -> list[str]:
         if kind in ("code", "table"):
             out, current, used = [], [], 0
-            for line in block.splitlines():
+            rows = _table_rows(block) if kind == "table" else block.splitlines()
+            # a row too large for a chunk goes line by line
+            rows = [r for row in rows for r in ([row] if len(self._tokenize(row)) < budget else row.splitlines())]
+            for line in rows:
                 size = len(self._tokenize(line)) + 1
                 if current and used + size > budget:
                     out.append("\n".join(current))
@@ -204,6 +314,76 @@ class Chunker:
         splitter = SentenceSplitter(chunk_size=budget, chunk_overlap=min(self.chunk_overlap, budget // 4),
                                     tokenizer=self._tokenize, paragraph_separator="\n\n")
         return splitter.split_text(block)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A piece "auto" packs: a heading, a block, a paragraph, or a sentence/line piece of one too large."""
+
+    start: int
+    end: int
+    kind: str  # "heading", "prose", "code", "table", "step"; "part": a later piece of a unit split for size
+    size: int  # model tokens
+    path: tuple  # heading path in force at its start (a heading's own path ends with it)
+    heading: object = None  # the Heading, for a heading unit
+    text: str | None = None  # only when the piece could not be found in the document (then start == end)
+    whole_of: int = -1  # for pieces of a split unit: the unit's start
+    intro: bool = False  # a paragraph ending in ":" (it introduces what follows)
+    context: str = ""  # embedded in front of a chunk it opens (a split table's header row)
+
+    @property
+    def level(self) -> int:
+        return self.heading.level if self.heading is not None else 0  # type: ignore[attr-defined]
+
+    def overlaps(self, before: _Unit) -> bool:
+        return self.whole_of >= 0 and self.whole_of == before.whole_of and (self.text is not None or
+                                                                            before.text is not None or
+                                                                            self.start < before.end)
+
+
+def has_structure(structure: DocStructure) -> bool:
+    """Headings, code blocks or tables to follow; numbered steps alone (common in prose) are not enough."""
+    return bool(structure.headings) or any(b.kind in ("code", "table") for b in structure.blocks)
+
+
+def _break_cost(before: _Unit, unit: _Unit) -> float:
+    """The cost of starting a chunk at `unit`, right after `before`."""
+    if before.kind == "heading":
+        return _BREAK_AFTER_HEADING
+    if unit.kind == "heading":
+        return _BREAK_BEFORE_HEADING.get(unit.level, 0.3)
+    if unit.kind == "part" or unit.whole_of >= 0 and unit.whole_of == before.whole_of:
+        return _BREAK_INSIDE_UNIT
+    cost = _BREAK_BETWEEN_STEPS if unit.kind == before.kind == "step" else _BREAK_IN_SECTION
+    return cost + (_BREAK_AFTER_COLON if before.intro else 0.0)
+
+
+def _join(text: str, units: list[_Unit]) -> str:
+    """The chunk's text: a slice of the document when every unit was found in it, else the pieces joined."""
+    if all(u.text is None for u in units):
+        return text[units[0].start:units[-1].end]
+    return "\n\n".join(u.text if u.text is not None else text[u.start:u.end] for u in units)
+
+
+_GRID_RULE = re.compile(r"^\s*\+[-=:+]+\+\s*$")
+
+
+def _table_rows(block: str) -> list[str]:
+    """A table's rows, whole: a line of a pipe table; a grid table's lines down to the rule below them, so no piece
+    of a split table is rules alone."""
+    lines = block.splitlines()
+    if not lines or not _GRID_RULE.match(lines[0]):
+        return lines
+    rows: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        current.append(line)
+        if _GRID_RULE.match(line) and any(not _GRID_RULE.match(x) for x in current):
+            rows.append("\n".join(current))
+            current = []
+    if current:
+        rows.append("\n".join(current))
+    return rows
 
 
 def _units(text: str, structure: DocStructure) -> list[tuple[int, int, str]]:

@@ -164,6 +164,8 @@ class _Tally:
     seconds: float = 0.0
     held: MassChange | None = None  # the change this run held back; nothing was written
     shard: tuple[int, int] | None = None
+    chunking: str = ""  # the chunking this run writes with
+    rechunked: dict[str, int] = field(default_factory=dict)  # documents re-chunked, by the chunking they had
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ class IngestResult:
     seconds: float
     held: MassChange | None = None
     shard: tuple[int, int] | None = None
+    chunking: str = ""
+    rechunked: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, tally: _Tally) -> IngestResult:
@@ -195,13 +199,30 @@ class IngestResult:
     def status(self) -> str:
         return ingest_status(self.errors, held=self.held is not None)
 
+    def notices(self) -> list[str]:
+        """What a person should know though nothing is wrong: documents re-embedded because the chunking changed
+        (said once: the next run finds them current)."""
+        from rag_health.chunking import DEFAULT_STRATEGY, PREVIOUS_DEFAULT
+
+        out = []
+        for old, n in sorted(self.rechunked.items()):
+            line = (f"{n} document(s) indexed with chunking {old} were re-chunked and re-embedded with "
+                    f"{self.chunking}")
+            if old.split("+")[0] == PREVIOUS_DEFAULT and self.chunking.startswith(f"{DEFAULT_STRATEGY}:"):
+                line += (": the default chunking is now structure-aware (auto); RAG_HEALTH_CHUNK_STRATEGY=sentence "
+                         "keeps the previous default; probe and drift baselines still describe the old chunks "
+                         "until promoted")
+            out.append(line)
+        return out
+
     def sentences(self) -> list[str]:
         held = [f"ingest {self.held.sentence()}"] if self.held else []
         return held + [f"ingest error {e.doc_id}: {e.reason}" for e in self.errors]
 
     def to_json(self) -> dict[str, Any]:
         """The contract's ingest object: counts, with the ids of what was added, changed and removed; `held` (null
-        or the change held back) and `shard` (null or [i, n]) were added later."""
+        or the change held back), `shard` (null or [i, n]), `chunking`, `rechunked` ({previous chunking: documents})
+        and `notices` (sentences) were added later."""
         data = asdict(self)
         data["added"], data["changed"], data["removed"] = len(self.added), len(self.changed), len(self.removed)
         data["added_ids"], data["changed_ids"], data["removed_ids"] = (list(self.added), list(self.changed),
@@ -210,6 +231,7 @@ class IngestResult:
         data["held"] = self.held.to_json() if self.held else None
         data["shard"] = list(self.shard) if self.shard else None
         data["status"] = self.status
+        data["notices"] = self.notices()
         return data
 
 
@@ -444,7 +466,8 @@ class _IngestRun:
         self.metadata_defaults = metadata_defaults
         self.known_vectors = known_vectors
         self.plan = plan
-        self.result = _Tally(source=source.uri, skipped=list(plan.skipped), read=plan.reads, shard=plan.shard)
+        self.result = _Tally(source=source.uri, skipped=list(plan.skipped), read=plan.reads, shard=plan.shard,
+                             chunking=chunker.config)
         self.ledger = plan.ledger
         self.ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.seen: set[str] = set()
@@ -555,6 +578,8 @@ class _IngestRun:
         # Everything the store holds for this document may be replaced, leftovers of interrupted writes too.
         replaces = (known.chunk_ids + known.leftover_ids) if known else []
         upgrade = same_recipe and known.content_hash == doc.content_hash
+        if known and known.complete and known.chunker and known.chunker != self.chunker.config:
+            self.result.rechunked[known.chunker] = self.result.rechunked.get(known.chunker, 0) + 1
         self.pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields, upgrade))
         self.pending_chunks += len(chunks)
         if self.pending_chunks >= self.write_batch_chunks:

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     embed_batch_size: Positive = 32
     chunk_size: Positive = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
     chunk_overlap: Count = 24
-    chunk_strategy: Literal["sentence", "markdown", "whole"] = "sentence"
+    chunk_strategy: Literal["auto", "sentence", "markdown", "whole"] = "auto"  # "sentence": the default before 0.2
     write_batch_chunks: Positive = 512
 
     # Ingest safety

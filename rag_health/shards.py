@@ -54,4 +54,13 @@ def merge(parts: Sequence[dict[str, Any]], seconds: float) -> IngestResult:
     return IngestResult(source=str(parts[0].get("source", "")) if parts else "",
                         **{k: sum(int(p.get(k) or 0) for p in parts) for k in _SUMMED},
                         added=ids["added"], changed=ids["changed"], removed=ids["removed"], skipped=skipped,
-                        errors=errors, seconds=round(seconds, 3), held=held)
+                        errors=errors, seconds=round(seconds, 3), held=held,
+                        chunking=str(parts[0].get("chunking", "")) if parts else "", rechunked=_rechunked(parts))
+
+
+def _rechunked(parts: Sequence[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in parts:
+        for old, n in (p.get("rechunked") or {}).items():
+            out[old] = out.get(old, 0) + int(n)
+    return out

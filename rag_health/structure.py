@@ -15,7 +15,7 @@ _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _STEP = re.compile(r"^\s{0,3}(\d{1,3})[.)]\s+\S")
 _BULLET = re.compile(r"^\s{0,3}[-*+]\s+\S")
-_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_ROW = re.compile(r"^\s*(\|.*\||\+[-=:+]+\+)\s*$")  # pipe rows, and the rules of grid tables
 HEADING_GRACE_CHARS = 120
 
 

@@ -222,6 +222,7 @@ def summary(result: dict[str, Any]) -> str:
     lines += ["", f"ingest: {ing.get('documents')} documents, {ing.get('added')} added, {ing.get('changed')} changed, "
               f"{ing.get('removed')} removed, {ing.get('unchanged')} unchanged, "
               f"{ing.get('chunks_embedded')} chunks embedded"]
+    lines += [f"  note: {one_line(n)}" for n in ing.get("notices") or []]
     skipped = ing.get("skipped") or []
     lines += [f"  skipped {one_line(x['doc_id'])}: {one_line(x['reason'])}" for x in skipped[:10]]
     if len(skipped) > 10:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from rag_health import registry
+from rag_health.chunking import DEFAULT_STRATEGY, PREVIOUS_DEFAULT
 from rag_health.comparison import compare_chunking
 from rag_health.documents import is_supported
 from rag_health.probes import ProbeSet
@@ -18,11 +19,12 @@ from rag_health.views import Artifact, Markdown, md, table
 
 
 def default_comparison(settings: Settings) -> list[str]:
-    """The live chunking against the other strategy at the same size."""
+    """The live chunking against the previous default (sentence:200:24); when the live chunking is that one,
+    against the default (auto) at the same size and overlap."""
     live = f"{settings.chunk_strategy}:{settings.chunk_size}:{settings.chunk_overlap}"
-    other = f"markdown:{settings.chunk_size}:0" if settings.chunk_strategy == "sentence" else \
-        f"sentence:{settings.chunk_size}:{max(1, settings.chunk_size // 8)}"
-    return [live, other]
+    if live != PREVIOUS_DEFAULT:
+        return [live, PREVIOUS_DEFAULT]
+    return [live, f"{DEFAULT_STRATEGY}:{settings.chunk_size}:{settings.chunk_overlap}"]
 
 
 def run(rt: Runtime, configs: list[str] | None = None) -> ComparisonResult:
@@ -73,12 +75,12 @@ def _num(value: float | None) -> float:
 STAGE = registry.Stage(
     name="compare-chunking", run=run, result_type=ComparisonResult, artifacts=artifacts, summary=summary,
     task_name="compare-chunking", help="score two chunking configurations side by side",
-    example="rag-health compare-chunking --config sentence:200:24 --config markdown:200 "
+    example="rag-health compare-chunking --config auto:200:24 --config sentence:200:24 "
             "--probes datasets/probes/golden.jsonl",
     options=(registry.docs(),
-             registry.Option(("--config",), "configs", "STRATEGY:SIZE[:OVERLAP] (sentence or markdown; size in "
-                             "model tokens); repeat for each (default: the live chunking against the other "
-                             "strategy)", repeat=True, setting=False),
+             registry.Option(("--config",), "configs", "STRATEGY:SIZE[:OVERLAP] (auto, sentence, markdown or "
+                             "whole; size in model tokens); repeat for each (default: the live chunking against "
+                             f"the previous default, {PREVIOUS_DEFAULT})", repeat=True, setting=False),
              registry.Option(("--manifest",), "manifest", "manifest (supplies metadata for documents without "
                                                           "front-matter)"),
              registry.probes(), *registry.rules()),

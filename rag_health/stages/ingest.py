@@ -28,7 +28,7 @@ def artifacts(result: IngestResult) -> list[Artifact]:
     head = (f"## Ingest: {result.status}{shard}\n\n{result.documents} documents at {md(result.source)}: "
             f"{len(result.added)} added, {len(result.changed)} changed, {len(result.removed)} removed, "
             f"{result.unchanged} unchanged; {result.chunks_embedded} chunks embedded in {result.seconds} s.")
-    parts = [head]
+    parts = [head, *(f"**Note:** {md(n)}" for n in result.notices())]
     if result.held:
         parts += [f"**{md(result.held.sentence())}**", id_list("Would be removed", result.held.removed),
                   id_list("Would be replaced", result.held.replaced)]

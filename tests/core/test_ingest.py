@@ -233,7 +233,7 @@ def test_new_chunk_settings_rechunk_everything(small_corpus, make_runtime, tmp_p
     after = rechunked.index.ledger()
     assert all(not set(before[d]) & set(e.chunk_ids) for d, e in after.items())
     assert rechunked.index.count() == sum(len(e.chunk_ids) for e in after.values())
-    assert all(e.chunker == "sentence:64:8" for e in after.values())
+    assert all(e.chunker == "auto:64:8" for e in after.values())
 
 
 def test_unlisted_folder_keeps_its_documents(small_corpus, make_runtime):

@@ -84,7 +84,10 @@ def planted(tmp_path_factory, embedder):
     plant(root, "planted/long-section.md", LONG_SECTION)
     plant(root, "planted/no-product.md", "# Card limits\n\nDaily card limits are set per customer segment and "
           "reviewed by the cards risk team every quarter.", product=None)
-    settings = load_settings(docs=str(root), state_dir=str(base / "state"), required_metadata=REQUIRED)
+    # The previous default chunking, which produces the cut blocks and lost headings planted here ("auto" avoids
+    # them: tests/core/test_auto_chunking.py).
+    settings = load_settings(docs=str(root), state_dir=str(base / "state"), required_metadata=REQUIRED,
+                             chunk_strategy="sentence")
     rt = build_runtime(settings, embedder=embedder)
     stage(rt, "ingest")
     ledger = rt.index.ledger()
@@ -166,7 +169,8 @@ def test_clean_corpus_has_no_findings(tmp_path, make_runtime):
 def test_token_overflow_counts_the_tokens_never_embedded(tmp_path, make_runtime, embedder):
     root = clean_corpus(tmp_path / "docs")
     plant(root, "planted/long-section.md", LONG_SECTION)
-    rt = make_runtime(root, chunk_size=400, chunk_overlap=40)  # bigger than the model's 256-token window
+    # bigger than the model's 256-token window ("auto" never exceeds the window: it sizes within it)
+    rt = make_runtime(root, chunk_strategy="sentence", chunk_size=400, chunk_overlap=40)
     stage(rt, "ingest")
     result = stage(rt, "quality")
     overflow = [f for f in result["findings"] if f["kind"] == "token-overflow"]
@@ -216,17 +220,20 @@ def test_markdown_chunking_keeps_blocks_whole_and_headings_attached(tmp_path, ma
     root = tmp_path / "docs"
     plant(root, "planted/small-code.md", SMALL_CODE)
     plant(root, "planted/long-section.md", LONG_SECTION)
-    sentence = make_runtime(root, collection="sentence-chunks", chunk_size=120, chunk_overlap=12)
+    sentence = make_runtime(root, collection="sentence-chunks", chunk_strategy="sentence", chunk_size=120,
+                            chunk_overlap=12)
     stage(sentence, "ingest")
-    markdown = make_runtime(root, collection="markdown-chunks", chunk_strategy="markdown", chunk_size=120,
-                            chunk_overlap=0)
-    stage(markdown, "ingest")
     by_sentence = stage(sentence, "quality")["findings_by_kind"]
-    by_markdown = stage(markdown, "quality")["findings_by_kind"]
     assert by_sentence.get("code-block-split") and by_sentence.get("lost-heading")
-    assert not by_markdown.get("code-block-split") and not by_markdown.get("lost-heading")
-    texts = [r.text for recs, _ in markdown.index.iter_chunks() for r in recs]
-    assert any(t.startswith("```bash") and t.endswith("```") for t in texts)
+    for strategy in ("markdown", "auto"):
+        rt = make_runtime(root, collection=f"{strategy}-chunks", chunk_strategy=strategy, chunk_size=120,
+                          chunk_overlap=0)
+        stage(rt, "ingest")
+        by_kind = stage(rt, "quality")["findings_by_kind"]
+        assert not by_kind.get("code-block-split") and not by_kind.get("lost-heading"), strategy
+        texts = [r.text for recs, _ in rt.index.iter_chunks() for r in recs]
+        block = SMALL_CODE[SMALL_CODE.index("```bash"):SMALL_CODE.rindex("```") + 3]
+        assert any(block in t for t in texts), strategy
 
 
 @pytest.mark.slow
@@ -248,7 +255,7 @@ def test_compare_chunking_never_touches_the_live_collection(small_corpus, make_r
         assert c["documents"] == 4 and c["chunks"] > 4 and 0 <= c["quality"]["score"] <= 1
         assert c["retrieval"]["overall"]["n"] == 1
     # The live chunking's vectors are read from the live collection (same ids: same content, chunking, model).
-    live = stage(rt, "compare-chunking", ["sentence:200:24", "markdown:200"])["configs"][0]
+    live = stage(rt, "compare-chunking", ["auto:200:24", "sentence:200:24"])["configs"][0]
     assert live["chunks_embedded"] == 0 and live["vectors_reused_from_live"] == live["chunks"] == rt.index.count()
     assert (rt.index.collection.get()["ids"], [c.name for c in rt.index.client.list_collections()]) == before
 
