@@ -106,6 +106,8 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
         return ended_in_error(name, settings.collection, run_key, exc, emit=not under)
     keep(result)
     get_run_logger().info("%s: %s", name, result.status)
+    for notice in getattr(result, "notices", lambda: [])():  # e.g. the whole index re-embedded by a new chunking
+        get_run_logger().warning("%s: %s", name, notice)
     if speak and not nested:
         publish.emit_verdict(settings.collection, {**event_payload(run_key, {name: result}), "stage": name})
     if result.status == "fail":
