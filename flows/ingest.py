@@ -133,6 +133,8 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
         from rag_health.registry import stages
 
         publish.publish(stages()["ingest"].artifacts(result))  # the whole ingest's, on the coordinating run
+        for notice in result.notices():  # the shards' counts added up (each shard logged its own share)
+            get_run_logger().warning("ingest: %s", notice)
     else:
         under = run_key if shard else None  # a shard works under its coordinator's collection lock
 

@@ -128,6 +128,7 @@ class Chunker:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self._tokenize = embedder.tokenize
+        self._embedder = embedder
         self._window = embedder.info.max_tokens - 2  # the model's window, less its two special tokens
         self._splitter = None if strategy == "whole" else SentenceSplitter(
             chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=embedder.tokenize,
@@ -152,7 +153,8 @@ class Chunker:
             pieces = [(doc.text.strip(), "")]
         elif self.strategy == "markdown":
             pieces = self._markdown_pieces(doc.text, title)
-        elif self.strategy == "auto" and has_structure(structure := parse_structure(doc.text)):
+        elif self.strategy == "auto" and has_structure(structure := parse_structure(_lf(doc.text))):
+            doc = replace(doc, text=_lf(doc.text))  # chunks are slices of this text, so is what analyses them
             pieces = self._auto_pieces(doc.text, title, structure)
         else:
             assert self._splitter is not None
@@ -181,23 +183,20 @@ class Chunker:
         window."""
         title_tokens = len(self._tokenize(title))
         room = max(16, self.chunk_size - title_tokens)
-        units = self._auto_units(text, structure, room)
+        units = self._auto_units(text, structure, title, title_tokens, room)
         n = len(units)
         sections = [self._section(u, title) for u in units]
-        # A chunk starting at unit i: chunk_size for title and text, and title, path and text within the window.
-        budgets = [max(16, min(room, self._window - title_tokens - tokens - 2)) for _, tokens in sections]
+        budgets = [self._budget(room, title_tokens, tokens) for _, tokens in sections]  # a chunk starting at i
         tiny = min(48, room // 4)
         breaks = [0.0] + [_break_cost(units[j - 1], units[j]) for j in range(1, n)]
         best = [0.0] + [float("inf")] * n  # best[j]: cheapest packing of units[:j]
         back = [0] * (n + 1)
         for j in range(1, n + 1):
             size, inside = 0, 0
-            for i in range(j - 1, -1, -1):  # the chunk units[i:j]
+            for i in range(j - 1, max(-1, j - 1 - _MAX_UNITS), -1):  # the chunk units[i:j]
                 size += units[i].size
-                if i < j - 1 and units[i + 1].overlaps(units[i]):
-                    break  # overlapping sentence pieces never share a chunk
-                if size > budgets[i] and i < j - 1:
-                    break
+                if i < j - 1 and (units[i + 1].overlaps(units[i]) or size > budgets[i]):
+                    break  # overlapping pieces never share a chunk; nor does more than fits
                 if i < j - 1 and units[i + 1].kind == "heading" and units[i + 1].level <= 2:
                     inside += 1
                 cost = best[i] + breaks[i] + _CHUNK + _HEADING_INSIDE * inside
@@ -210,9 +209,43 @@ class Chunker:
         while j > 0:
             spans.append((back[j], j))
             j = back[j]
-        return [(_join(text, units[i:j]), sections[i][0]) for i, j in reversed(spans)]
+        pieces = []
+        for i, j in reversed(spans):
+            chunk_text, section = _join(text, units[i:j]), sections[i][0]
+            estimate = title_tokens + sections[i][1] + sum(u.size for u in units[i:j]) + 4
+            if estimate >= self._window - 16 and \
+                    len(self._tokenize(embed_text_for(title, chunk_text, section))) > self._window:
+                # Only where the sum of the units' sizes comes near the window (joins can tokenise differently):
+                # cut the chunk again so that nothing of it is lost to the model's truncation.
+                limit = max(8, self._window - title_tokens - sections[i][1] - 4)
+                pieces += [(chunk_text[a:b], section) for a, b in self._word_spans(chunk_text, 0, len(chunk_text),
+                                                                                    limit)]
+            else:
+                pieces.append((chunk_text, section))
+        return pieces
+
+    def _sizes(self, texts: list[str]) -> list[int]:
+        """Tokens of each text (no special tokens), counted in one batch where the embedder can."""
+        count = getattr(self._embedder, "count_tokens", None)
+        if count is None:
+            return [len(self._tokenize(t)) for t in texts]
+        return [max(0, n - 2) for n in count(texts)]  # count_tokens includes [CLS] and [SEP]
+
+    def _budget(self, room: int, title_tokens: int, section_tokens: int) -> int:
+        """Tokens of text a chunk may hold: chunk_size for its title and text, and title, section path and text
+        within the model's window."""
+        return max(8, min(room, self._window - title_tokens - section_tokens - 4))
 
     def _section(self, unit: _Unit, title: str) -> tuple[str, int]:
+        key = (unit.path[:-1] if unit.kind == "heading" else unit.path, unit.context, title)
+        cache = self.__dict__.setdefault("_sections", {})
+        if key not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = self._section_of(unit, title)
+        return cache[key]
+
+    def _section_of(self, unit: _Unit, title: str) -> tuple[str, int]:
         """The section path a chunk starting at `unit` carries in its embedding, and its tokens: a heading's
         parents (the heading itself is in the text), else the path of the section the unit is in. Headings further
         into the chunk are in its text."""
@@ -220,31 +253,99 @@ class Chunker:
         section = "\n".join(p for p in (" > ".join(h.text for h in path if h.text != title), unit.context) if p)
         return section, len(self._tokenize(section)) if section else 0
 
-    def _auto_units(self, text: str, structure: DocStructure, budget: int) -> list[_Unit]:
+    def _auto_units(self, text: str, structure: DocStructure, title: str, title_tokens: int,
+                    room: int) -> list[_Unit]:
+        """The document as units, every one a slice of it: headings, blocks and paragraphs, and the pieces of one
+        too large for a chunk (cut by sentences, by rows or lines, by words for a line too long)."""
         headings = {h.start: h for h in structure.headings}
         units: list[_Unit] = []
-        for start, end, kind in _units(text, structure):
-            path = tuple(heading_path_at(structure.headings, start))
+        above = 0  # tokens of the run of headings the units so far end with
+        raw = _units(text, structure)
+        sizes = self._sizes([text[a:b] for a, b, _ in raw])
+        for (start, end, kind), path, size in zip(raw, _paths(structure, raw), sizes):
             piece = text[start:end]
-            size = len(self._tokenize(piece))
-            if size <= budget:
+            section_tokens = self._section(_Unit(start, end, "prose", 0, path), title)[1]
+            budget = self._budget(room, title_tokens, section_tokens)
+            # Headings right above must open the chunk that holds this unit (none ends a chunk, none stands alone),
+            # so a unit that does not fit beside them is cut, its first piece leaving them room.
+            if size <= budget and (kind == "heading" or size + above <= budget or above > budget // 2):
                 units.append(_Unit(start, end, kind, size, path,
                                    heading=headings.get(start) if kind == "heading" else None,
                                    intro=kind == "prose" and piece.rstrip().endswith(":")))
+                above = above + size if kind == "heading" else 0
                 continue
-            cursor = start
-            # A table's later pieces carry its header row into their embedding (not their text).
+            # A table's later pieces carry its header row into their embedding (not their text), if it is small.
             header = piece.splitlines()[0].strip() if kind == "table" and not piece.lstrip().startswith("+") else ""
-            for part_no, part in enumerate(self._split_large(piece, kind, budget - len(self._tokenize(header)))):
-                at = text.find(part.strip(), cursor, end) if part.strip() else -1
-                located = at >= 0
-                p_start, p_end = (at, at + len(part.strip())) if located else (cursor, cursor)
-                units.append(_Unit(p_start, p_end, "part" if part_no else kind, len(self._tokenize(part)), path,
-                                   text=None if located else part, whole_of=start,
-                                   context=header if part_no else ""))
-                if located:
-                    cursor = at + 1
+            header = header if header and len(self._tokenize(header)) <= budget // 4 else ""
+            cut = budget - len(self._tokenize(header)) if header else budget
+            if above and above <= budget // 2:
+                cut = min(cut, budget - above)
+            for part_no, (a, b) in enumerate(self._spans(text, start, end, kind, cut)):
+                units.append(_Unit(a, b, "part" if part_no else kind, len(self._tokenize(text[a:b])), path,
+                                   whole_of=start, context=header if part_no else ""))
+            above = 0
         return units
+
+    def _spans(self, text: str, start: int, end: int, kind: str, budget: int) -> list[tuple[int, int]]:
+        """text[start:end] cut into consecutive slices of at most `budget` tokens: code and tables between rows
+        (a grid table's rule stays with its row) or lines, prose between sentences (llama-index's splitter, no
+        overlap, each piece found right after the previous one), and by words whatever does not fit."""
+        if kind in ("code", "table"):
+            rows = _row_spans(text, start, end, grid=kind == "table" and text[start:end].lstrip().startswith("+"))
+            spans, a, used = [], None, 0
+            for r0, r1 in rows:
+                size = len(self._tokenize(text[r0:r1]))
+                if size > budget:  # one row or line too long: by words
+                    if a is not None:
+                        spans.append((a, prev_end))
+                    spans += self._word_spans(text, r0, r1, budget)
+                    a, used = None, 0
+                    continue
+                if a is not None and used + size > budget:
+                    spans.append((a, prev_end))
+                    a, used = None, 0
+                a = r0 if a is None else a
+                used += size + 1
+                prev_end = r1
+            if a is not None:
+                spans.append((a, prev_end))
+            return [_strip_span(text, x, y) for x, y in spans if text[x:y].strip()]
+        spans, cursor = [], start
+        for part in SentenceSplitter(chunk_size=budget, chunk_overlap=0, tokenizer=self._tokenize,
+                                       paragraph_separator="\n\n").split_text(text[start:end]):
+            part = part.strip()
+            at = text.find(part, cursor, end) if part else -1
+            if at < 0 or text[cursor:at].strip():  # not the next thing in the text: cut the rest by words
+                return spans + self._word_spans(text, cursor, end, budget)
+            spans.append((at, at + len(part)))
+            cursor = at + len(part)
+        if text[cursor:end].strip():
+            spans += self._word_spans(text, cursor, end, budget)
+        return spans
+
+    def _word_spans(self, text: str, start: int, end: int, budget: int) -> list[tuple[int, int]]:
+        """Consecutive slices of whole words (a word longer than the budget alone), each at most `budget` tokens."""
+        spans, a, used, last = [], None, 0, start
+        for m in re.finditer(r"\S+", text[start:end]):
+            w0, w1 = start + m.start(), start + m.end()
+            size = len(self._tokenize(text[w0:w1]))
+            if a is not None and used + size > budget:
+                spans.append((a, last))
+                a, used = None, 0
+            if a is None:
+                a = w0
+            if size > budget:  # one "word" over the budget (a base64 blob): by characters
+                step = max(1, (w1 - w0) * budget // size)
+                for c in range(w0, w1, step):
+                    spans.append((c, min(w1, c + step)))
+                a, used = None, 0
+                last = w1
+                continue
+            used += size
+            last = w1
+        if a is not None:
+            spans.append((a, last))
+        return spans
 
     # --- markdown-aware packing ---------------------------------------------------------------------------
 
@@ -316,6 +417,52 @@ class Chunker:
         return splitter.split_text(block)
 
 
+_MAX_UNITS = 512  # units one chunk may hold (bounds the work on units of no tokens, e.g. zero-width spaces)
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def _paths(structure: DocStructure, units: list[tuple[int, int, str]]) -> list[tuple]:
+    """The heading path in force at each unit's start (a heading's own path ends with it), in one pass: units and
+    headings are both in document order."""
+    out, stack, k, headings = [], [], 0, structure.headings
+    for start, _, _ in units:
+        while k < len(headings) and headings[k].start <= start:
+            while stack and stack[-1].level >= headings[k].level:
+                stack.pop()
+            stack.append(headings[k])
+            k += 1
+        out.append(tuple(stack))
+    return out
+
+
+def _row_spans(text: str, start: int, end: int, grid: bool) -> list[tuple[int, int]]:
+    """Lines of text[start:end] as (start, end) without their line break; for a grid table, rows: the lines down
+    to and with the rule below them."""
+    lines, pos = [], start
+    for line in text[start:end].splitlines(keepends=True):
+        lines.append((pos, pos + len(line.rstrip("\r\n"))))
+        pos += len(line)
+    if not grid:
+        return lines
+    rows, first = [], None
+    for a, b in lines:
+        first = a if first is None else first
+        if _GRID_RULE.match(text[a:b]) and a != first:
+            rows.append((first, b))
+            first = None
+    if first is not None:
+        rows.append((first, lines[-1][1]))
+    return rows
+
+
+def _strip_span(text: str, a: int, b: int) -> tuple[int, int]:
+    piece = text[a:b]
+    return a + (len(piece) - len(piece.lstrip())), b - (len(piece) - len(piece.rstrip()))
+
+
 @dataclass(frozen=True)
 class _Unit:
     """A piece "auto" packs: a heading, a block, a paragraph, or a sentence/line piece of one too large."""
@@ -365,7 +512,7 @@ def _join(text: str, units: list[_Unit]) -> str:
     return "\n\n".join(u.text if u.text is not None else text[u.start:u.end] for u in units)
 
 
-_GRID_RULE = re.compile(r"^\s*\+[-=:+]+\+\s*$")
+_GRID_RULE = re.compile(r"^\s*\+(?:[-=:]{3,}\+)+\s*$")
 
 
 def _table_rows(block: str) -> list[str]:

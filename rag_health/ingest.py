@@ -208,10 +208,11 @@ class IngestResult:
         for old, n in sorted(self.rechunked.items()):
             line = (f"{n} document(s) indexed with chunking {old} were re-chunked and re-embedded with "
                     f"{self.chunking}")
-            if old.split("+")[0] == PREVIOUS_DEFAULT and self.chunking.startswith(f"{DEFAULT_STRATEGY}:"):
+            was, now = old.split("+")[0].split(":", 1), self.chunking.split("+")[0].split(":", 1)
+            if was[0] == PREVIOUS_DEFAULT.split(":")[0] and now[0] == DEFAULT_STRATEGY and was[1:] == now[1:]:
                 line += (": the default chunking is now structure-aware (auto); RAG_HEALTH_CHUNK_STRATEGY=sentence "
-                         "keeps the previous default; probe and drift baselines still describe the old chunks "
-                         "until promoted")
+                         "keeps the previous one; probe and drift baselines still describe the old chunks until "
+                         "promoted")
             out.append(line)
         return out
 

@@ -8,6 +8,7 @@ counts as split when no single chunk holds all of it, so the overlap between chu
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _STEP = re.compile(r"^\s{0,3}(\d{1,3})[.)]\s+\S")
 _BULLET = re.compile(r"^\s{0,3}[-*+]\s+\S")
-_TABLE_ROW = re.compile(r"^\s*(\|.*\||\+[-=:+]+\+)\s*$")  # pipe rows, and the rules of grid tables
+_TABLE_ROW = re.compile(r"^\s*(\|.*\||\+(?:[-=:]{3,}\+)+)\s*$")  # pipe rows, and the rules of grid tables
 HEADING_GRACE_CHARS = 120
 
 
@@ -147,23 +148,39 @@ def analyse_chunks(text: str, chunks: Sequence[str], embed_texts: Sequence[str],
             for i in touching:
                 split_labels[i].append(f"{block.label} (chunks {', '.join(str(t) for t in touching)})")
     out = []
+    headings = structure.headings
+    starts = [h.start for h in headings]
+    after = _paths_after(headings)  # after[k]: the path in force once headings[k] has started
     for i, span in enumerate(spans):
         if span is None:
             out.append(ChunkStructure("", False, "", False))
             continue
-        path = heading_path_at(structure.headings, span[0])
+        k = bisect_right(starts, span[0])
+        path = list(after[k - 1]) if k else []
+        inside_from, inside_to = bisect_left(starts, span[0]), bisect_left(starts, span[1])
         section = " > ".join(h.text for h in path)
         lost = False
         if path:
             own = path[-1]
             # A chunk that opens with a sentence or two of the previous section and then its own heading is fine.
-            first_own = next((h for h in structure.headings if span[0] <= h.start < span[1]), None)
+            first_own = headings[inside_from] if inside_from < inside_to else None
             near_start = first_own is not None and first_own.start - span[0] < HEADING_GRACE_CHARS
             lost = own.start < span[0] and not near_start and own.text not in embed_texts[i]
-        inside = [h.text for h in structure.headings if span[0] <= h.start < span[1]]
+        inside = [h.text for h in headings[inside_from:inside_to]]
         names = ([path[-1].text] if path else []) + inside
         out.append(ChunkStructure(section, lost, "; ".join(split_labels[i]), True,
                                   " | ".join(dict.fromkeys(names))))
+    return out
+
+
+def _paths_after(headings: Sequence[Heading]) -> list[tuple[Heading, ...]]:
+    """The heading path in force right after each heading starts, in one pass."""
+    out, stack = [], []
+    for h in headings:
+        while stack and stack[-1].level >= h.level:
+            stack.pop()
+        stack.append(h)
+        out.append(tuple(stack))
     return out
 
 

@@ -19,12 +19,13 @@ from rag_health.views import Artifact, Markdown, md, table
 
 
 def default_comparison(settings: Settings) -> list[str]:
-    """The live chunking against the previous default (sentence:200:24); when the live chunking is that one,
-    against the default (auto) at the same size and overlap."""
-    live = f"{settings.chunk_strategy}:{settings.chunk_size}:{settings.chunk_overlap}"
-    if live != PREVIOUS_DEFAULT:
-        return [live, PREVIOUS_DEFAULT]
-    return [live, f"{DEFAULT_STRATEGY}:{settings.chunk_size}:{settings.chunk_overlap}"]
+    """The live chunking against the default (auto) at the same size and overlap; when the live one is auto,
+    against the previous default's strategy (sentence) at that size: with the defaults, auto:200:24 against
+    sentence:200:24."""
+    size, overlap = settings.chunk_size, settings.chunk_overlap
+    live = f"{settings.chunk_strategy}:{size}:{overlap}"
+    other = PREVIOUS_DEFAULT.split(":")[0] if settings.chunk_strategy == DEFAULT_STRATEGY else DEFAULT_STRATEGY
+    return [live, f"{other}:{size}:{overlap}"]
 
 
 def run(rt: Runtime, configs: list[str] | None = None) -> ComparisonResult:

@@ -144,8 +144,10 @@ def test_compare_chunking_measures_the_default_against_the_previous_one():
 
     assert default_comparison(Settings()) == ["auto:200:24", PREVIOUS_DEFAULT]
     assert default_comparison(Settings(chunk_strategy="sentence")) == [PREVIOUS_DEFAULT, "auto:200:24"]
+    assert default_comparison(Settings(chunk_strategy="sentence", chunk_size=256, chunk_overlap=32)) == \
+        ["sentence:256:32", "auto:256:32"]
     assert default_comparison(Settings(chunk_strategy="markdown", chunk_overlap=0, chunk_size=256)) == \
-        ["markdown:256:0", PREVIOUS_DEFAULT]
+        ["markdown:256:0", "auto:256:0"]
 
 
 def test_grid_table_pieces_are_whole_rows(embedder):
@@ -156,7 +158,45 @@ def test_grid_table_pieces_are_whole_rows(embedder):
     assert len(chunks) > 1
     for c in chunks:
         lines = c.text.strip().splitlines()
-        assert any(line.startswith("| system") for line in lines)  # never rules alone
+        assert lines[-1] == rule  # a piece ends with the rule under its last row
+        assert lines[0].startswith(("| system", rule, "#"))  # and starts with a row (or its headings)
+    rebuilt = "\n".join(c.text.strip().split("## Systems\n\n")[-1] for c in chunks)
+    assert rebuilt == f"{rule}\n{rows}"  # every row once, in order
+
+
+def _check(embedder, doc: str, spec: str = "auto:200:24", doc_id: str = "runbooks/x.md"):
+    """Chunks are in-order slices covering the (LF) text, every embed text within the window, and no chunk is
+    headings alone unless the document ends with them."""
+    parsed = parse_document(doc_id, doc.encode())
+    chunks = Chunker.from_spec(embedder, spec).split(parsed)
+    text = parsed.text.replace("\r\n", "\n")
+    pos = 0
+    for c in chunks:
+        at = text.find(c.text, pos)
+        assert at >= 0 and not text[pos:at].strip(), (c.index, c.text[:80])
+        pos = at + len(c.text)
+    assert not text[pos:].strip()
+    window = embedder.info.max_tokens - 2
+    assert all(len(embedder.tokenize(c.embed_text)) <= window for c in chunks)
+    for c in chunks[:-1]:
+        assert not all(line.startswith("#") for line in c.text.strip().splitlines() if line.strip()), c.text[:80]
+    return chunks
+
+
+def test_hard_shapes_stay_slices_within_the_window(embedder):
+    long_para = " ".join(f"Sentence {i} says the ledger replay must wait for the snapshot." for i in range(60))
+    _check(embedder, f"# Top\n\n## Diagnosis\n\n{long_para}\n\n## Next\n\n{PARA}\n")  # headings open piece one
+    same_rows = "\n".join("| standby | n/a | n/a | not replicated |" for _ in range(60))
+    chunks = _check(embedder, f"# DR\n\n| Site | RPO | RTO | Replication |\n|---|---|---|---|\n{same_rows}\n\n"
+                              f"{PARA}\n\n## Contacts\n\nPlatform on-call.\n")
+    assert sum(c.text.count("| standby |") for c in chunks) == 60  # repeated rows placed where they are
+    _check(embedder, "# Logs\n\n```\n" + " ".join(f"field{i}=value{i}" for i in range(600)) + "\n```\n")
+    _check(embedder, "# Wide\n\n| " + " | ".join(f"column {i}" for i in range(300)) + " |\n|---|\n| a |\n")
+    heading = " ".join(f"w{i}" for i in range(30))
+    _check(embedder, f"# Runbook\n\n## {heading}\n\n### Details\n\n{long_para}\n", "auto:300:24")
+    _check(embedder, f"# Top\r\n\r\n## A\r\n\r\n{long_para}\r\n\r\n```\r\n" +
+           "\r\n".join(f"run step {i}" for i in range(80)) + "\r\n```\r\n")
+    _check(embedder, f"# Big chunks\n\n## A\n\n{long_para}\n\n## B\n\n{long_para}\n", "auto:400:40")
 
 
 @pytest.mark.skipif(not (SHARED_CORPORA / "scifact").exists(), reason="shared corpora absent")

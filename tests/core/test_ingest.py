@@ -166,10 +166,12 @@ def test_chunks_fit_the_model_window(sample_docs_copy, make_runtime):
     m = quality["chunks"]["metrics"]
     assert m["chunks"] == rt.index.count()
     assert m["tokens_max"] <= rt.embedder.info.max_tokens and quality["tokens_lost"] == 0
-    counted = rt.embedder.count_tokens([r.metadata["title"] + "\n\n" + r.text
-                                        for recs, _ in rt.index.iter_chunks() for r in recs][:5])
-    stored = [r.metadata["n_tokens"] for recs, _ in rt.index.iter_chunks() for r in recs][:5]
-    assert counted == stored
+    # What was embedded: the title, the section path where the chunk continues a section, then the text.
+    records = [r for recs, _ in rt.index.iter_chunks() for r in recs]
+    counted = rt.embedder.count_tokens([r.metadata["title"] + "\n\n" + r.text for r in records])
+    stored = [r.metadata["n_tokens"] for r in records]
+    assert all(c <= s <= rt.embedder.info.max_tokens for c, s in zip(counted, stored))
+    assert sum(c == s for c, s in zip(counted, stored)) > len(records) // 3  # chunks opening with their heading
 
 
 def test_front_matter_only_pages_are_skipped_not_errors(small_corpus, make_runtime):
