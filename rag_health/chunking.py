@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-
-from llama_index.core.node_parser import SentenceSplitter
+from functools import cached_property
 
 from rag_health.documents import ParsedDocument
 from rag_health.embedding import Embedder
@@ -129,10 +128,15 @@ class Chunker:
         self.chunk_overlap = chunk_overlap
         self._tokenize = embedder.tokenize
         self._window = embedder.info.max_tokens - 2  # the model's window, less its two special tokens
-        self._splitter = None if strategy == "whole" else SentenceSplitter(
-            chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=embedder.tokenize,
-            paragraph_separator="\n\n",
-        )
+        self._splitter_args = None if strategy == "whole" else {
+            "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "tokenizer": embedder.tokenize,
+            "paragraph_separator": "\n\n"}
+
+    @cached_property
+    def _splitter(self):
+        """llama-index's SentenceSplitter, imported on first use: importing llama-index costs seconds, which a
+        command that chunks nothing (nothing changed) should not pay."""
+        return _sentence_splitter(**self._splitter_args) if self._splitter_args else None
 
     @classmethod
     def from_spec(cls, embedder: Embedder, spec: str, redact_pii: bool = False) -> Chunker:
@@ -311,9 +315,15 @@ class Chunker:
             if current:
                 out.append("\n".join(current))
             return out
-        splitter = SentenceSplitter(chunk_size=budget, chunk_overlap=min(self.chunk_overlap, budget // 4),
-                                    tokenizer=self._tokenize, paragraph_separator="\n\n")
+        splitter = _sentence_splitter(chunk_size=budget, chunk_overlap=min(self.chunk_overlap, budget // 4),
+                                      tokenizer=self._tokenize, paragraph_separator="\n\n")
         return splitter.split_text(block)
+
+
+def _sentence_splitter(**kwargs):
+    from llama_index.core.node_parser import SentenceSplitter
+
+    return SentenceSplitter(**kwargs)
 
 
 @dataclass(frozen=True)
