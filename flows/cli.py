@@ -1,5 +1,8 @@
-"""The rag-health command line: each command runs the matching Prefect flow and prints its result. Commands and
-their options come from the stage registry (rag_health.registry).
+"""The rag-health command line: each command runs its stage (or the suite) and prints its result. With a Prefect
+server configured (PREFECT_API_URL, in the environment or the Prefect profile) or with --prefect, it runs the
+matching Prefect flow, so the run, its artifacts and events are in Prefect; without, it runs the same core in this
+process (rag_health.local) and starts no temporary Prefect server. Commands and their options come from the stage
+registry (rag_health.registry).
 
 Exit codes: 0 healthy (pass or warn), 1 a check failed, 2 bad usage or configuration, 75 another run holds the
 collection (try again later).
@@ -38,6 +41,9 @@ def _add_options(p: argparse.ArgumentParser, options) -> None:
     p.add_argument("--state", dest="state_dir", help="state directory (default: .rag-health)")
     p.add_argument("--collection", help="Chroma collection name (default: rag-health)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.add_argument("--prefect", action="store_true",
+                   help="run as Prefect flow runs (artifacts, events) even without PREFECT_API_URL, on a temporary "
+                        "Prefect server; with PREFECT_API_URL set they always are")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +150,7 @@ def _dispatch(args: argparse.Namespace) -> Any:
     command's result (a stage's typed result, or the run's JSON)."""
     from flows.resources import runtime_for, settings_from
     from rag_health import preflight, registry
+    from rag_health.suite import new_run_id
 
     stage = registry.stages().get(args.command)
     options = stage.options if stage else registry.suite_options() if args.command == "run" else ()
@@ -163,10 +170,16 @@ def _dispatch(args: argparse.Namespace) -> Any:
     if "allow_mass_delete" in inputs:  # nobody can approve at a terminal later: hold unless allowed now
         inputs["on_mass_change"] = "proceed" if inputs.pop("allow_mass_delete") else "hold"
     preflight.check(rt, stage.needs if stage else registry.suite_needs(), inputs.get("configs"))
+    from rag_health import local
+
+    if not (args.prefect or local.prefect_configured()):  # no server to report to: no flows, seconds not tens
+        if stage is None:
+            return local.run_suite(settings, on_mass_change=inputs.get("on_mass_change", "hold"),
+                                   promote_baseline=bool(inputs.get("promote_baseline")))
+        return local.run_stage(settings, stage.name, inputs, new_run_id() if stage.new_run_id else None)
     from flows.resources import unwrap
     from flows.stages import FLOWS
     from flows.suite import suite_flow
-    from rag_health.suite import new_run_id
 
     flow = FLOWS[stage.name] if stage else suite_flow
     # Options the flow has as parameters go as parameters (the UI and the flow run's name show them); the rest

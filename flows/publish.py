@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
+                               create_table_artifact, update_progress_artifact)
 
 from rag_health.views import Artifact, Link, Markdown, Table, md
 
@@ -25,6 +26,28 @@ def _cell(value: Any) -> Any:
     if value is None:
         return "n/a"  # a table cell never reads "None"
     return md(value) if isinstance(value, str) else value  # document-derived text shows as text, never markup
+
+
+def prefect_progress(label: str, every: float = 5.0):
+    """A progress artifact on the current flow run (0-100 %, its description the line a terminal shows), updated
+    at most every `every` seconds: rag_health.progress's reporter for Prefect."""
+    from rag_health.progress import Throttled
+
+    state: dict[str, Any] = {}
+
+    def show(done: int, total: int, chunks: int, text: str) -> None:
+        percent = 100.0 * done / total if total else 100.0
+        description = f"{label}: {text}"
+        try:
+            if "id" not in state:
+                state["id"] = create_progress_artifact(progress=percent, key=f"{label}-progress",
+                                                       description=description)
+            else:
+                update_progress_artifact(state["id"], progress=percent, description=description)
+        except Exception:  # noqa: BLE001 - progress is a courtesy: it never fails the stage
+            state.setdefault("id", None)
+
+    return Throttled(show, every)
 
 
 def publish(artifacts: Iterable[Artifact]) -> None:

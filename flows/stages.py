@@ -22,7 +22,9 @@ from rag_health.suite import MESSAGE_CHARS, clip, event_payload, failure_message
 @task(name="run-stage")
 def run_stage(name: str, settings: dict[str, Any], inputs: dict[str, Any], run_key: str | None):
     stage = stages()[name]
-    result = stage.run(runtime_for(settings_from(settings), run_key), **inputs)
+    rt = runtime_for(settings_from(settings), run_key)
+    rt.progress = publish.prefect_progress(name) if stage.reports_progress else None
+    result = stage.run(rt, **inputs)
     publish.publish(stage.artifacts(result))
     return result
 

@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rag_health.artifacts import AlreadyExists, ArtifactStore, LocalArtifactStore, s3_error_code, s3_reason
 from rag_health.settings import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: it costs a second at start-up
+    import pandas as pd
 
 JSON = "application/json"
 CSV = "text/csv; charset=utf-8"
@@ -241,6 +242,8 @@ class RunArchive:
 
     def snapshot(self, run_id: str) -> pd.DataFrame | None:
         data = self._read(run_key(run_id, "snapshot.parquet"))
+        import pandas as pd
+
         return pd.read_parquet(io.BytesIO(data)) if data is not None else None
 
     # The history: the baseline pointer and the latest run.

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-
-from llama_index.core.node_parser import SentenceSplitter
+from functools import cached_property
 
 from rag_health.documents import ParsedDocument
 from rag_health.embedding import Embedder
@@ -130,10 +129,15 @@ class Chunker:
         self._tokenize = embedder.tokenize
         self._embedder = embedder
         self._window = embedder.info.max_tokens - 2  # the model's window, less its two special tokens
-        self._splitter = None if strategy == "whole" else SentenceSplitter(
-            chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=embedder.tokenize,
-            paragraph_separator="\n\n",
-        )
+        self._splitter_args = None if strategy == "whole" else {
+            "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "tokenizer": embedder.tokenize,
+            "paragraph_separator": "\n\n"}
+
+    @cached_property
+    def _splitter(self):
+        """llama-index's SentenceSplitter, imported on first use: importing llama-index costs seconds, which a
+        command that chunks nothing (nothing changed) should not pay."""
+        return _sentence_splitter(**self._splitter_args) if self._splitter_args else None
 
     @classmethod
     def from_spec(cls, embedder: Embedder, spec: str, redact_pii: bool = False) -> Chunker:
@@ -311,7 +315,7 @@ class Chunker:
                 spans.append((a, prev_end))
             return [_strip_span(text, x, y) for x, y in spans if text[x:y].strip()]
         spans, cursor = [], start
-        for part in SentenceSplitter(chunk_size=budget, chunk_overlap=0, tokenizer=self._tokenize,
+        for part in _sentence_splitter(chunk_size=budget, chunk_overlap=0, tokenizer=self._tokenize,
                                        paragraph_separator="\n\n").split_text(text[start:end]):
             part = part.strip()
             at = text.find(part, cursor, end) if part else -1
@@ -412,8 +416,8 @@ class Chunker:
             if current:
                 out.append("\n".join(current))
             return out
-        splitter = SentenceSplitter(chunk_size=budget, chunk_overlap=min(self.chunk_overlap, budget // 4),
-                                    tokenizer=self._tokenize, paragraph_separator="\n\n")
+        splitter = _sentence_splitter(chunk_size=budget, chunk_overlap=min(self.chunk_overlap, budget // 4),
+                                      tokenizer=self._tokenize, paragraph_separator="\n\n")
         return splitter.split_text(block)
 
 
@@ -461,6 +465,12 @@ def _row_spans(text: str, start: int, end: int, grid: bool) -> list[tuple[int, i
 def _strip_span(text: str, a: int, b: int) -> tuple[int, int]:
     piece = text[a:b]
     return a + (len(piece) - len(piece.lstrip())), b - (len(piece) - len(piece.rstrip()))
+
+
+def _sentence_splitter(**kwargs):
+    from llama_index.core.node_parser import SentenceSplitter
+
+    return SentenceSplitter(**kwargs)
 
 
 @dataclass(frozen=True)

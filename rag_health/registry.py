@@ -96,6 +96,7 @@ class Stage:
     summary: Callable[[Any], str] | None = None
     retries: int = 2  # tries after the first, taken only when the stage talks to S3 or a Chroma server
     new_run_id: bool = False  # its own command starts a run id (so what it stores can be a later baseline)
+    reports_progress: bool = False  # it calls rt.progress as it goes (a bar on a terminal, an artifact in Prefect)
     writes: bool = False  # writes the collection or the run archive: runs under the collection lock
 
 

@@ -19,7 +19,7 @@ from rag_health.archive import OUTBOX, RunArchive
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
 from rag_health.documents import Limits
-from rag_health.embedding import Embedder, load_embedder
+from rag_health.embedding import Embedder, LazyEmbedder, ModelInfo, load_embedder, read_model_info
 from rag_health.inventory import InventoryRow, build_inventory
 from rag_health.locks import LockSpace
 from rag_health.manifest import Manifest, load_manifest
@@ -54,13 +54,27 @@ class Runtime:
         self._embedder = embedder
         self._chroma = chroma_client
         self._s3 = s3
+        self.progress: Callable[[int, int, int], None] | None = None  # for long stages (rag_health.progress)
         self._ledger: dict[str, LedgerEntry] | None = None
         self._inventory: list[InventoryRow] | None = None
 
     @cached_property
     def embedder(self) -> Embedder:
+        """The model, loaded when something is first embedded or tokenised: a run with nothing to embed (nothing
+        changed, freshness, coverage) never loads it."""
+        if self._embedder is not None:
+            return self._embedder
         s = self.settings
-        return self._embedder or load_embedder(s.embed_model, s.embed_device, s.embed_batch_size)
+        return LazyEmbedder(self.model_info, lambda: load_embedder(
+            s.embed_model, s.embed_device, s.embed_batch_size, s.embed_backend,
+            s.model_cache_dir or str(Path(s.state_dir) / "models")))
+
+    @cached_property
+    def model_info(self) -> ModelInfo:
+        """The model's identity without loading it (rag_health.embedding.read_model_info)."""
+        if self._embedder is not None:
+            return self._embedder.info
+        return read_model_info(self.settings.embed_model, self.settings.embed_backend)
 
     @cached_property
     def chroma(self) -> Any:
@@ -79,7 +93,7 @@ class Runtime:
 
     @cached_property
     def index(self) -> ChunkIndex:
-        return ChunkIndex(self.chroma, self.settings.collection, self.embedder.info)
+        return ChunkIndex(self.chroma, self.settings.collection, self.model_info)
 
     @cached_property
     def chunker(self) -> Chunker:
@@ -161,7 +175,7 @@ class Runtime:
             name = f"{SCRATCH_PREFIX}{secrets.token_hex(8)}-{re.sub(r'[^A-Za-z0-9._-]', '-', label)}"[:60] + "-x"
             if name == self.settings.collection:
                 raise RuntimeError(f"scratch collection name {name!r} is the live collection's")
-            created.append(ChunkIndex(client, name, self.embedder.info))
+            created.append(ChunkIndex(client, name, self.model_info))
             return created[-1]
 
         try:

@@ -44,7 +44,7 @@ def assemble(run_id: str, rt: Runtime, outputs: Mapping[str, Any], timings: Mapp
         report = {k: shown[k] for k in REPORT_KEYS if k in shown}
     return RunResult(run_id=run_id, verdict=overall_verdict(stage_statuses), stages=stage_statuses,
                      findings=tuple(findings), docs=rt.settings.docs, collection=rt.index.name,
-                     model=rt.embedder.info.as_metadata(), outputs=dict(outputs),
+                     model=rt.model_info.as_metadata(), outputs=dict(outputs),
                      timings={k: round(v, 3) for k, v in timings.items()},
                      report=report, documents=audit_documents(rt))
 

@@ -7,7 +7,6 @@ import math
 
 from rag_health import registry
 from rag_health.chunking import DEFAULT_STRATEGY, PREVIOUS_DEFAULT
-from rag_health.comparison import compare_chunking
 from rag_health.documents import is_supported
 from rag_health.probes import ProbeSet
 from rag_health.results import ComparisonResult
@@ -35,6 +34,8 @@ def run(rt: Runtime, configs: list[str] | None = None) -> ComparisonResult:
     if found is not None and found.probes:
         sets.append(ProbeSet("alerts", "(generated: alerts)", found.probes))
     with rt.scratch_indexes() as new_index:
+        from rag_health.comparison import compare_chunking
+
         return compare_chunking(rt.source(), rt.embedder, s, configs or default_comparison(s), sets,
                                 new_index=new_index, metadata_defaults=rt.manifest.defaults_for,
                                 live=rt.index if rt.index.count() else None)

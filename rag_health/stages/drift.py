@@ -9,7 +9,6 @@ from checks.drift import drift_check
 from checks.result import worst
 from rag_health import registry
 from rag_health.archive import REPORT_INDEX_HTML, report_key, run_key
-from rag_health.drift import drift_report, snapshot_frame
 from rag_health.results import DriftResult, Skipped
 from rag_health.runtime import Runtime
 from rag_health.settings import ConfigError
@@ -22,6 +21,8 @@ def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str =
     the run's last write, so it moves the pointers (index, latest, baseline) itself; the suite passes False and
     moves them after the run's result is stored."""
     archive = rt.archive
+    from rag_health.drift import drift_report, snapshot_frame  # pandas and Evidently: only when a report is made
+
     current = snapshot_frame(rt.index, rt.settings.drift_sample_rows)
     if current.empty:
         return Skipped("the index is empty")

@@ -11,7 +11,7 @@ from rag_health.views import Artifact, Markdown, table
 
 def run(rt: Runtime) -> FreshnessResult:
     s = rt.settings
-    check = audit_freshness(rt.inventory(), rt.manifest, s.audit_date(), rt.embedder.info.fingerprint,
+    check = audit_freshness(rt.inventory(), rt.manifest, s.audit_date(), rt.model_info.fingerprint,
                             max_overdue_fraction=s.max_overdue_fraction)
     return FreshnessResult(check.status, s.audit_date().isoformat(), rt.manifest.path, check.metrics,
                            check.items, check.findings)

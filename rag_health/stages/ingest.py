@@ -18,7 +18,7 @@ def run(rt: Runtime, only: list[str] | None = None, approved: Approval | None = 
         return ingest(rt.source(), rt.index, rt.embedder, rt.chunker, only=only, remove_deleted=s.remove_deleted,
                       max_delete_fraction=s.max_delete_fraction, write_batch_chunks=s.write_batch_chunks,
                       metadata_defaults=rt.manifest.defaults_for, approved=approved,
-                      shard=tuple(shard) if shard else None)  # type: ignore[arg-type]
+                      shard=tuple(shard) if shard else None, progress=rt.progress)  # type: ignore[arg-type]
     finally:
         rt.index_changed()
 
@@ -50,5 +50,5 @@ STAGE = registry.Stage(
     options=(registry.docs(), registry.Option(("--only",), "only", "doc id, folder prefix or glob to re-ingest; "
                                                                     "repeatable", repeat=True, setting=False),
              registry.allow_mass_delete()),
-    needs=frozenset({registry.SOURCE, registry.INDEX}), writes=True,
+    needs=frozenset({registry.SOURCE, registry.INDEX}), writes=True, reports_progress=True,
 )

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import pandas as pd
-
 from rag_health import registry
-from rag_health.quality import evaluate
 from rag_health.results import QualityResult
 from rag_health.runtime import Runtime
 from rag_health.views import Artifact, Markdown, md, shown, table
@@ -19,6 +16,10 @@ def run(rt: Runtime, run_id: str | None = None) -> QualityResult:
     archive = rt.archive
     baseline_run = archive.baseline_run()
     baseline = archive.quality_sample(baseline_run) if baseline_run != run_id else None
+    import pandas as pd  # imported by the stages that need it: the command line starts in a fraction of a second
+
+    from rag_health.quality import evaluate
+
     result, snapshot, chunk_table = evaluate(rt.index, rt.embedder, rt.settings, baseline=baseline)
     files = {}
     if run_id and snapshot:
