@@ -57,7 +57,11 @@ def phase(args) -> dict:
     rt = build_runtime(_settings(args))
     out: dict = {}
     if args.phase in ("ingest", "again", "embed", "llama-index", "probes", "embed-queries"):
-        rt.embedder.embed(["warm up"])  # the model is loaded before the clock starts, on every side
+        # Fixed costs are paid before the clock starts, on every side: the model, the Chroma client, the splitter
+        # (what a person waits for, fixed costs included, is the cli: rows).
+        rt.embedder.embed(["warm up"])
+        rt.index.count()
+        rt.chunker.split(_warm_doc())
     t0, c0 = time.perf_counter(), time.process_time()
     if args.phase in ("ingest", "again"):
         result = stages()["ingest"].run(rt)
@@ -86,6 +90,12 @@ def phase(args) -> dict:
     out.update(wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
+
+
+def _warm_doc():
+    from rag_health.documents import parse_document
+
+    return parse_document("warm.md", b"# Warm up\n\nOne sentence. Another one.\n\nPlain text follows here.")
 
 
 def _llama_pipeline(rt) -> dict:
@@ -236,7 +246,7 @@ def bench(corpus: str, backend: str, rounds: int, limit: int | None, cache: Path
         env = {"RAG_HEALTH_DOCS": str(docs), "RAG_HEALTH_STATE_DIR": str(state), "RAG_HEALTH_EMBED_BACKEND": backend,
                "RAG_HEALTH_MODEL_CACHE_DIR": str(cache), "PREFECT_API_URL": ""}
         if probes:
-            env["RAG_HEALTH_PROBES"] = json.dumps([str(probes)])
+            env["RAG_HEALTH_PROBES"] = str(probes)
         add("cli: freshness", _cli(["freshness", "--json"], env))
         one = change(docs, 1e-9, r)[0]
         add("cli: ingest --only one changed doc", _cli(["ingest", "--only", one, "--json"], env))
