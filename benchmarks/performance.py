@@ -75,7 +75,7 @@ def phase(args) -> dict:
         out.update(_llama_pipeline(rt))
     elif args.phase == "probes":
         result = stages()["probes"].run(rt)
-        out.update(probes=sum(m.get("n", 0) for m in result.metrics["sets"].values()))
+        out.update(probes=int(result.overall.get("n", 0)))
     elif args.phase == "embed-queries":
         from rag_health.probes import load_probe_set
 
@@ -166,16 +166,19 @@ def _run(argv: list[str], env: dict | None = None) -> dict:
 
 def _cli(cmd: list[str], env: dict) -> dict:
     """A whole command, process start to exit, with its peak RSS (children included)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).parent / "rag-health"), *cmd], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, **env}, timeout=3600)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode not in (0, 1):
+    # A small wrapper process times the command, so the peak RSS is the command's own (RUSAGE_CHILDREN of this
+    # process would be the largest of every phase run so far).
+    wrapper = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+               "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode; "
+               "wall = time.perf_counter() - t; r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+               "print(json.dumps({'code': code, 'wall_s': wall, 'cpu_s': r.ru_utime + r.ru_stime, "
+               "'peak_rss_mb': r.ru_maxrss / 1024}))")
+    done = subprocess.run([sys.executable, "-c", wrapper, str(Path(sys.executable).parent / "rag-health"), *cmd],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, **env}, timeout=3600)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if figures.pop("code") not in (0, 1):
         raise RuntimeError(f"rag-health {' '.join(cmd)} failed: {done.stderr[-2000:]}")
-    return {"wall_s": wall, "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-            "peak_rss_mb": after.ru_maxrss / 1024}
+    return figures
 
 
 def prepare(corpus: str, work: Path, limit: int | None) -> tuple[Path, Path | None] | None:
