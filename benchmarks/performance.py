@@ -87,9 +87,19 @@ def phase(args) -> dict:
         stages()["quality"].run(rt)
     elif args.phase == "drift":
         stages()["drift"].run(rt, run_id=f"bench-{time.time_ns()}")
-    out.update(wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.update(wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0, peak_rss_mb=_peak_mb())
     return out
+
+
+def _peak_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would carry the parent's across exec on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _warm_doc():

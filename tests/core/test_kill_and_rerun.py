@@ -1,7 +1,7 @@
 """SIGKILL an ingest at several points of a changing corpus, then run it again: the index converges to exactly
 what one clean run gives (same documents, hashes and chunk ids, no leftovers), nothing good is lost on the way,
 and the rerun's peak memory stays within 20% of the model's own: a process that only embeds the same chunk texts,
-measured on the same machine (an absolute bound failed on a CI machine where both were about 1.5 GB)."""
+measured on the same machine, each as its own VmHWM (ru_maxrss carries pytest's size across exec)."""
 
 import os
 import shutil

@@ -18,6 +18,15 @@ from rag_health.store import ChunkIndex
 
 
 def peak_mb() -> int:
+    """This process's own peak RSS: VmHWM, which exec starts afresh. ru_maxrss is not: Linux carries the forking
+    parent's high-water mark across exec, so a child of a large pytest process reports the parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
