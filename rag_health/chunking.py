@@ -483,7 +483,6 @@ class _Unit:
     size: int  # model tokens
     path: tuple  # heading path in force at its start (a heading's own path ends with it)
     heading: object = None  # the Heading, for a heading unit
-    text: str | None = None  # only when the piece could not be found in the document (then start == end)
     whole_of: int = -1  # for pieces of a split unit: the unit's start
     intro: bool = False  # a paragraph ending in ":" (it introduces what follows)
     context: str = ""  # embedded in front of a chunk it opens (a split table's header row)
@@ -493,9 +492,7 @@ class _Unit:
         return self.heading.level if self.heading is not None else 0  # type: ignore[attr-defined]
 
     def overlaps(self, before: _Unit) -> bool:
-        return self.whole_of >= 0 and self.whole_of == before.whole_of and (self.text is not None or
-                                                                            before.text is not None or
-                                                                            self.start < before.end)
+        return self.start < before.end
 
 
 def has_structure(structure: DocStructure) -> bool:
@@ -516,10 +513,8 @@ def _break_cost(before: _Unit, unit: _Unit) -> float:
 
 
 def _join(text: str, units: list[_Unit]) -> str:
-    """The chunk's text: a slice of the document when every unit was found in it, else the pieces joined."""
-    if all(u.text is None for u in units):
-        return text[units[0].start:units[-1].end]
-    return "\n\n".join(u.text if u.text is not None else text[u.start:u.end] for u in units)
+    """The chunk's text: a slice of the document (every unit is one)."""
+    return text[units[0].start:units[-1].end]
 
 
 _GRID_RULE = re.compile(r"^\s*\+(?:[-=:]{3,}\+)+\s*$")
