@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog="example: RAG_HEALTH_NOTIFY_BLOCK=slack-webhook/ops-alerts rag-health automations "
                                   "apply")
     autos.add_argument("action", choices=["apply", "list"])
+    prep = sub.add_parser("prepare-model", help="export the embedding model to ONNX once (about 10 s), so no run "
+                                                "waits for it; `make setup` does this",
+                          epilog="example: rag-health prepare-model --backend onnx-int8")
+    prep.add_argument("--backend", choices=["onnx", "onnx-int8"], action="append",
+                      help="which export (default: onnx, the default backend's); may be given twice")
     return parser
 
 
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from rag_health.settings import disable_telemetry
 
     disable_telemetry()
+    if args.command == "prepare-model":
+        return _prepare_model(args.backend or ["onnx"])
     try:
         result = _dispatch(args)
     except Exception as exc:  # library errors become one clean line and an exit code
@@ -104,6 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     data = to_json(result)
     print(json.dumps(data, indent=1, default=str) if args.json else _human(args.command, result, data))
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
+
+
+def _prepare_model(backends: list[str]) -> int:
+    """Export (or find already exported) the ONNX files of the configured model into the model cache."""
+    from rag_health.embedding import load_embedder
+    from rag_health.settings import load_settings
+
+    try:
+        s = load_settings()
+        for backend in backends:
+            embedder = load_embedder(s.embed_model, "cpu", s.embed_batch_size, backend, s.model_cache_dir)
+            print(f"{embedder.info.name} {backend}: {embedder.onnx_file} (fingerprint {embedder.info.fingerprint})")
+    except Exception as exc:
+        print(f"rag-health: error: {exc}", file=sys.stderr)
+        return 2 if _is_config_error(exc) else 1
+    return 0
 
 
 class Listing:

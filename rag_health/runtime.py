@@ -19,13 +19,13 @@ from rag_health.archive import OUTBOX, RunArchive
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
 from rag_health.documents import Limits
-from rag_health.embedding import Embedder, LazyEmbedder, ModelInfo, load_embedder, read_model_info
+from rag_health.embedding import Embedder, LazyEmbedder, ModelInfo, load_embedder, read_model_info, resolve_backend
 from rag_health.inventory import InventoryRow, build_inventory
 from rag_health.locks import LockSpace
 from rag_health.manifest import Manifest, load_manifest
 from rag_health.settings import SCRATCH_PREFIX, Settings
 from rag_health.sources import DocumentSource, SourceEntry, open_source
-from rag_health.store import ChunkIndex, LedgerEntry, open_client
+from rag_health.store import ChunkIndex, LedgerEntry, open_client, stored_model
 
 
 class ListedSource:
@@ -66,15 +66,26 @@ class Runtime:
             return self._embedder
         s = self.settings
         return LazyEmbedder(self.model_info, lambda: load_embedder(
-            s.embed_model, s.embed_device, s.embed_batch_size, s.embed_backend,
-            s.model_cache_dir or str(Path(s.state_dir) / "models")))
+            s.embed_model, s.embed_device, s.embed_batch_size, self.backend, s.model_cache_dir))
 
     @cached_property
     def model_info(self) -> ModelInfo:
         """The model's identity without loading it (rag_health.embedding.read_model_info)."""
         if self._embedder is not None:
             return self._embedder.info
-        return read_model_info(self.settings.embed_model, self.settings.embed_backend)
+        return read_model_info(self.settings.embed_model, self.backend)
+
+    @cached_property
+    def backend(self) -> str:
+        """The embedding backend (rag_health.embedding.resolve_backend): the setting, or with "auto" the one the
+        collection was built with, "onnx" for a new one."""
+        if self._embedder is not None:
+            return self._embedder.info.backend
+        s = self.settings
+        stored = None
+        if s.embed_backend == "auto":
+            stored = stored_model(self.chroma, s.collection)
+        return resolve_backend(s.embed_backend, stored, s.embed_model)
 
     @cached_property
     def chroma(self) -> Any:

@@ -86,6 +86,18 @@ def check_server(host: str, port: int, timeout: float) -> None:
         conn.close()
 
 
+def stored_model(client: Any, name: str) -> dict[str, Any] | None:
+    """The model metadata a collection was created with, or None when there is no such collection (nothing is
+    created: reading which backend a collection uses must not make one)."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        collection = client.get_collection(name=name, embedding_function=None)
+    except (NotFoundError, ValueError):  # ValueError: what older Chroma raised for a missing collection
+        return None
+    return dict(collection.metadata or {})
+
+
 class ChunkIndex:
     """One Chroma collection bound to one embedding model."""
 

@@ -18,9 +18,9 @@ SHARED_CORPORA = REPO.parent / "shared" / "corpora"
 
 @pytest.fixture(scope="session")
 def embedder():
-    from rag_health.embedding import load_embedder
+    from rag_health.embedding import DEFAULT_BACKEND, load_embedder
 
-    return load_embedder()
+    return load_embedder(backend=DEFAULT_BACKEND)  # what a new collection gets: the runs tests start agree with it
 
 
 def write_doc(root: Path, doc_id: str, body: str, **front) -> Path:

@@ -18,7 +18,46 @@ from tests.support.stages import stage
 
 
 def test_model_identity_without_loading_it_equals_the_loaded_model(embedder):
-    assert read_model_info("all-MiniLM-L6-v2", "torch") == embedder.info
+    assert read_model_info("all-MiniLM-L6-v2", embedder.info.backend) == embedder.info
+    assert embedder.info.backend == embedding.DEFAULT_BACKEND
+
+
+@pytest.mark.slow
+def test_torch_identity_without_loading_it_equals_the_loaded_torch_model():
+    assert read_model_info("all-MiniLM-L6-v2", "torch") == embedding.load_embedder(backend="torch").info
+
+
+def test_auto_backend_keeps_an_existing_collections_backend_and_gives_a_new_one_the_default():
+    torch_fp = read_model_info("all-MiniLM-L6-v2", "torch").fingerprint
+    assert embedding.resolve_backend("auto", None) == embedding.DEFAULT_BACKEND
+    assert embedding.resolve_backend("auto", {"hnsw:space": "cosine"}) == embedding.DEFAULT_BACKEND
+    assert embedding.resolve_backend("auto", {"model_backend": "onnx-int8"}) == "onnx-int8"
+    # Collections written before the backend was recorded: found by fingerprint.
+    assert embedding.resolve_backend("auto", {"model_fingerprint": torch_fp}) == "torch"
+    assert embedding.resolve_backend("auto", {"model_fingerprint": "another-model"}) == embedding.DEFAULT_BACKEND
+    assert embedding.resolve_backend("torch", {"model_backend": "onnx"}) == "torch"  # a setting wins
+
+
+def test_an_upgrade_keeps_a_torch_collection_on_torch(small_corpus, tmp_path):
+    """A collection built with torch (the default before ONNX was) stays on torch under "auto": no mismatch, and
+    nothing re-embedded; an explicit other backend is refused by the fingerprint guard."""
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import load_settings
+    from rag_health.store import ModelMismatchError
+
+    state = str(tmp_path / "state")
+    old = build_runtime(load_settings(docs=str(small_corpus), state_dir=state, embed_backend="torch"),
+                        embedder=embedding.load_embedder(backend="torch"))
+    first = stage(old, "ingest")
+    assert first["chunks_embedded"] > 0
+    auto = build_runtime(load_settings(docs=str(small_corpus), state_dir=state))
+    assert auto.backend == "torch" and auto.model_info == old.model_info
+    assert stage(auto, "ingest")["chunks_embedded"] == 0
+    fresh = build_runtime(load_settings(docs=str(small_corpus), state_dir=state, collection="brand-new"))
+    assert fresh.backend == embedding.DEFAULT_BACKEND
+    onnx = build_runtime(load_settings(docs=str(small_corpus), state_dir=state, embed_backend="onnx"))
+    with pytest.raises(ModelMismatchError):
+        stage(onnx, "ingest")
 
 
 def test_fingerprint_is_hashed_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
@@ -110,26 +149,27 @@ def test_ingest_reports_progress_to_the_end(small_corpus, make_runtime):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend,min_cosine", [("onnx", 0.99999), ("onnx-int8", 0.95)])
-def test_onnx_backends_embed_like_torch_and_never_share_a_collection(backend, min_cosine, embedder, tmp_path,
-                                                                     small_corpus, make_runtime):
+def test_onnx_backends_embed_like_torch_and_never_share_a_collection(backend, min_cosine, tmp_path, small_corpus):
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import load_settings
     from rag_health.store import ModelMismatchError
 
+    torch_model = embedding.load_embedder(backend="torch")
     texts = ["Page the streaming team first, then check the consumer lag.", "chargeback " * 300, "KYC"]
     onnx = embedding.load_embedder(backend=backend, cache_dir=str(tmp_path / "models"))
-    cosine = (onnx.embed(texts) * embedder.embed(texts)).sum(axis=1)
+    cosine = (onnx.embed(texts) * torch_model.embed(texts)).sum(axis=1)
     assert np.all(cosine >= min_cosine), cosine
-    assert onnx.count_tokens(texts) == embedder.count_tokens(texts)
-    assert onnx.tokenize(texts[0]) == embedder.tokenize(texts[0])
-    assert onnx.info.backend == backend and onnx.info.fingerprint != embedder.info.fingerprint
+    assert onnx.count_tokens(texts) == torch_model.count_tokens(texts)
+    assert onnx.tokenize(texts[0]) == torch_model.tokenize(texts[0])
+    assert onnx.info.backend == backend and onnx.info.fingerprint != torch_model.info.fingerprint
     assert onnx.info == read_model_info("all-MiniLM-L6-v2", backend)
     exported = sorted((tmp_path / "models").rglob("*.onnx"))
+    assert [p.name for p in exported] == ["model-int8.onnx" if backend == "onnx-int8" else "model.onnx"]
     stamps = [p.stat().st_mtime_ns for p in exported]
     embedding.OnnxEmbedder(onnx._model_path, "all-MiniLM-L6-v2", backend, tmp_path / "models")  # exported once
     assert [p.stat().st_mtime_ns for p in exported] == stamps
-    from rag_health.runtime import build_runtime
-    from rag_health.settings import load_settings
-
-    torch_built = make_runtime(small_corpus)
+    torch_built = build_runtime(load_settings(docs=str(small_corpus), state_dir=str(tmp_path / "state"),
+                                              embed_backend="torch"), embedder=torch_model)
     stage(torch_built, "ingest")
     mixed = build_runtime(load_settings(docs=str(small_corpus), state_dir=torch_built.settings.state_dir,
                                         embed_backend=backend, model_cache_dir=str(tmp_path / "models")))
