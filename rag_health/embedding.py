@@ -100,6 +100,14 @@ class Embedder(Protocol):
         """Word-pieces without special tokens (used by the splitter to size chunks)."""
 
 
+def embed_counted(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+    """Vectors and token counts of the same texts, tokenised once where the embedder can (its embed_counted)."""
+    own = getattr(embedder, "embed_counted", None)
+    if own is not None:
+        return own(texts)
+    return embedder.embed(texts), embedder.count_tokens(texts)
+
+
 class LazyEmbedder:
     """Stands in for an embedder until something is embedded or tokenised; its identity (info) is known without
     loading the model (read_model_info), so an index can be opened and checked with no model in memory."""
@@ -125,6 +133,9 @@ class LazyEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.loaded.count_tokens(texts)
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        return embed_counted(self.loaded, texts)
 
     def tokenize(self, text: str) -> list[str]:
         return self.loaded.tokenize(text)
@@ -276,14 +287,11 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         onnx_file = export_onnx(model_path, Path(cache_dir) / self.info.fingerprint, quantized=backend == "onnx-int8")
         self.onnx_file = onnx_file
+        # The shipped tokenizer.json truncates and pads to 128; sentence-transformers truncates at max_seq_length
+        # and pads to the longest text of the batch: _embed_ids does both on ids tokenised once, untruncated.
         self._plain = Tokenizer.from_file(str(model_path / "tokenizer.json"))
         self._plain.no_truncation()
         self._plain.no_padding()
-        self._batch = Tokenizer.from_file(str(model_path / "tokenizer.json"))
-        # The shipped tokenizer.json truncates and pads to 128; sentence-transformers truncates at max_seq_length
-        # and pads to the longest text of the batch.
-        self._batch.enable_truncation(max_length=self.info.max_tokens)
-        self._batch.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(onnx_file), sess_options=options,
@@ -291,21 +299,34 @@ class OnnxEmbedder:
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors and token counts (special tokens included, no truncation) from one tokenisation: each text's
+        ids are cut to the model's window here, as the tokenizer's own truncation would ([CLS], the first
+        max_tokens - 2 pieces, [SEP])."""
         texts = list(texts)
         out = np.zeros((len(texts), self.info.dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch: less padding
+        encoded = self._plain.encode_batch(texts, add_special_tokens=True) if texts else []
+        counts = [len(e.ids) for e in encoded]
+        order = sorted(range(len(texts)), key=lambda i: -counts[i])  # similar lengths share a batch: less padding
         for start in range(0, len(texts), self.batch_size):
             idx = order[start:start + self.batch_size]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
-        return out
+            out[idx] = self._embed_ids([encoded[i].ids for i in idx])
+        return out, counts
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self._batch.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+    def _embed_ids(self, rows: list[list[int]]) -> np.ndarray:
+        window = self.info.max_tokens
+        rows = [r if len(r) <= window else r[:window - 1] + r[-1:] for r in rows]
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)  # [PAD] is id 0
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+            mask[i, :len(r)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = np.asarray([e.type_ids for e in encoded], dtype=np.int64)
+            feeds["token_type_ids"] = np.zeros_like(ids)
         tokens = self._session.run(None, feeds)[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)

@@ -12,6 +12,8 @@ approved exactly that change, the run holds: it writes nothing at all (additions
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,7 +37,7 @@ from rag_health.documents import (
     is_supported,
     parse_document,
 )
-from rag_health.embedding import Embedder
+from rag_health.embedding import Embedder, embed_counted
 from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
 from rag_health.store import ChunkIndex, LedgerEntry
 
@@ -334,11 +336,16 @@ def ingest(
         run.hold()
     else:
         total = len(plan.entries)
-        for done, entry in enumerate(plan.entries, 1):
-            run.visit(entry)
-            if progress is not None:
-                progress(done - len(run.pending), total, run.result.chunks_embedded)  # queued ones are not done
-        run.flush()
+        try:
+            for done, entry in enumerate(plan.entries, 1):
+                run.visit(entry)
+                if progress is not None:
+                    progress(done - run.in_flight, total, run.wrote.chunks_embedded)  # queued ones are not done
+            run.flush()
+        except BaseException:
+            run.finish(abort=True)  # the workers stop after their current batch; this error goes on
+            raise
+        run.finish()  # waits for the batches in flight; raises the first error of a worker thread
         if progress is not None:
             progress(total, total, run.result.chunks_embedded)
         run.write_bookkeeping()
@@ -481,7 +488,10 @@ class _IngestRun:
         self.seen: set[str] = set()
         self.pending: list[_Pending] = []
         self.pending_chunks = 0
+        self.queued_docs = 0  # handed to the write pipeline (queued or pending), of which wrote.documents are done
+        self.wrote = _Tally(source=source.uri)  # counted by the storing thread only; merged in finish()
         self.written: set[str] = set()
+        self._pipeline: _Pipeline | None = None
         self.touched: list[tuple[list[str], str]] = []  # (chunk ids, new source version) of re-hashed unchanged docs
         self.leftovers: list[str] = []
         self.notes = plan.notes
@@ -590,14 +600,47 @@ class _IngestRun:
             self.result.rechunked[known.chunker] = self.result.rechunked.get(known.chunker, 0) + 1
         self.pending.append(_Pending(doc, entry, chunks, replaces, known is None, fields, upgrade))
         self.pending_chunks += len(chunks)
+        self.queued_docs += 1
         if self.pending_chunks >= self.write_batch_chunks:
             self.flush()
 
+    @property
+    def in_flight(self) -> int:
+        """Documents read and chunked whose chunks are not stored yet."""
+        return self.queued_docs - self.wrote.documents
+
     def flush(self) -> None:
+        """Hand the pending batch to the pipeline: it is embedded while the next one is read and chunked, and
+        stored while the one after is embedded."""
         if self.pending:
-            self.written.update(_write(self.pending, self.index, self.embedder, self.chunker, self.ingested_at,
-                                       self.result, self.known_vectors))
+            if self._pipeline is None:
+                # One Chroma call at a time: embedded Chroma can fail a read that meets the first write of a
+                # collection ("Error creating hnsw segment reader: Nothing found on disk").
+                store_lock = threading.Lock()
+                self._pipeline = _Pipeline([
+                    lambda batch: _embed(batch, self.index, self.embedder, self.chunker, self.known_vectors,
+                                         store_lock),
+                    lambda batch: self.written.update(_store(batch, self.index, self.chunker, self.ingested_at,
+                                                             self.wrote, store_lock)),
+                ])
+            self._pipeline.put(self.pending)
         self.pending, self.pending_chunks = [], 0
+
+    def finish(self, abort: bool = False) -> None:
+        """Wait for every batch handed over, then count what was stored into the run's tally. On an error (here or
+        in a worker) the batches not yet stored are dropped, as a crash would drop them: the store keeps its last
+        complete versions and the ledger says what is there."""
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            try:
+                pipeline.close(abort)
+            finally:
+                w, r = self.wrote, self.result
+                r.added.extend(w.added)
+                r.changed.extend(w.changed)
+                r.unchanged += w.unchanged
+                for name in ("chunks_embedded", "chunks_reused", "metadata_upgraded", "chunks_deleted"):
+                    object.__setattr__(r, name, getattr(r, name) + getattr(w, name))
 
     def write_bookkeeping(self) -> None:
         """Batched bookkeeping: one Chroma call per batch, never one per document."""
@@ -660,42 +703,136 @@ def _selected(doc_id: str, only: list[str]) -> bool:
     return any(doc_id == o or doc_id.startswith(o.rstrip("/") + "/") or fnmatchcase(doc_id, o) for o in only)
 
 
-def _write(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunker: Chunker,
-           ingested_at: str, result: _Tally,
-           known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None) -> set[str]:
-    """Embed all pending chunks in one batched call, add them, then delete the versions they replace."""
+class _Pipeline:
+    """Worker threads behind the reading thread, one per step (embed, then store), joined by queues of one batch:
+    the model embeds one batch while Chroma stores the previous one and the reader chunks the next, and at most
+    about four batches are in memory. Batches keep their order. The first error stops the work: later batches are
+    dropped, and the error is raised in the reading thread at its next hand-over or at close()."""
+
+    _STOP = object()
+
+    def __init__(self, steps: list[Callable[[Any], Any]]):
+        self.error: BaseException | None = None
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in steps]
+        self._threads = [threading.Thread(target=self._loop, args=(i, step), name=f"rag-health-ingest-{i}",
+                                          daemon=True) for i, step in enumerate(steps)]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self, i: int, step: Callable[[Any], Any]) -> None:
+        inbox = self._queues[i]
+        outbox = self._queues[i + 1] if i + 1 < len(self._queues) else None
+        while True:
+            item = inbox.get()
+            if item is self._STOP:
+                if outbox is not None:
+                    outbox.put(self._STOP)
+                return
+            if self.error is not None:
+                continue  # drain: nothing after a failure is written
+            try:
+                out = step(item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
+                self.error = self.error or exc
+                continue
+            if outbox is not None:
+                outbox.put(out)
+
+    def put(self, item: Any) -> None:
+        self._raise()
+        self._queues[0].put(item)
+
+    def close(self, abort: bool = False) -> None:
+        """Wait for every batch and raise the first error. abort: the reading thread failed; the workers stop after
+        their current batch and nothing is raised here (the reading thread's error goes on)."""
+        if abort and self.error is None:
+            self.error = _Aborted()
+        self._queues[0].put(self._STOP)
+        for thread in self._threads:
+            thread.join()
+        if not abort:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class _Aborted(Exception):
+    """Set as a pipeline's error when its reading thread failed: the workers write nothing more."""
+
+
+@dataclass
+class _Embedded:
+    """A batch between the two steps: its chunks' ids, vectors and token counts."""
+
+    pending: list[_Pending]
+    ids: list[str]
+    vectors: np.ndarray
+    token_counts: list[int]
+    embedded: int
+
+
+def _embed(pending: list[_Pending], index: ChunkIndex, embedder: Embedder, chunker: Chunker,
+           known_vectors: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
+           store_lock: threading.Lock | None = None) -> _Embedded:
+    """Vectors for a batch: those the store already holds under the same id (same bytes, chunking and model, so
+    the same vector) are reused, the rest embedded in one call that also counts their tokens. A chunk id starts
+    with its document's id, so only ids the ledger lists for these documents (what each replaces) can be stored
+    already: a new or changed document costs no lookup."""
+    lock = store_lock or threading.Lock()
     texts = [c.embed_text for p in pending for c in p.chunks]
-    token_counts = embedder.count_tokens(texts)
     ids = [chunk_id(p.doc, c.index, version_key(p.doc.content_hash, chunker, index))
            for p in pending for c in p.chunks]
-    known = index.vectors_for(ids)  # same id: same bytes, chunking and model, so the same vector
+    stored = {cid for p in pending for cid in p.replaces}
+    known: dict[str, np.ndarray] = {}
+    if any(cid in stored for cid in ids):
+        with lock:
+            known = index.vectors_for([cid for cid in ids if cid in stored])
     if known_vectors is not None and len(known) < len(ids):
-        known.update(known_vectors([cid for cid in ids if cid not in known]))
+        with lock:
+            known.update(known_vectors([cid for cid in ids if cid not in known]))
     todo = [i for i, cid in enumerate(ids) if cid not in known]
+    reused = [i for i, cid in enumerate(ids) if cid in known]
     vectors = np.zeros((len(texts), embedder.info.dimension), dtype=np.float32)
+    counts = [0] * len(texts)
     if todo:
-        vectors[todo] = embedder.embed([texts[i] for i in todo])
-    for i, cid in enumerate(ids):
-        if cid in known:
-            vectors[i] = known[cid]
-    result.chunks_reused += len(texts) - len(todo)
+        fresh, fresh_counts = embed_counted(embedder, [texts[i] for i in todo])
+        vectors[todo] = fresh
+        for i, n in zip(todo, fresh_counts):
+            counts[i] = n
+    if reused:
+        for i, n in zip(reused, embedder.count_tokens([texts[i] for i in reused])):
+            counts[i] = n
+            vectors[i] = known[ids[i]]
+    return _Embedded(pending, ids, vectors, counts, len(todo))
+
+
+def _store(batch: _Embedded, index: ChunkIndex, chunker: Chunker, ingested_at: str, result: _Tally,
+           store_lock: threading.Lock | None = None) -> set[str]:
+    """Add a batch's chunks, then delete the versions they replace; count it."""
+    lock = store_lock or threading.Lock()
+    pending, ids = batch.pending, batch.ids
     docs = [c.text for p in pending for c in p.chunks]
     metas = [chunk_metadata(p.doc, c, len(p.chunks), n_tokens, p.entry, index, ingested_at, chunker,
                             p.manifest_fields)
-             for (p, c), n_tokens in zip(((p, c) for p in pending for c in p.chunks), token_counts)]
+             for (p, c), n_tokens in zip(((p, c) for p in pending for c in p.chunks), batch.token_counts)]
     # Rewriting a version the store already holds (half-written, or restored after a revert) reuses its ids;
     # Chroma's add() would silently keep the old rows, so upsert whenever ids overlap.
     written = set(ids)
-    index.add(ids, vectors, docs, metas, upsert=any(cid in written for p in pending for cid in p.replaces))
-    result.chunks_embedded += len(todo)
     stale = [cid for p in pending for cid in p.replaces if cid not in written]
-    if stale:
-        index.delete(stale)
-        result.chunks_deleted += len(stale)
+    with lock:
+        index.add(ids, batch.vectors, docs, metas, upsert=any(cid in written for p in pending for cid in p.replaces))
+        if stale:
+            index.delete(stale)
+    result.chunks_embedded += batch.embedded
+    result.chunks_reused += len(ids) - batch.embedded
+    result.chunks_deleted += len(stale)
     for p in pending:
         if p.upgrade:
             result.unchanged += 1
             result.metadata_upgraded += 1
         else:
             (result.added if p.is_new else result.changed).append(p.doc.doc_id)
+    result.documents += len(pending)
     return written

@@ -175,3 +175,24 @@ def test_onnx_backends_embed_like_torch_and_never_share_a_collection(backend, mi
                                         embed_backend=backend, model_cache_dir=str(tmp_path / "models")))
     with pytest.raises(ModelMismatchError):
         stage(mixed, "ingest")
+
+
+def test_onnx_tokenises_once_and_truncates_as_the_tokenizer_does(embedder):
+    """embed_counted: the counts are count_tokens' and the ids cut to the window are what the tokenizer's own
+    truncation gives, so the vectors are those of embedding the truncated text."""
+    from tokenizers import Tokenizer
+
+    if embedder.info.backend == "torch":
+        pytest.skip("the torch backend tokenises in sentence-transformers")
+    texts = ["Page the streaming team first.", "chargeback " * 300, "", "é ü 中文 text " * 100, "KYC"]
+    vectors, counts = embedder.embed_counted(texts)
+    assert counts == embedder.count_tokens(texts) and max(counts) > embedder.info.max_tokens
+    reference = Tokenizer.from_file(str(embedder._model_path / "tokenizer.json"))
+    reference.enable_truncation(max_length=embedder.info.max_tokens)
+    reference.no_padding()
+    for text in texts:
+        full = embedder._plain.encode(text, add_special_tokens=True).ids
+        cut = full if len(full) <= embedder.info.max_tokens else full[:embedder.info.max_tokens - 1] + full[-1:]
+        assert cut == reference.encode(text).ids
+    one_by_one = np.vstack([embedder.embed([t]) for t in texts])  # no padding at all
+    assert np.abs(vectors - one_by_one).max() < 1e-5

@@ -2,9 +2,10 @@
 METHOD N` kills the process when ChunkIndex.METHOD is entered for the N-th time (METHOD "none": no kill). The
 injection is test code: it wraps the store's methods from outside; nothing in rag_health knows about it.
 
-METHOD "reference": no ingest; open the runtime on STATE (an indexed state) and embed every chunk text stored there,
-the same model work without the ingest's bookkeeping. Its peak RSS is what an ingest's peak is judged against,
-measured on the same machine (absolute figures differ between machines by hundreds of MB)."""
+METHOD "reference": no ingest; open the runtime on STATE (an indexed state), chunk every document at DOCS and embed
+every chunk text stored there: the same parsing, chunking and model work (and their libraries' imports) without the
+ingest's bookkeeping. Its peak RSS is what an ingest's peak is judged against, measured on the same machine
+(absolute figures differ between machines by hundreds of MB)."""
 
 import os
 import resource
@@ -31,7 +32,19 @@ def peak_mb() -> int:
 
 
 def reference(docs: str, state: str) -> None:
+    from pathlib import Path
+
+    from rag_health.documents import DocumentError, is_supported, parse_document
+
     rt = build_runtime(load_settings(docs=docs, state_dir=state, write_batch_chunks=4))
+    root = Path(docs)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        doc_id = path.relative_to(root).as_posix()
+        if is_supported(doc_id):
+            try:
+                rt.chunker.split(parse_document(doc_id, path.read_bytes()))
+            except DocumentError:
+                continue
     texts = [r.text for records, _ in rt.index.iter_chunks() for r in records]
     rt.embedder.embed(texts)
     print(f"chunks={len(texts)} peak_mb={peak_mb()}")
