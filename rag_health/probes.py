@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,14 +224,15 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
         where = where_for(probes[members[0]].filters)
         for start in range(0, len(members), QUERY_BATCH):
             batch = members[start:start + QUERY_BATCH]
-            found = _rank(index, vectors[batch], chunk_depth, where)
+            found = _rank(index, vectors[batch], chunk_depth, where, [bool(probes[i].section) for i in batch])
             depth = chunk_depth
             while depth < total:
                 short = [j for j, r in enumerate(found) if len(r.docs) < top_k]
                 if not short:
                     break
                 depth = min(total, depth * 4)
-                for j, ranking in zip(short, _rank(index, vectors[[batch[j] for j in short]], depth, where)):
+                for j, ranking in zip(short, _rank(index, vectors[[batch[j] for j in short]], depth, where,
+                                                   [bool(probes[batch[j]].section) for j in short])):
                     found[j] = ranking
             for i, ranking in zip(batch, found):
                 rankings[i] = ranking
@@ -261,18 +263,34 @@ def run_probes(index: ChunkIndex, embedder: Embedder, probes: list[Probe], index
     return outcomes
 
 
-def _rank(index: ChunkIndex, vectors, depth: int, where: dict | None = None) -> list[_Ranking]:
-    result = index.query(vectors, n_results=depth, where=where)
+def _rank(index: ChunkIndex, vectors, depth: int, where: dict | None = None,
+          sections: Sequence[bool] = ()) -> list[_Ranking]:
+    """Each query's documents best first (at their best chunk), their similarities, and for the queries flagged in
+    `sections` the rank of each section hit. The query asks Chroma for ids and distances only (a chunk id starts
+    with its document id, rag_health.ingest.chunk_id): reading every hit's metadata cost about 90% of the query.
+    Metadata (headings) is read only for the hits of probes that name a section."""
+    result = index.query(vectors, n_results=depth, where=where, include=["distances"])
+    wanted = {cid for ids, flagged in zip(result["ids"], sections) if flagged for cid in ids}
+    foreign = {cid for ids in result["ids"] for cid in ids if "#" not in cid}  # not written by ingest: ask
+    meta_of = index.metadata_for(sorted(wanted | foreign)) if wanted or foreign else {}
     out = []
-    for metas, distances in zip(result["metadatas"], result["distances"]):
+    for j, (ids, distances) in enumerate(zip(result["ids"], result["distances"])):
+        docs = [str((meta_of.get(cid) or {}).get("doc_id")) if cid in foreign else doc_of_chunk(cid) for cid in ids]
         section_hits: dict[str, int] = {}
         similarity: dict[str, float] = {}
-        for rank, (meta, distance) in enumerate(zip(metas, distances), start=1):
-            names = str(meta.get("headings") or meta.get("section", "")).replace(" > ", " | ")
-            section_hits.setdefault(f"{meta.get('doc_id')}\x00{names}", rank)
-            similarity.setdefault(str(meta.get("doc_id")), round(1.0 - float(distance), 6))  # cosine space
-        out.append(_Ranking(documents_by_best_chunk(metas), section_hits, similarity))
+        for rank, (cid, doc_id, distance) in enumerate(zip(ids, docs, distances), start=1):
+            if j < len(sections) and sections[j]:
+                meta = meta_of.get(cid) or {}
+                names = str(meta.get("headings") or meta.get("section", "")).replace(" > ", " | ")
+                section_hits.setdefault(f"{doc_id}\x00{names}", rank)
+            similarity.setdefault(doc_id, round(1.0 - float(distance), 6))  # cosine space
+        out.append(_Ranking(list(dict.fromkeys(docs)), section_hits, similarity))
     return out
+
+
+def doc_of_chunk(chunk_id: str) -> str:
+    """The document a chunk id belongs to: ids are "<doc_id>#<version>:<index>" and a version holds no "#"."""
+    return chunk_id.rsplit("#", 1)[0]
 
 
 def _filter_exclusions(index: ChunkIndex, probes: list[Probe], rankings) -> dict[int, list[dict[str, Any]]]:
@@ -306,15 +324,3 @@ def _shown(value: Any) -> Any:
     from checks.pii import redact
 
     return redact(value) if isinstance(value, str) else value
-
-
-def documents_by_best_chunk(metadatas: list[dict[str, Any]]) -> list[str]:
-    """Chunks best first → documents best first, each at the rank of its best chunk."""
-    ranking: list[str] = []
-    seen: set[str] = set()
-    for meta in metadatas:
-        doc_id = str(meta.get("doc_id"))
-        if doc_id not in seen:
-            seen.add(doc_id)
-            ranking.append(doc_id)
-    return ranking

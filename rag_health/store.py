@@ -293,6 +293,15 @@ class ChunkIndex:
             out.update(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
         return out
 
+    def metadata_for(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata of those ids that exist (read only)."""
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), PAGE):
+            got = self.collection.get(ids=ids[start:start + PAGE], include=["metadatas"])
+            out.update(zip(got["ids"], got["metadatas"]))
+        return out
+
     def nearest(self, vectors: np.ndarray, n_results: int) -> tuple[list[list[str]], list[list[float]]]:
         """Ids and cosine distances of the nearest stored chunks, from the collection's HNSW index."""
         result = self.query(vectors, n_results, include=["distances"])

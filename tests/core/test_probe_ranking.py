@@ -5,13 +5,35 @@ import json
 import numpy as np
 
 from rag_health.embedding import ModelInfo
-from rag_health.probes import Probe, documents_by_best_chunk, run_probes
+from rag_health.probes import Probe, doc_of_chunk, run_probes
 from rag_health.store import ChunkIndex
 
 
-def test_documents_ranked_by_their_best_chunk():
-    metas = [{"doc_id": d} for d in ["a", "a", "b", "a", "c", "b", "d"]]
-    assert documents_by_best_chunk(metas) == ["a", "b", "c", "d"]
+def test_a_chunk_id_names_its_document():
+    assert doc_of_chunk("runbooks/kafka-lag.md#0a1b2c3d4e5f6a7b8c:0003") == "runbooks/kafka-lag.md"
+    assert doc_of_chunk("notes/issue #12.md#0a1b2c3d4e5f6a7b8c:0000") == "notes/issue #12.md"
+
+
+def test_probe_ranks_equal_those_read_from_metadata(small_corpus, make_runtime):
+    """Ranks from chunk ids (no metadata read) and section ranks from the hits' headings equal a ranking built
+    from every hit's stored metadata (documents by their best chunk)."""
+    from rag_health.probes import _rank
+    from tests.support.stages import stage
+
+    rt = make_runtime(small_corpus)
+    stage(rt, "ingest")
+    index = rt.index
+    vectors = rt.embedder.embed(["kafka consumer lag", "chargeback evidence", "card declines processor"])
+    fast = _rank(index, vectors, 6, sections=[True, False, True])
+    full = index.query(vectors, n_results=6)
+    for j, ranking in enumerate(fast):
+        by_meta = list(dict.fromkeys(str(m["doc_id"]) for m in full["metadatas"][j]))
+        assert ranking.docs == by_meta
+        if j != 1:
+            first = full["metadatas"][j][0]
+            names = str(first.get("headings") or first.get("section", "")).replace(" > ", " | ")
+            assert ranking.section_hits[f"{first['doc_id']}\x00{names}"] == 1
+    assert fast[1].section_hits == {}
 
 
 class AxisEmbedder:
