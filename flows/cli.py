@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "waits for it; `make setup` does this",
                           epilog="example: rag-health prepare-model --backend onnx-int8")
     prep.add_argument("--backend", choices=["onnx", "onnx-int8"], action="append",
-                      help="which export (default: onnx, the default backend's); may be given twice")
+                      help="which export (default: RAG_HEALTH_EMBED_BACKEND when it is an ONNX one, else onnx, the "
+                           "default backend); may be given twice")
     return parser
 
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     disable_telemetry()
     if args.command == "prepare-model":
-        return _prepare_model(args.backend or ["onnx"])
+        return _prepare_model(args.backend)
     try:
         result = _dispatch(args)
     except Exception as exc:  # library errors become one clean line and an exit code
@@ -113,15 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
 
 
-def _prepare_model(backends: list[str]) -> int:
-    """Export (or find already exported) the ONNX files of the configured model into the model cache."""
-    from rag_health.embedding import load_embedder
+def _prepare_model(backends: list[str] | None) -> int:
+    """Export (or find already exported) the ONNX files of the configured model into the model cache: the given
+    backends, else the configured one when it is an ONNX backend, else the default backend."""
+    from pathlib import Path
+
+    from rag_health.embedding import DEFAULT_BACKEND, load_embedder, model_cache
     from rag_health.settings import load_settings
 
     try:
         s = load_settings()
-        for backend in backends:
-            embedder = load_embedder(s.embed_model, "cpu", s.embed_batch_size, backend, s.model_cache_dir)
+        cache = str(model_cache(s.model_cache_dir, fallback=Path(s.state_dir) / "models"))
+        for backend in backends or [s.embed_backend if s.embed_backend.startswith("onnx") else DEFAULT_BACKEND]:
+            embedder = load_embedder(s.embed_model, "cpu", s.embed_batch_size, backend, cache)
             print(f"{embedder.info.name} {backend}: {embedder.onnx_file} (fingerprint {embedder.info.fingerprint})")
     except Exception as exc:
         print(f"rag-health: error: {exc}", file=sys.stderr)

@@ -151,8 +151,15 @@ class SentenceTransformerEmbedder:
         # We count tokens past the window on purpose (to report overflow); the library's warning is noise here.
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        import copy
+        import threading
+
         self._model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
-        self._tokenizer = self._model.tokenizer
+        # Every call of a transformers tokenizer first sets its (shared) truncation and padding, then tokenises: the
+        # ingest's reader thread (chunk sizing) and its embedding thread (encode) must not share one. Counting and
+        # word-pieces use their own copy, under a lock of their own.
+        self._tokenizer = copy.deepcopy(self._model.tokenizer)
+        self._tokenizer_lock = threading.Lock()
         self.batch_size = batch_size
         dim = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension")
                   else self._model.get_sentence_embedding_dimension())
@@ -175,11 +182,13 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self._tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+        with self._tokenizer_lock:
+            encoded = self._tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def tokenize(self, text: str) -> list[str]:
-        return self._tokenizer.tokenize(text)
+        with self._tokenizer_lock:
+            return self._tokenizer.tokenize(text)
 
 
 _FINGERPRINTED = ("config.json", "modules.json", "tokenizer.json", "1_Pooling/config.json")
@@ -217,28 +226,42 @@ def fingerprint_cache() -> Path:
     return cache_root() / "fingerprints.json"
 
 
-def model_cache(cache_dir: str = "") -> Path:
+def model_cache(cache_dir: str = "", fallback: Path | None = None) -> Path:
     """Where ONNX exports live: model_cache_dir when set, else the user cache (shared by every state directory and
-    collection of this user; one folder per model fingerprint)."""
-    return Path(cache_dir).expanduser() if cache_dir else cache_root() / "models"
+    collection of this user; one folder per model fingerprint), else `fallback` when the user cache cannot be
+    created (a service account whose home does not exist or is read-only)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    default = cache_root() / "models"
+    if fallback is not None:
+        try:
+            default.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return fallback
+    return default
 
 
-def resolve_backend(setting: str, stored: dict | None, name: str = "all-MiniLM-L6-v2") -> str:
+def resolve_backend(setting: str, stored: dict | None, name: str = "all-MiniLM-L6-v2", device: str = "cpu") -> str:
     """The backend a runtime embeds with. An explicit setting wins. "auto" keeps the backend an existing collection
     was built with (its stored model_backend, or, for collections written before backends were recorded, the
     backend whose fingerprint it stores), so upgrading never turns a collection into a model mismatch; a new
-    collection gets DEFAULT_BACKEND."""
+    collection gets DEFAULT_BACKEND on the CPU, and torch on another device (the ONNX backends run on the CPU only).
+    """
     if setting != "auto":
         return setting
     stored = stored or {}
-    if stored.get("model_backend") in BACKENDS:
-        return str(stored["model_backend"])
+    found = str(stored["model_backend"]) if stored.get("model_backend") in BACKENDS else None
     fingerprint = stored.get("model_fingerprint")
-    if fingerprint:
-        for backend in BACKENDS:
-            if read_model_info(name, backend).fingerprint == fingerprint:
-                return backend
-    return DEFAULT_BACKEND
+    if found is None and fingerprint:
+        found = next((b for b in BACKENDS if read_model_info(name, b).fingerprint == fingerprint), None)
+    if found is None:
+        return DEFAULT_BACKEND if device == "cpu" else "torch"
+    if found != "torch" and device != "cpu":
+        from rag_health.settings import ConfigError
+
+        raise ConfigError(f"the collection was built with the {found} backend, which runs on the CPU only "
+                          f"(embed_device is {device!r}): use embed_device=cpu, or a new collection for {device}")
+    return found
 
 
 def cached_fingerprint(model_path: Path, name: str, dim: int) -> str:
@@ -292,6 +315,15 @@ class OnnxEmbedder:
         self._plain = Tokenizer.from_file(str(model_path / "tokenizer.json"))
         self._plain.no_truncation()
         self._plain.no_padding()
+        # Cutting ids by hand ([CLS], the first pieces, [SEP]) is the tokenizer's own truncation only for a model
+        # that adds one special token at each end (the packaged one); any other keeps a truncating tokenizer.
+        bare = self._plain.encode("a b", add_special_tokens=False).ids
+        full = self._plain.encode("a b", add_special_tokens=True).ids
+        self._truncating = None
+        if not (len(full) == len(bare) + 2 and full[1:-1] == bare):
+            self._truncating = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+            self._truncating.enable_truncation(max_length=self.info.max_tokens)
+            self._truncating.no_padding()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(onnx_file), sess_options=options,
@@ -304,20 +336,23 @@ class OnnxEmbedder:
     def embed_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
         """Vectors and token counts (special tokens included, no truncation) from one tokenisation: each text's
         ids are cut to the model's window here, as the tokenizer's own truncation would ([CLS], the first
-        max_tokens - 2 pieces, [SEP])."""
+        max_tokens - 2 pieces, [SEP]); a model with another special-token layout is tokenised again, truncating."""
         texts = list(texts)
         out = np.zeros((len(texts), self.info.dimension), dtype=np.float32)
         encoded = self._plain.encode_batch(texts, add_special_tokens=True) if texts else []
         counts = [len(e.ids) for e in encoded]
+        rows = [e.ids for e in encoded]
+        if self._truncating is not None and any(n > self.info.max_tokens for n in counts):
+            rows = [e.ids for e in self._truncating.encode_batch(texts)]
         order = sorted(range(len(texts)), key=lambda i: -counts[i])  # similar lengths share a batch: less padding
         for start in range(0, len(texts), self.batch_size):
             idx = order[start:start + self.batch_size]
-            out[idx] = self._embed_ids([encoded[i].ids for i in idx])
+            out[idx] = self._embed_ids([rows[i] for i in idx])
         return out, counts
 
     def _embed_ids(self, rows: list[list[int]]) -> np.ndarray:
         window = self.info.max_tokens
-        rows = [r if len(r) <= window else r[:window - 1] + r[-1:] for r in rows]
+        rows = [r if len(r) <= window else r[:window - 1] + r[-1:] for r in rows]  # as cut by the tokenizer
         width = max(len(r) for r in rows)
         ids = np.zeros((len(rows), width), dtype=np.int64)  # [PAD] is id 0
         mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -340,12 +375,13 @@ class OnnxEmbedder:
 
 
 def export_onnx(model_path: Path, folder: Path, quantized: bool = False) -> Path:
-    """The model as ONNX in `folder` (model.onnx, and model-int8.onnx quantised dynamically per channel), exported
-    once from the local weights with torch's exporter and reused after; written under a temporary name and renamed,
-    so a process that dies or a concurrent export never leaves half a file in place."""
-    import os
-
+    """The model as ONNX in `folder` (one folder per backend fingerprint: model.onnx for fp32, model-int8.onnx
+    quantised dynamically per channel), exported once from the local weights with torch's exporter and reused
+    after; written under a temporary name and renamed, so a process that dies or a concurrent export never leaves
+    half a file in place."""
     import logging
+    import os
+    import threading
     import time
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -354,12 +390,13 @@ def export_onnx(model_path: Path, folder: Path, quantized: bool = False) -> Path
         return target
     start = time.perf_counter()
     # int8 is quantised from a fp32 export private to this process (the fp32 backend has its own folder).
-    fp32 = folder / f".fp32.{os.getpid()}.onnx" if quantized else target
+    private = f"{os.getpid()}-{threading.get_ident()}"  # two processes, or two threads of one, may export at once
+    fp32 = folder / f".fp32.{private}.onnx" if quantized else target
     _export_fp32(model_path, fp32)
     if quantized:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = folder / f".model-int8.{os.getpid()}.onnx"
+        tmp = folder / f".model-int8.{private}.onnx"
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # its advice to pre-process first: tried, it changes nothing for this model
@@ -376,6 +413,7 @@ def export_onnx(model_path: Path, folder: Path, quantized: bool = False) -> Path
 
 def _export_fp32(model_path: Path, target: Path) -> None:
     import os
+    import threading
     import warnings
 
     import torch
@@ -402,7 +440,7 @@ def _export_fp32(model_path: Path, target: Path) -> None:
 
     dummy = (torch.full((2, 16), 1000, dtype=torch.long), torch.ones((2, 16), dtype=torch.long),
              torch.zeros((2, 16), dtype=torch.long))  # 2 x 16: no axis specialised to 1
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.onnx")
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}-{threading.get_ident()}.onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings from the attention-mask code; checked equal to torch
         torch.onnx.export(LastHiddenState(model).eval(), dummy, str(tmp), dynamo=False, input_names=names,

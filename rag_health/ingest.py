@@ -706,7 +706,7 @@ def _selected(doc_id: str, only: list[str]) -> bool:
 class _Pipeline:
     """Worker threads behind the reading thread, one per step (embed, then store), joined by queues of one batch:
     the model embeds one batch while Chroma stores the previous one and the reader chunks the next, and at most
-    about four batches are in memory. Batches keep their order. The first error stops the work: later batches are
+    five batches are in memory (being chunked, queued, embedded, queued, stored). Batches keep their order. The first error stops the work: later batches are
     dropped, and the error is raised in the reading thread at its next hand-over or at close()."""
 
     _STOP = object()
@@ -747,9 +747,17 @@ class _Pipeline:
         their current batch and nothing is raised here (the reading thread's error goes on)."""
         if abort and self.error is None:
             self.error = _Aborted()
-        self._queues[0].put(self._STOP)
-        for thread in self._threads:
-            thread.join()
+        try:
+            self._queues[0].put(self._STOP)
+            for thread in self._threads:
+                thread.join()
+        except BaseException:  # interrupted while waiting (Ctrl-C, a timeout): stop after the current batch
+            if self.error is None:
+                self.error = _Aborted()
+            self._queues[0].put(self._STOP)  # the workers drain once error is set, so there is room for it
+            for thread in self._threads:
+                thread.join()
+            raise
         if not abort:
             self._raise()
 

@@ -19,7 +19,8 @@ from rag_health.archive import OUTBOX, RunArchive
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
 from rag_health.documents import Limits
-from rag_health.embedding import Embedder, LazyEmbedder, ModelInfo, load_embedder, read_model_info, resolve_backend
+from rag_health.embedding import (Embedder, LazyEmbedder, ModelInfo, load_embedder, model_cache, read_model_info,
+                                  resolve_backend)
 from rag_health.inventory import InventoryRow, build_inventory
 from rag_health.locks import LockSpace
 from rag_health.manifest import Manifest, load_manifest
@@ -66,7 +67,8 @@ class Runtime:
             return self._embedder
         s = self.settings
         return LazyEmbedder(self.model_info, lambda: load_embedder(
-            s.embed_model, s.embed_device, s.embed_batch_size, self.backend, s.model_cache_dir))
+            s.embed_model, s.embed_device, s.embed_batch_size, self.backend,
+            str(model_cache(s.model_cache_dir, fallback=Path(s.state_dir) / "models"))))
 
     @cached_property
     def model_info(self) -> ModelInfo:
@@ -78,14 +80,14 @@ class Runtime:
     @cached_property
     def backend(self) -> str:
         """The embedding backend (rag_health.embedding.resolve_backend): the setting, or with "auto" the one the
-        collection was built with, "onnx" for a new one."""
+        collection was built with; for a new one "onnx" on the CPU, torch on another device."""
         if self._embedder is not None:
             return self._embedder.info.backend
         s = self.settings
         stored = None
         if s.embed_backend == "auto":
             stored = stored_model(self.chroma, s.collection)
-        return resolve_backend(s.embed_backend, stored, s.embed_model)
+        return resolve_backend(s.embed_backend, stored, s.embed_model, s.embed_device)
 
     @cached_property
     def chroma(self) -> Any:

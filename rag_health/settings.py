@@ -62,13 +62,15 @@ class Settings(BaseSettings):
     embed_model: str = "all-MiniLM-L6-v2"
     embed_device: str = "cpu"
     embed_batch_size: Positive = 32
-    # "auto" (the default): the backend the collection was built with, and for a new collection "onnx" (ONNX Runtime
-    # fp32 on the CPU: torch's vectors, about 1.6x as fast, no torch import). "torch" (needed for a GPU), "onnx", or
-    # "onnx-int8" (about twice as fast again; cosine about 0.99 to torch's) choose one. Each backend has its own
-    # fingerprint: switching an existing collection needs a new collection (or a re-ingest into an empty one).
-    # ONNX files are exported once (about 10 s; `rag-health prepare-model`) into model_cache_dir.
+    # "auto" (the default): the backend the collection was built with; for a new collection "onnx" (ONNX Runtime
+    # fp32 on the CPU: torch's vectors, about 1.6x as fast, no torch import), or torch when embed_device is a GPU.
+    # "torch" (needed for a GPU), "onnx", or "onnx-int8" (about twice as fast again; cosine about 0.99 to torch's)
+    # choose one. Each backend has its own fingerprint: switching an existing collection (even an emptied one,
+    # which keeps its model) needs a new one. ONNX files are exported once (about 10 s; `rag-health
+    # prepare-model`) into model_cache_dir.
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    model_cache_dir: str = ""  # default: the user cache, $RAG_HEALTH_CACHE_DIR or ~/.cache/rag-health, /models
+    model_cache_dir: str = ""  # default: the user cache ($RAG_HEALTH_CACHE_DIR, $XDG_CACHE_HOME/rag-health or
+    # ~/.cache/rag-health)/models, or <state_dir>/models when that cannot be created
     chunk_size: Positive = 200  # model word-pieces, leaves room under the model's 256 for title and special tokens
     chunk_overlap: Count = 24
     chunk_strategy: Literal["auto", "sentence", "markdown", "whole"] = "auto"  # "sentence": the default before 0.2

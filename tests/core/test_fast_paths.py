@@ -36,6 +36,13 @@ def test_auto_backend_keeps_an_existing_collections_backend_and_gives_a_new_one_
     assert embedding.resolve_backend("auto", {"model_fingerprint": torch_fp}) == "torch"
     assert embedding.resolve_backend("auto", {"model_fingerprint": "another-model"}) == embedding.DEFAULT_BACKEND
     assert embedding.resolve_backend("torch", {"model_backend": "onnx"}) == "torch"  # a setting wins
+    # On a GPU a new collection gets torch (ONNX runs on the CPU only); an ONNX collection there is refused clearly.
+    assert embedding.resolve_backend("auto", None, device="cuda") == "torch"
+    assert embedding.resolve_backend("auto", {"model_fingerprint": torch_fp}, device="cuda:0") == "torch"
+    from rag_health.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="onnx backend, which runs on the CPU only"):
+        embedding.resolve_backend("auto", {"model_backend": "onnx"}, device="cuda")
 
 
 def test_an_upgrade_keeps_a_torch_collection_on_torch(small_corpus, tmp_path):
