@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/performance.py [--corpus sample|prometheus|scifact ...] [--limit N]
                                                [--rounds 3] [--backend torch|onnx|onnx-int8 ...] [--json FILE]
+                                               [--peer torch] [--phases all|ingest]
 
 Every measurement runs in a fresh process (so peak RSS is that phase's own, model included) and is repeated
 --rounds times, the sides of each comparison alternated; the table shows medians. Per corpus and backend:
   ingest          full ingest into an empty collection (model loaded before the clock starts)
   embed           the limit: the same chunk texts (what ingest embeds) through the same embedder, nothing else
   llama-index     the peer: llama-index IngestionPipeline (SentenceSplitter at the same size and overlap, the
-                  same model) into Chroma in batches, over the same documents
+                  same model) into Chroma in batches, over the same documents; with --peer torch also the stock
+                  pipeline a user runs, "llama-index (torch)", whatever our backend
   no-change       a second ingest with nothing changed; 1%-changed: a second ingest after 1% of documents changed
   probes          the probe stage; its limit "embed queries": embedding the probe queries alone
   quality, drift  the quality stage, and the drift stage (Evidently report) of a run
@@ -72,7 +74,7 @@ def phase(args) -> dict:
         rt.embedder.embed(texts)
         out.update(chunks=len(texts))
     elif args.phase == "llama-index":
-        out.update(_llama_pipeline(rt))
+        out.update(_llama_pipeline(rt, args.peer_backend))
     elif args.phase == "probes":
         result = stages()["probes"].run(rt)
         out.update(probes=int(result.overall.get("n", 0)))
@@ -110,16 +112,21 @@ def _warm_doc():
     return parse_document("warm.txt", ("One sentence to warm up the splitter. " * 120).encode())
 
 
-def _llama_pipeline(rt) -> dict:
+def _llama_pipeline(rt, backend: str | None = None) -> dict:
     """The peer a user would pick: llama-index's IngestionPipeline, the same splitter settings and model, written
     into a Chroma collection in batches under its limit (the stock vector store's batching fails on large corpora).
-    """
+    backend: the peer's model backend when it is not ours (a user's stock pipeline runs torch)."""
     from llama_index.core import SimpleDirectoryReader
     from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.ingestion import IngestionPipeline
     from llama_index.core.node_parser import SentenceSplitter
 
     embedder = rt.embedder
+    if backend and backend != rt.backend:
+        from rag_health.embedding import load_embedder
+
+        embedder = load_embedder(backend=backend)
+        embedder.embed(["warm up"])
 
     class Model(BaseEmbedding):
         def _get_text_embedding(self, text):
@@ -226,7 +233,8 @@ def change(docs: Path, fraction: float, round_no: int) -> list[str]:
     return [p.relative_to(docs).as_posix() for p in picked]
 
 
-def bench(corpus: str, backend: str, rounds: int, limit: int | None, cache: Path) -> dict | None:
+def bench(corpus: str, backend: str, rounds: int, limit: int | None, cache: Path,
+          peer: str | None = None, ingest_only: bool = False) -> dict | None:
     work = Path(tempfile.mkdtemp(prefix=f"rag-health-perf-{corpus}-"))
     prepared = prepare(corpus, work, limit)
     if prepared is None:
@@ -247,8 +255,13 @@ def bench(corpus: str, backend: str, rounds: int, limit: int | None, cache: Path
         sides = [("ingest", ["_phase", "ingest", "--state", str(state), *base]),
                  ("embed", ["_phase", "embed", "--state", str(work / "scratch"), "--texts", str(texts), *base]),
                  ("llama-index", ["_phase", "llama-index", "--state", str(work / f"llama-{r}"), *base])]
+        if peer and peer != backend:  # the stock pipeline a user runs: llama-index with the torch model
+            sides.append((f"llama-index ({peer})", ["_phase", "llama-index", "--state", str(work / f"peer-{r}"),
+                                                     "--peer-backend", peer, *base]))
         for name, argv in (sides if r % 2 == 0 else list(reversed(sides))):  # alternate which side goes first
             add(name, _run(argv))
+        if ingest_only:
+            continue
         add("no-change", _run(["_phase", "again", "--state", str(state), *base]))
         change(docs, 0.01, r)
         add("1%-changed", _run(["_phase", "again", "--state", str(state), *base]))
@@ -278,8 +291,9 @@ def ratios(out: dict) -> dict[str, float]:
     if "ingest" in p and "embed" in p:
         r["ingest / embed (wall)"] = p["ingest"]["wall_s"] / p["embed"]["wall_s"]
         r["ingest / embed (CPU)"] = p["ingest"]["cpu_s"] / p["embed"]["cpu_s"]
-    if "ingest" in p and "llama-index" in p:
-        r["ingest / llama-index (wall)"] = p["ingest"]["wall_s"] / p["llama-index"]["wall_s"]
+    for name in [n for n in p if n.startswith("llama-index")]:
+        if "ingest" in p:
+            r[f"ingest / {name} (wall)"] = p["ingest"]["wall_s"] / p[name]["wall_s"]
     for name in ("no-change", "1%-changed"):
         if name in p and "ingest" in p:
             r[f"{name} / ingest (wall)"] = p[name]["wall_s"] / p["ingest"]["wall_s"]
@@ -305,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         p = argparse.ArgumentParser()
         p.add_argument("what")
         p.add_argument("phase", nargs="?")
-        for flag in ("--docs", "--state", "--backend", "--probes", "--texts", "--model-cache"):
+        for flag in ("--docs", "--state", "--backend", "--probes", "--texts", "--model-cache", "--peer-backend"):
             p.add_argument(flag)
         args = p.parse_args(argv)
         if argv[0] == "_texts":
@@ -319,13 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", action="append", choices=["torch", "onnx", "onnx-int8"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, help="first N SciFact abstracts")
+    parser.add_argument("--peer", choices=["torch", "onnx", "onnx-int8"],
+                        help="also time the llama-index pipeline with this backend's model (e.g. torch: the stock "
+                             "pipeline a user runs) beside the same-backend one")
+    parser.add_argument("--phases", choices=["all", "ingest"], default="all",
+                        help="ingest: only the ingest comparisons (full ingest, raw embedding, llama-index)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     cache = Path(tempfile.gettempdir()) / "rag-health-perf-models"
     results = []
     for corpus in args.corpus or ["sample", "prometheus", "scifact"]:
         for backend in args.backend or ["onnx"]:
-            out = bench(corpus, backend, args.rounds, args.limit, cache)
+            out = bench(corpus, backend, args.rounds, args.limit, cache, args.peer, args.phases == "ingest")
             if out is None:
                 print(f"\n== {corpus}: absent, skipped")
                 continue

@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     embed_device: str = "cpu"
     embed_batch_size: Positive = 32
     # "auto" (the default): the backend the collection was built with; for a new collection "onnx" (ONNX Runtime
-    # fp32 on the CPU: torch's vectors, about 1.6x as fast, no torch import), or torch when embed_device is a GPU.
-    # "torch" (needed for a GPU), "onnx", or "onnx-int8" (about twice as fast again; cosine about 0.99 to torch's)
+    # fp32 on the CPU: torch's vectors, a model load of 0.3 s, no torch import), or torch when embed_device is a GPU.
+    # "torch" (needed for a GPU), "onnx", or "onnx-int8" (1.4-1.6x torch's throughput; cosine about 0.99 to torch's)
     # choose one. Each backend has its own fingerprint: switching an existing collection (even an emptied one,
     # which keeps its model) needs a new one. ONNX files are exported once (about 10 s; `rag-health
     # prepare-model`) into model_cache_dir.
