@@ -125,6 +125,11 @@ def _prepare_model(backends: list[str] | None) -> int:
     try:
         s = load_settings()
         cache = str(model_cache(s.model_cache_dir, fallback=Path(s.state_dir) / "models"))
+        if not backends and s.embed_backend in ("auto", "torch") and (s.embed_backend == "torch"
+                                                                     or s.embed_device != "cpu"):
+            print(f"nothing to export: embedding runs in torch (embed_backend {s.embed_backend}, embed_device "
+                  f"{s.embed_device})")
+            return 0
         for backend in backends or [s.embed_backend if s.embed_backend.startswith("onnx") else DEFAULT_BACKEND]:
             embedder = load_embedder(s.embed_model, "cpu", s.embed_batch_size, backend, cache)
             print(f"{embedder.info.name} {backend}: {embedder.onnx_file} (fingerprint {embedder.info.fingerprint})")

@@ -231,23 +231,28 @@ def model_cache(cache_dir: str = "", fallback: Path | None = None) -> Path:
     """Where ONNX exports live: model_cache_dir when set, else the user cache (shared by every state directory and
     collection of this user; one folder per model fingerprint), else `fallback` when the user cache cannot be
     created (a service account whose home does not exist or is read-only)."""
+    import os
+
     if cache_dir:
         return Path(cache_dir).expanduser()
-    default = cache_root() / "models"
-    if fallback is not None:
-        try:
-            default.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return fallback
-    return default
+    if fallback is None:
+        return cache_root() / "models"
+    try:
+        default = cache_root() / "models"
+        default.mkdir(parents=True, exist_ok=True)
+        if os.access(default, os.W_OK | os.X_OK):
+            return default
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        pass
+    return fallback
 
 
 def resolve_backend(setting: str, stored: dict | None, name: str = "all-MiniLM-L6-v2", device: str = "cpu") -> str:
     """The backend a runtime embeds with. An explicit setting wins. "auto" keeps the backend an existing collection
     was built with (its stored model_backend, or, for collections written before backends were recorded, the
     backend whose fingerprint it stores), so upgrading never turns a collection into a model mismatch; a new
-    collection gets DEFAULT_BACKEND on the CPU, and torch on another device (the ONNX backends run on the CPU only).
-    """
+    collection gets DEFAULT_BACKEND on the CPU, and torch on another device (the ONNX backends run on the CPU only;
+    an ONNX-built collection with a GPU device is refused only by commands that load the model)."""
     if setting != "auto":
         return setting
     stored = stored or {}
@@ -257,12 +262,7 @@ def resolve_backend(setting: str, stored: dict | None, name: str = "all-MiniLM-L
         found = next((b for b in BACKENDS if read_model_info(name, b).fingerprint == fingerprint), None)
     if found is None:
         return DEFAULT_BACKEND if device == "cpu" else "torch"
-    if found != "torch" and device != "cpu":
-        from rag_health.settings import ConfigError
-
-        raise ConfigError(f"the collection was built with the {found} backend, which runs on the CPU only "
-                          f"(embed_device is {device!r}): use embed_device=cpu, or a new collection for {device}")
-    return found
+    return found  # an ONNX collection with a GPU device: refused when something loads the model (load_embedder)
 
 
 def cached_fingerprint(model_path: Path, name: str, dim: int) -> str:
@@ -466,6 +466,6 @@ def load_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_siz
     if device != "cpu":
         from rag_health.settings import ConfigError
 
-        raise ConfigError(f"the {backend} backend runs on the CPU only (embed_device is {device!r}); use "
-                          "embed_backend=torch for a GPU")
+        raise ConfigError(f"the {backend} backend runs on the CPU only (embed_device is {device!r}): use "
+                          f"embed_device=cpu, or embed_backend=torch with a new collection for {device}")
     return OnnxEmbedder(folder, shown, backend, model_cache(cache_dir), batch_size)

@@ -36,13 +36,26 @@ def test_auto_backend_keeps_an_existing_collections_backend_and_gives_a_new_one_
     assert embedding.resolve_backend("auto", {"model_fingerprint": torch_fp}) == "torch"
     assert embedding.resolve_backend("auto", {"model_fingerprint": "another-model"}) == embedding.DEFAULT_BACKEND
     assert embedding.resolve_backend("torch", {"model_backend": "onnx"}) == "torch"  # a setting wins
-    # On a GPU a new collection gets torch (ONNX runs on the CPU only); an ONNX collection there is refused clearly.
+    # On a GPU a new collection gets torch (ONNX runs on the CPU only). An ONNX collection keeps its identity (so
+    # freshness and coverage still run) and is refused, clearly, by what loads the model.
     assert embedding.resolve_backend("auto", None, device="cuda") == "torch"
     assert embedding.resolve_backend("auto", {"model_fingerprint": torch_fp}, device="cuda:0") == "torch"
+    assert embedding.resolve_backend("auto", {"model_backend": "onnx"}, device="cuda") == "onnx"
     from rag_health.settings import ConfigError
 
-    with pytest.raises(ConfigError, match="onnx backend, which runs on the CPU only"):
-        embedding.resolve_backend("auto", {"model_backend": "onnx"}, device="cuda")
+    with pytest.raises(ConfigError, match="runs on the CPU only.*embed_device=cpu"):
+        embedding.load_embedder(backend="onnx", device="cuda")
+
+
+def test_an_unwritable_user_cache_falls_back_to_the_state_directory(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    monkeypatch.setenv("RAG_HEALTH_CACHE_DIR", str(cache))
+    fallback = tmp_path / "state" / "models"
+    assert embedding.model_cache("", fallback) == cache / "models"
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # read-only (root ignores chmod, so simulated)
+    assert embedding.model_cache("", fallback) == fallback
+    assert embedding.model_cache(str(tmp_path / "given"), fallback) == tmp_path / "given"  # a setting wins
 
 
 def test_an_upgrade_keeps_a_torch_collection_on_torch(small_corpus, tmp_path):
