@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ class ChunkRecord:
     doc_id: str
     text: str
     metadata: dict[str, Any]
+
+
+@lru_cache(maxsize=1)
+def scrub_freed_memory() -> bool:
+    """Have glibc overwrite memory when it is freed (mallopt M_PERTURB), in every process that writes to Chroma.
+    Embedded Chroma writes parts of its HNSW files (length.bin) from buffers it never fully initialises: they can
+    carry whatever the process freed before, and a test found a raw IBAN from a document (redacted everywhere
+    else) in one. Scrubbed memory never carries freed text into a file. False where there is no glibc."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-6, 0xA5))  # M_PERTURB
+    except (OSError, AttributeError):
+        return False
 
 
 def open_client(mode: str, path: str | Path, host: str = "127.0.0.1", port: int = 8000,
@@ -102,6 +117,7 @@ class ChunkIndex:
     """One Chroma collection bound to one embedding model."""
 
     def __init__(self, client: Any, name: str, model: ModelInfo):
+        scrub_freed_memory()
         self.client = client
         self.model = model
         self.collection = client.get_or_create_collection(

@@ -71,3 +71,15 @@ def test_planted_pii_is_in_no_file_the_run_writes(tmp_path, make_runtime, redact
     if not redact:  # the index itself holds what the documents say: that is what it is for
         assert leaks([(p, data) for p, data in ((str(f), f.read_bytes()) for f in (state / "chroma").rglob("*")
                                                 if f.is_file())])
+
+
+def test_freed_memory_is_scrubbed_in_a_process_that_writes_to_chroma(small_corpus, make_runtime):
+    """Regression: embedded Chroma wrote a raw IBAN (freed document text) into an HNSW file (length.bin) in one
+    full-suite run; glibc now overwrites freed memory in any process that opens the index."""
+    import platform
+
+    from rag_health.store import scrub_freed_memory
+
+    make_runtime(small_corpus).index.count()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert scrub_freed_memory() is True
