@@ -64,11 +64,15 @@ def suite_flow(docs: str = "", manifest: str = "", probes: tuple[str, ...] = (),
                     "final": False}  # the pointers move in suite.save, after the run's result is stored
         return {}
 
+    held = False
     try:
         with guard(rt, run_id):  # one writer per collection; the stages re-enter the lock as this run
+            held = True
             saved = _stages(rt, run_id, common, inputs, outputs, timings)
-    except Exception as exc:  # a stage's error emitted rag-health.stage.failed already; the CLI exits with its code
-        return ended_in_error("suite", settings.collection, run_id, exc, emit=False)
+    except Exception as exc:
+        # A stage's error emitted rag-health.stage.failed already; the suite's own hold on the collection (busy, or
+        # its shared lease out of reach) has nobody else to report it. The CLI exits with the error's code.
+        return ended_in_error("suite", settings.collection, run_id, exc, emit=not held)
     finally:
         release(run_id)
     return _verdict(settings, run_id, outputs, to_json(saved))

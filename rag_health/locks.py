@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 LOCKS_PREFIX = "locks/"  # under the archive prefix in the bucket, under the state directory otherwise
 MAX_POLL_S = 2.0  # longest pause between two tries while waiting
+RENEW_RETRY_S = 2.0  # a lease renewal that failed is tried again this soon
+MAX_LOCK_NAME = 180  # longer names are shortened with a digest: a file name holds at most 255 bytes
 CLOCK_GRACE_S = 1.0  # the server's Date header has whole seconds: a lease counts as expired only this much later
 _PRECONDITION = ("PreconditionFailed", "412")
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -55,6 +57,11 @@ class LockBusy(RuntimeError):
         super().__init__(message)
         self.holder = holder
         self.waited_s = waited_s
+
+
+class LockUnavailable(LockBusy):
+    """The shared lease in the bucket could not be reached (S3 down, timing out) within the outage wait: nobody can
+    tell who holds the collection, so the run does not start. Like LockBusy, a try-again-later (CLI exit 75)."""
 
 
 class LockLost(RuntimeError):
@@ -90,6 +97,14 @@ class Lease:
     def describe(self) -> str:
         until = f", lease until {self.expires_at}" if self.expires_at else ""
         return f"run {self.owner} on host {self.host} (pid {self.pid}) since {self.acquired_at}{until}"
+
+
+def short_name(name: str) -> str:
+    """A lock name that fits a file name (255 bytes) and an S3 key: long collection names keep their start and
+    get a digest of the whole name, so two long names never share a lock."""
+    if len(name.encode()) <= MAX_LOCK_NAME:
+        return name
+    return name[:MAX_LOCK_NAME - 17] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 def _now() -> datetime:
@@ -136,7 +151,7 @@ class _FileLocks:
         self.folder = folder
 
     def where(self, name: str) -> str:
-        return str((self.folder / f"{name}.lock").resolve())
+        return str((self.folder / f"{short_name(name)}.lock").resolve())
 
     def try_acquire(self, name: str, owner: str) -> tuple[Any, Lease | None]:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -203,10 +218,10 @@ class _BucketLocks:
         self.lease_seconds = lease_seconds
 
     def _key(self, name: str) -> str:
-        return self.store._key(f"{LOCKS_PREFIX}{name}.json")
+        return self.store._key(f"{LOCKS_PREFIX}{short_name(name)}.json")
 
     def where(self, name: str) -> str:
-        return self.store.uri(f"{LOCKS_PREFIX}{name}.json")
+        return self.store.uri(f"{LOCKS_PREFIX}{short_name(name)}.json")
 
     def _put(self, name: str, lease: Lease, **condition: str) -> str:
         response = self.client.put_object(Bucket=self.store.bucket, Key=self._key(name), Body=lease.to_json(),
@@ -236,7 +251,7 @@ class _BucketLocks:
         current, etag, expired = self._read(name)
         if current is None and etag is None:  # released between our write and our read: try again at once
             return self.try_acquire_once(name, lease)
-        if not expired:
+        if not expired and not _dead_here(current):
             return None, current
         # Taken over only if it is still the expired lease we read (IfMatch): of two takers, the second one's
         # delete fails, or its create-only write does; never both succeed.
@@ -279,16 +294,21 @@ class _BucketLocks:
         interval = (handle.lease.ttl_seconds or self.lease_seconds) / 3
 
         def beat() -> None:
-            while not handle.stop.wait(interval):
+            wait = interval
+            while not handle.stop.wait(wait):
                 try:
                     self.renew(held)
+                    wait = interval
                 except LockLost:
                     held.lost = True
                     log.error("lost the lock on collection %r (%s): its lease was taken over", held.label,
                               held.where)
                     return
-                except Exception as exc:  # a slow or absent server: try again next beat, the TTL gives room
+                except Exception as exc:  # a slow or absent server: try again soon, the TTL gives room
                     log.warning("could not renew the lock lease %s: %s", held.where, exc)
+                    # Soon, not a third of the TTL later: once the server is back, a waiting run could take an
+                    # expired lease over before our next beat would have renewed it.
+                    wait = min(interval, RENEW_RETRY_S)
 
         handle.thread = threading.Thread(target=beat, name=f"lock-heartbeat-{held.name}", daemon=True)
         handle.thread.start()
@@ -311,6 +331,23 @@ class _BucketLocks:
 
     def holder(self, name: str) -> Lease | None:
         return self._read(name)[0]
+
+
+def _dead_here(lease: Lease | None) -> bool:
+    """A lease written on this host by a process that no longer runs (its release failed, e.g. while S3 was down):
+    nobody renews it, so the next run here need not wait out its TTL. A pid that is taken again by another process
+    reads as alive, which only means waiting for the TTL as before."""
+    if lease is None or lease.host != socket.gethostname() or lease.pid <= 0:
+        return False
+    if lease.pid == os.getpid():  # this process: dead unless it holds the lock now (a release that failed earlier)
+        return not any(e.held.lease.token == lease.token for e in _held.values())
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: a process of another user has that pid, so it is alive
+        return False
+    return False
 
 
 def _expired(lease: Lease | None, response: dict[str, Any]) -> bool:
@@ -364,10 +401,11 @@ class LockSpace:
     host). Built from settings by Runtime.locks."""
 
     def __init__(self, state_dir: Path, store: S3ArtifactStore | None = None, lease_seconds: float = 120.0,
-                 warning: str | None = None):
+                 warning: str | None = None, outage_wait: float = 60.0):
         self.backend: _FileLocks | _BucketLocks = (
             _BucketLocks(store, lease_seconds) if store is not None else _FileLocks(Path(state_dir) / LOCKS_PREFIX))
         self.warning = warning
+        self.outage_wait = outage_wait  # how long an unreachable lease store is tried before LockUnavailable
         if store is not None:
             self.scope = "every worker using this bucket prefix"
         else:
@@ -381,7 +419,8 @@ class LockSpace:
                        f"out only processes on this host; another host writing collection {settings.collection!r} "
                        f"on the Chroma server {settings.chroma_host}:{settings.chroma_port} is not kept out "
                        "(set RAG_HEALTH_S3_BUCKET to share the lock)")
-        return cls(Path(settings.state_dir), store, settings.lock_lease_seconds, warning)
+        return cls(Path(settings.state_dir), store, settings.lock_lease_seconds, warning,
+                   outage_wait=settings.publish_deadline)
 
     def where(self, name: str) -> str:
         return self.backend.where(name)
@@ -424,8 +463,16 @@ class LockSpace:
     def _acquire(self, name: str, owner: str, wait_seconds: float, label: str) -> HeldLock:
         started = time.monotonic()
         pause = 0.05
+        failing_since: float | None = None
         while True:
-            handle, lease = self.backend.try_acquire(name, owner)
+            try:
+                handle, lease = self.backend.try_acquire(name, owner)
+            except Exception as exc:
+                failing_since = self._unreachable(exc, label, name, failing_since)
+                time.sleep(min(pause * random.uniform(0.5, 1.0), MAX_POLL_S))
+                pause = min(pause * 2, MAX_POLL_S)
+                continue
+            failing_since = None
             if handle is not None:
                 held = HeldLock(name, label, owner, self.where(name), self.scope, lease, _handle=handle)
                 self.backend.start_heartbeat(held)
@@ -435,6 +482,26 @@ class LockSpace:
                 raise LockBusy(self._busy_message(label, name, lease, waited, wait_seconds), lease, waited)
             time.sleep(min(pause * random.uniform(0.5, 1.0), wait_seconds - waited))
             pause = min(pause * 2, MAX_POLL_S)
+
+    def _unreachable(self, exc: Exception, label: str, name: str, failing_since: float | None) -> float:
+        """The lease store failed: a passing failure (rag_health.errors.transient) is tried again for outage_wait
+        seconds, then LockUnavailable; anything else (access denied, a missing bucket) is a configuration error."""
+        from rag_health.artifacts import s3_reason
+        from rag_health.errors import transient
+        from rag_health.settings import ConfigError
+
+        if not transient(exc):
+            raise ConfigError(f"collection {label!r}: the lock {self.where(name)} cannot be used: "
+                              f"{s3_reason(exc)}") from exc
+        now = time.monotonic()
+        since = now if failing_since is None else failing_since
+        if now - since >= self.outage_wait:
+            raise LockUnavailable(
+                f"collection {label!r}: the shared lock {self.where(name)} cannot be reached ({s3_reason(exc)}); "
+                f"tried for {now - since:.0f} s (RAG_HEALTH_PUBLISH_DEADLINE). Nothing was written; try again when "
+                "the bucket answers", None, now - since) from exc
+        log.info("the lock %s cannot be reached (%s); trying again", self.where(name), s3_reason(exc))
+        return since
 
     def _busy_message(self, label: str, name: str, holder: Lease | None, waited: float, wait_seconds: float) -> str:
         who = holder.describe() if holder else "another run (its lease could not be read)"

@@ -144,9 +144,13 @@ class Runtime:
 
     @cached_property
     def locks(self) -> LockSpace:
-        """Where the collection lock lives (rag_health.locks): the archive's bucket when one is set, else the
-        state directory."""
-        return LockSpace.for_settings(self.settings, self.archive.store if self.settings.s3_bucket else None)
+        """Where the collection lock lives (rag_health.locks): with the store it protects. A collection on a Chroma
+        server that several workers write is guarded by a lease in the archive's bucket; an embedded collection,
+        whose files only this machine can write, by a file lock in the state directory (an S3 outage never stops
+        it)."""
+        s = self.settings
+        shared = s.chroma_mode == "http" and bool(s.s3_bucket)
+        return LockSpace.for_settings(s, self.archive.store if shared else None)
 
     def ledger(self) -> dict[str, LedgerEntry]:
         if self._ledger is None:

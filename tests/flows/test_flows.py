@@ -252,3 +252,39 @@ def test_cli_exits_75_while_another_run_holds_the_collection(small_corpus, tmp_p
 
     written = [c.count() for c in chromadb.PersistentClient(path=str(state / "chroma")).list_collections()]
     assert sum(written) == 0  # nothing was written beside the holder
+
+
+def test_an_unreachable_shared_lease_fails_the_suite_with_one_line_and_an_event(harness, small_corpus, tmp_path,
+                                                                                 monkeypatch):
+    """A Chroma server's collection is guarded by the lease in the bucket; with the bucket's server (a real
+    SeaweedFS) stopped, the suite run ends Failed with one line naming the lease and the cause, and emits
+    rag-health.stage.failed (the suite's own hold had nobody else to report it)."""
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    from flows.suite import suite_flow
+    from tests.support.chroma_server import start_chroma
+    from tests.support.seaweed import start_seaweed
+
+    weed = start_seaweed(tmp_path / "weed")
+    weed.client().create_bucket(Bucket="gone-archive")
+    weed.stop()
+    for key, value in weed.env().items():
+        monkeypatch.setenv(key, value)
+    chroma, port = start_chroma(tmp_path / "chroma-server")
+    worker = EventsWorker.instance(AssertingEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+    try:
+        state = suite_flow(docs=str(small_corpus), state_dir=str(tmp_path / "state"), collection="leased",
+                           settings_overrides={"chroma_mode": "http", "chroma_port": port, "s3_bucket": "gone-archive",
+                                               "publish_deadline": 2, "s3_connect_timeout": 1, "s3_max_attempts": 1},
+                           return_state=True)
+        worker.drain()
+    finally:
+        chroma.kill()
+    assert state.is_failed() and "\n" not in state.message
+    assert state.message.startswith("rag-health suite: error: collection 'leased': the shared lock s3://gone-archive/")
+    assert "cannot be reached" in state.message
+    failed = [e for e in worker._client.events if e.event == "rag-health.stage.failed"]
+    assert len(failed) == 1 and failed[0].payload["error_type"] == "LockUnavailable"
+    assert failed[0].payload["stage"] == "suite" and failed[0].payload["error"] == state.message
