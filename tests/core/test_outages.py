@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rag_health import local
-from rag_health.locks import LockUnavailable, _FileLocks, _BucketLocks
+from rag_health.locks import LockUnavailable, _BucketLocks, _FileLocks
 from rag_health.runtime import Runtime
 from rag_health.settings import load_settings
 from tests.conftest import REPO
