@@ -166,9 +166,15 @@ def chunk_quality(table: pd.DataFrame, max_tokens: int, *, max_overflow_fraction
     items = tuple(_findings(t, max_tokens, min_chunk_words))
     n = len(t)
     status = worst(*(o.severity for o in outcomes if not o.success))
-    findings = tuple(f"{o.description}: {o.unexpected_count} of {n} chunk(s) do not ({o.severity})"
-                     for o in outcomes if not o.success)
+    findings = tuple(f"{o.description}: {o.unexpected_count} of {n} chunk(s) do not, e.g. "
+                     f"{_examples(t, o.unexpected_index)} ({o.severity})" for o in outcomes if not o.success)
     return CheckResult("chunk-quality", status, _metrics(t, items, max_tokens), items, findings)
+
+
+def _examples(t: pd.DataFrame, rows: Sequence[int], shown: int = 3) -> str:
+    """The first chunks an unmet expectation names: "runbooks/x.md chunk 3, policies/y.md chunk 0"."""
+    return ", ".join(f"{t.at[i, 'doc_id']} chunk {t.at[i, 'chunk_index']}" for i in list(rows)[:shown]
+                     if i in t.index) or "(rows not listed)"
 
 
 def _expectations(limits: Mapping[str, float], max_tokens: int, max_overflow_fraction: float,

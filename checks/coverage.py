@@ -18,9 +18,9 @@ def alert_coverage(alerts: Sequence[dict[str, Any]], runbook_doc_ids: Iterable[s
     unmapped = sorted({a["alert"] for a in alerts if a["status"] == "unmapped-url"})
     no_url = sorted({a["alert"] for a in alerts if a["status"] == "no-runbook-url"})
     orphans = sorted(set(runbook_doc_ids) - covered_docs)
-    findings = [f"alert {name}: its runbook URL points to a document that does not exist" for name in missing]
-    findings += [f"alert {name}: runbook URL outside the configured prefixes" for name in unmapped]
-    findings += [f"alert {name}: no runbook_url annotation" for name in no_url]
+    findings = [f"alert {name}: its runbook URL points to a document that does not exist (warn)" for name in missing]
+    findings += [f"alert {name}: runbook URL outside the configured prefixes (warn)" for name in unmapped]
+    findings += [f"alert {name}: no runbook_url annotation (warn)" for name in no_url]
     metrics = {
         "rules": len(alerts),
         "covered_rules": sum(1 for a in alerts if a["status"] == "covered"),

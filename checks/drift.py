@@ -22,9 +22,9 @@ def drift_check(figures: Mapping[str, Any], *, baseline_run: str | None, max_dri
     if drifted:
         findings.append(f"drift against baseline {baseline_run}: embedding drift score "
                         f"{figures.get('embedding_drift_score')}, {figures.get('drifted_columns', 0)} chunk statistics "
-                        "drifted")
+                        "drifted (warn)")
     if retrieval:
         findings.append(f"retrieval drift against baseline {baseline_run}: {figures.get('probes_rank_worse', 0)} of "
                         f"{figures.get('probes_compared', 0)} probes rank worse, best-chunk similarity changed by "
-                        f"{figures.get('retrieval_mean_similarity_change')} on average")
+                        f"{figures.get('retrieval_mean_similarity_change')} on average (warn)")
     return CheckResult("drift", "warn", dict(figures), findings=tuple(findings))

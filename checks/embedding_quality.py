@@ -191,7 +191,8 @@ def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fin
                  sim_median, mean_overlap, overlaps), neighbour_sample_skipped=sample_skipped)
     status = worst(*(o.severity for o in outcomes if not o.success))
     findings = tuple(f"{o.description}: not met ({o.severity})" if o.column in ("anisotropy_change", "overlap_docs")
-                     else f"{o.description}: {o.unexpected_count} vector(s) do not ({o.severity})"
+                     else f"{o.description}: {o.unexpected_count} vector(s) do not, e.g. "
+                          f"{_examples(t, o.unexpected_index)} ({o.severity})"
                      for o in outcomes if not o.success)
     return CheckResult("embedding-quality", status, metrics, tuple(items), findings)
 
@@ -249,6 +250,11 @@ def _expectations(expected_dimension: int, outlier_z: float, max_outliers: float
         (E.ExpectColumnValuesToBeInSet(column="is_outlier", value_set=[False], mostly=1.0 - max_outliers), "warn",
          f"at most {max_outliers:.0%} of chunks are outliers (robust z above {outlier_z:g})"),
     ]
+
+
+def _examples(t: pd.DataFrame, rows: Sequence[int], shown: int = 3) -> str:
+    """The first vectors an unmet expectation names, by chunk id."""
+    return ", ".join(str(t.at[i, "chunk_id"]) for i in list(rows)[:shown] if i in t.index) or "(rows not listed)"
 
 
 def _anisotropy_outcomes(change: float, max_change: float) -> list:

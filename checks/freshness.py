@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from checks.result import CheckResult, worst
+from checks.result import CheckResult, named, said, worst
 
 STATUSES = ("fresh", "review-overdue", "missing", "orphaned", "superseded-but-indexed", "index-stale",
             "unreadable", "model-mismatch")
@@ -73,8 +74,12 @@ def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fi
             })
 
     counts = Counter(d["status"] for d in documents)
-    status, findings = _verdict(documents, max_overdue_fraction)
-    findings += [f"{d['doc_id']}: {d['status']} — {d['reason']}" for d in documents if d["status"] != "fresh"]
+    failed = _verdict(documents, max_overdue_fraction)
+    status = worst(*(rule.severity for rule in failed))
+    findings = [rule.sentence(len(documents)) for rule in failed]
+    level = {d: rule.severity for rule in reversed(failed) for d in rule.doc_ids}  # a fail wins over a warn
+    findings += [said(f"{d['doc_id']}: {d['status']} — {d['reason']}", level.get(d["doc_id"]))
+                 for d in documents if d["status"] != "fresh"]
     metrics = {"documents": len(documents), **{s: counts.get(s, 0) for s in STATUSES},
                "required_missing": sum(1 for d in documents if d["status"] == "missing" and d["required"])}
     return CheckResult(
@@ -82,30 +87,58 @@ def audit_freshness(rows: list[_Row], manifest: _Manifest, today: date, model_fi
     )
 
 
-def _verdict(documents: list[dict[str, Any]], max_overdue_fraction: float) -> tuple[str, list[str]]:
-    """The thresholds over the inventory table, one (rule, severity, unexpected count) each. Declared in plain
-    Python because Great Expectations' import alone costs about 5 s, more than the whole audit is allowed
-    (freshness is the command people run ad hoc); tests/core/test_freshness_verdict.py validates the same table
-    against the equivalent Great Expectations suite and requires identical outcomes."""
+@dataclass(frozen=True)
+class FailedRule:
+    """A freshness rule the inventory does not meet: what it says, how much that matters, and which documents
+    break it (the sentence names them)."""
+
+    description: str
+    severity: str
+    doc_ids: tuple[str, ...]
+    allowed: float = 1.0  # the share of documents that must meet it (Great Expectations' `mostly`)
+
+    @property
+    def unexpected(self) -> int:
+        return len(self.doc_ids)
+
+    def sentence(self, total: int) -> str:
+        n, docs = self.unexpected, named(self.doc_ids)
+        if self.description.startswith("at most"):
+            limit = max(0, int(total * (1.0 - self.allowed) + 1e-9))
+            text = (f"{n} of {total} documents are overdue for review (limit {1.0 - self.allowed:.0%} = {limit}): "
+                    f"{docs}")
+        elif self.description.startswith("no required"):
+            text = f"{n} required document{'s are' if n > 1 else ' is'} missing: {docs}"
+        elif self.description.startswith("every document"):
+            text = f"{n} document{'s are' if n > 1 else ' is'} indexed with another embedding model: {docs}"
+        else:
+            text = (f"{n} document{'s are' if n > 1 else ' is'} missing, unreadable, orphaned, superseded but "
+                    f"indexed, or index-stale: {docs}")
+        return said(text, self.severity)
+
+
+def _verdict(documents: list[dict[str, Any]], max_overdue_fraction: float) -> list[FailedRule]:
+    """The thresholds over the inventory table, one rule each, and the ones not met. Declared in plain Python
+    because Great Expectations' import alone costs about 5 s, more than the whole audit is allowed (freshness is
+    the command people run ad hoc); tests/core/test_freshness_verdict.py validates the same table against the
+    equivalent Great Expectations suite and requires identical outcomes."""
     if not documents:
-        return "pass", []
+        return []
     total = len(documents)
-    statuses = [d["status"] for d in documents]
-    overdue = statuses.count("review-overdue")
     rules = [
         ("no required document is missing", "fail",
-         sum(1 for d in documents if d["status"] == "missing" and bool(d["required"])), 1.0),
-        ("every document is indexed with the current embedding model", "fail", statuses.count("model-mismatch"), 1.0),
-        (f"at most {max_overdue_fraction:.0%} of documents are overdue for review", "warn", overdue,
-         max(0.0, 1.0 - max_overdue_fraction)),
+         [d for d in documents if d["status"] == "missing" and bool(d["required"])], 1.0),
+        ("every document is indexed with the current embedding model", "fail",
+         [d for d in documents if d["status"] == "model-mismatch"], 1.0),
+        (f"at most {max_overdue_fraction:.0%} of documents are overdue for review", "warn",
+         [d for d in documents if d["status"] == "review-overdue"], max(0.0, 1.0 - max_overdue_fraction)),
         ("no document is missing, unreadable, orphaned, superseded-but-indexed or index-stale", "warn",
-         sum(1 for s in statuses if s in ALWAYS_WARN), 1.0),
+         [d for d in documents if d["status"] in ALWAYS_WARN], 1.0),
     ]
     # Great Expectations' `mostly`: the share of rows meeting the rule must be at least `mostly`.
-    failed = [(description, severity, unexpected) for description, severity, unexpected, mostly in rules
-              if unexpected and (total - unexpected) / total < mostly]
-    return worst(*(severity for _, severity, _ in failed)), [
-        f"{description}: {unexpected} document(s) do not ({severity})" for description, severity, unexpected in failed]
+    return [FailedRule(description, severity, tuple(str(d["doc_id"]) for d in broken), mostly)
+            for description, severity, broken, mostly in rules
+            if broken and (total - len(broken)) / total < mostly]
 
 
 def verdict_expectations(max_overdue_fraction: float) -> list[tuple[Any, str, str]]:
@@ -161,7 +194,10 @@ def _classify(row: _Row, entry: _ManifestEntry | None, manifest: _Manifest, toda
     last_reviewed = metadata.get("last_reviewed")
     every = metadata.get("review_every_days") or manifest.review_every_days
     if last_reviewed:
-        due = date.fromisoformat(str(last_reviewed)) + timedelta(days=int(every))
+        try:
+            due = date.fromisoformat(str(last_reviewed)) + timedelta(days=int(every))
+        except OverflowError:  # 9999-12-31, a common way to write "never": due after the last date there is
+            return "fresh", f"reviewed {last_reviewed}: no review due before the year 9999", None
         if due < today:
             days = (today - due).days
             return "review-overdue", (f"last reviewed {last_reviewed}, review due every {every} days: "

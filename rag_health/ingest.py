@@ -219,8 +219,11 @@ class IngestResult:
         return out
 
     def sentences(self) -> list[str]:
-        held = [f"ingest {self.held.sentence()}"] if self.held else []
-        return held + [f"ingest error {e.doc_id}: {e.reason}" for e in self.errors]
+        held = [f"ingest {self.held.sentence()} (warn)"] if self.held else []
+        return held + [f"ingest error {e.doc_id}: {e.reason} (warn)" for e in self.errors]
+
+    def failures(self) -> list[str]:
+        return []  # an ingest warns at worst: what could not be read keeps its last good version
 
     def to_json(self) -> dict[str, Any]:
         """The contract's ingest object: counts, with the ids of what was added, changed and removed; `held` (null

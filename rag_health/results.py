@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.findings import Finding
-from checks.result import CheckResult, Metrics
+from checks.result import CheckResult, Metrics, failing
 from rag_health.probes import probe_rows
 
 
@@ -75,6 +75,9 @@ class Skipped:
     def sentences(self) -> tuple[str, ...]:
         return self.findings
 
+    def failures(self) -> tuple[str, ...]:
+        return ()
+
 
 SUMMARY_ITEMS = 200  # offending rows kept per check in the result; quality.findings and the CSV hold them all
 
@@ -100,6 +103,10 @@ class Sentences:
 
     def sentences(self) -> tuple[str, ...]:
         return self.findings
+
+    def failures(self) -> tuple[str, ...]:
+        """The sentences that made it fail (they end in "(fail)"); warns and notes are left out."""
+        return failing(self.sentences())
 
 
 @dataclass(frozen=True)
@@ -156,8 +163,8 @@ class QualityResult:
         return self.chunks.findings + self.embeddings.findings
 
     def failures(self) -> tuple[str, ...]:
-        """The sentences of the checks that failed (the other check may only warn)."""
-        return tuple(f for check in (self.chunks, self.embeddings) if check.status == "fail" for f in check.findings)
+        """The sentences of the expectations that failed (a check that fails may warn on others as well)."""
+        return failing(self.sentences())
 
 
 @dataclass(frozen=True)
@@ -245,9 +252,8 @@ class RunResult:
 
 
 def failing_sentences(result: Any) -> tuple[str, ...]:
-    """What made a stage fail, in its own sentences: its failing checks' findings when it tells them apart, else
-    all its findings; nothing when it did not fail."""
+    """What made a stage fail, in its own sentences naming the failing items (those ending in "(fail)"); never
+    its warns; nothing when it did not fail."""
     if getattr(result, "status", None) != "fail":
         return ()
-    failures = getattr(result, "failures", None)
-    return tuple(failures()) if failures is not None else tuple(result.sentences())
+    return tuple(result.failures())

@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from checks.result import worst
+from checks.result import severity, worst
+from checks.result import warning as warned
 from rag_health.archive import front_page_key, run_key
 from rag_health.report_pages import history_entry
 from rag_health.results import RunResult, failing_sentences, to_json
@@ -87,7 +88,7 @@ def _with_outbox(result: RunResult, outbox: list[str] | None) -> RunResult:
     if not outbox:
         return dataclasses.replace(result, findings=findings)
     return dataclasses.replace(result, findings=(*findings, f"{PUBLISH_WARN}{len(outbox)} files in the outbox, "
-                                                            "not published"),
+                                                            "not published (warn)"),
                                verdict=worst(result.verdict, "warn"))
 
 
@@ -111,7 +112,7 @@ def failure_message(outputs: Mapping[str, Any], label: str = "rag-health verdict
         failing = failing_sentences(out)
         if getattr(out, "status", None) != "fail":
             continue
-        first = clip(redact(failing[0]), 160) if failing else "failed"  # a state message is shown and logged
+        first = clip(redact(failing[0]), 200) if failing else "failed"  # a state message is shown and logged
         parts.append(f"{name}: {first}" + (f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""))
     return clip(f"{label}: fail — " + "; ".join(parts), MESSAGE_CHARS)
 
@@ -127,7 +128,7 @@ def event_payload(run_id: str | None, outputs: Mapping[str, Any], report: Mappin
     failing = [{"stage": name, "finding": clip(redact(f), SENTENCE_CHARS)}
                for name, out in outputs.items() for f in failing_sentences(out)]
     warning = [{"stage": name, "finding": clip(redact(f), SENTENCE_CHARS)}
-               for name, out in outputs.items() if getattr(out, "status", None) == "warn" for f in out.sentences()]
+               for name, out in outputs.items() for f in warned(out.sentences())]
     payload: dict[str, Any] = {
         "run_id": run_id, "verdict": verdict, "stages": stage_statuses,
         "summary": failure_message(outputs) if verdict == "fail" else f"rag-health verdict: {verdict}",
@@ -195,7 +196,8 @@ def verdict_artifacts(result: dict[str, Any]) -> list[Artifact]:
 
 
 def _stage_findings(result: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(stage, stage status, finding) for the run's findings, in stage order."""
+    """(stage, the finding's own status, finding) for the run's findings, in stage order: fail or warn as the
+    sentence says, "note" for one that explains and gates nothing."""
     out = []
     for stage, status in result["stages"].items():
         shown = result.get(stage) or {}
@@ -203,9 +205,9 @@ def _stage_findings(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         for check in ("chunks", "embeddings"):  # quality: its findings are rows; the checks' sentences are here
             if isinstance(shown.get(check), dict):
                 sentences += shown[check].get("findings") or []
-        out += [(stage, status, f) for f in sentences]
+        out += [(stage, severity(f) or "note", f) for f in sentences]
     known = {f for _, _, f in out}
-    out += [("run", result["verdict"], f) for f in result.get("findings") or [] if f not in known]
+    out += [("run", severity(f) or "note", f) for f in result.get("findings") or [] if f not in known]
     return out
 
 

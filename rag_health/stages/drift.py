@@ -70,9 +70,9 @@ def _publish_status(status: str, findings: tuple[str, ...], outbox: list[str],
     left in the outbox."""
     more = []
     if unavailable:
-        more.append(f"drift: warn — the baseline could not be read ({unavailable}); no baseline comparison")
+        more.append(f"drift: warn — the baseline could not be read ({unavailable}); no baseline comparison (warn)")
     if outbox:
-        more.append(f"publish: warn — {len(outbox)} files in the outbox, not published")
+        more.append(f"publish: warn — {len(outbox)} files in the outbox, not published (warn)")
     return (worst(status, "warn") if more else status), (*findings, *more)
 
 

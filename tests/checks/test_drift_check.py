@@ -18,7 +18,7 @@ def test_embedding_drift_warns_and_names_the_baseline():
     result = drift_check({"embedding_drift": True, "embedding_drift_score": 0.9, "drifted_columns": 0},
                          baseline_run="run-7", max_drifted_share=0.5)
     assert result.status == "warn"
-    assert result.findings == ("drift against baseline run-7: embedding drift score 0.9, 0 chunk statistics drifted",)
+    assert result.findings == ("drift against baseline run-7: embedding drift score 0.9, 0 chunk statistics drifted (warn)",)
 
 
 def test_a_run_compared_with_itself_never_drifts():

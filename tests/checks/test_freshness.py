@@ -78,7 +78,8 @@ def test_overdue_share_threshold_is_declarative():
                            max_overdue_fraction=0.05).status == "pass"
     result = audit_freshness(fresh + overdue, empty, TODAY, FP, max_overdue_fraction=0.05)
     assert result.status == "warn" and result.metrics["review-overdue"] == 3
-    assert any("at most 5% of documents are overdue" in f for f in result.findings)
+    assert any(f.startswith("3 of ") and "documents are overdue for review (limit 5% = " in f and f.endswith("(warn)")
+               for f in result.findings)
 
 
 def test_manifest_supplies_review_metadata_for_documents_without_front_matter():

@@ -66,7 +66,8 @@ def test_empty_folder_is_held_with_one_sentence(indexed, corpus):
     assert result.held is not None and sorted(result.held.removed) == doc_ids(N_DOCS)
     assert result.sentences() == [
         f"ingest held back: {N_DOCS} of {N_DOCS} indexed documents would be removed or replaced (100%, over "
-        "max_delete_fraction 50%); nothing was written; approve the run in Prefect or rerun with --allow-mass-delete"]
+        "max_delete_fraction 50%); nothing was written; approve the run in Prefect or rerun with --allow-mass-delete "
+        "(warn)"]
     assert snapshot(indexed) == before
     data = ingest(indexed)
     assert data["held"]["indexed"] == N_DOCS and data["held"]["fraction"] == 1.0 and data["held"]["threshold"] == 0.5

@@ -87,7 +87,7 @@ def test_bucket_stopped_before_the_suite(mode, tmp_path, small_corpus, weed, req
         assert done.returncode == 0, done.stderr[-2000:]
         assert data["stages"]["ingest"] == "pass" and data["ingest"]["added"] == len(list(small_corpus.rglob("*.*")))
         waiting = data["report"]["outbox"]
-        assert waiting and f"publish: warn — {len(waiting)} files in the outbox, not published" in data["findings"]
+        assert waiting and f"publish: warn — {len(waiting)} files in the outbox, not published (warn)" in data["findings"]
         outbox = tmp_path / "state" / "outbox" / data["run_id"]
         assert all((outbox / key).is_file() for key in waiting)
     else:

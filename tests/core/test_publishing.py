@@ -170,7 +170,7 @@ def test_s3_down_the_run_completes_and_the_next_run_uploads_the_outbox_first(sma
     waiting = data["report"]["outbox"]
     assert {report_key("run-1"), run_key("run-1", "snapshot.parquet"), run_key("run-1", "result.json"),
             front_page_key("run-1"), entry_key("run-1"), LATEST} <= set(waiting)
-    assert f"publish: warn — {len(waiting)} files in the outbox, not published" in data["findings"]
+    assert f"publish: warn — {len(waiting)} files in the outbox, not published (warn)" in data["findings"]
     assert data["verdict"] == "warn" and not data["report"]["index_html"].startswith("http")
     assert all((tmp_path / "state" / "outbox" / "run-1" / key).is_file() for key in waiting)
     assert data["documents"] and {"content_hash", "chunks", "chunker", "model_fingerprint"} <= set(data["documents"][0])

@@ -67,7 +67,7 @@ def test_fail_verdict_fails_the_flow_run(harness, small_corpus, tmp_path):
     # A short message naming the failing check (the missing required runbook), never the warns before it, and no
     # data in the state: the whole result reaches an in-process caller through unwrap, and the archive holds it.
     assert len(state.message) <= 400 and state.message.startswith("rag-health verdict: fail — freshness: ")
-    assert "no required document is missing" in state.message and "quality" not in state.message
+    assert "1 required document is missing: runbooks/absent.md (fail)" in state.message and "quality" not in state.message
     assert state.result(raise_on_failure=False) is None
     result = unwrap(state)
     assert result["verdict"] == "fail" and result["stages"]["freshness"] == "fail"
