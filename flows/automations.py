@@ -21,9 +21,11 @@ _COLLECTION = '{{ event.resource.id | replace("rag-health.collection.", "") }}'
 _FLOW_RUN = "{% if flow_run %}\nFlow run: {{ flow_run.name }} {{ flow_run | ui_url }}{% endif %}"
 FAILED_BODY = (
     "{{ event.event }} on collection " + _COLLECTION + " at {{ event.occurred }}\n"
-    "Verdict: {{ event.payload.verdict }}\n"
-    "Stages: {% for stage, status in (event.payload.stages or {}).items() %}{{ stage }}={{ status }} {% endfor %}\n"
-    "{{ event.payload.summary }}\n"
+    # A stage.failed event has no verdict and no stages: say only what it has (no empty "Verdict:" line).
+    "{% if event.payload.verdict %}Verdict: {{ event.payload.verdict }}\n{% endif %}"
+    "{% if event.payload.stages %}Stages: {% for stage, status in event.payload.stages.items() %}{{ stage }}="
+    "{{ status }} {% endfor %}\n{% endif %}"
+    "{% if event.payload.summary %}{{ event.payload.summary }}\n{% endif %}"
     "{% for f in (event.payload.failing or [])[:10] %}- {{ f.stage }}: {{ f.finding }}\n{% endfor %}"
     "{% if event.payload.error %}- {{ event.payload.stage }}: {{ event.payload.error }}\n{% endif %}" + _FLOW_RUN
 )

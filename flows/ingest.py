@@ -114,9 +114,13 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
            only: list[str] | tuple[str, ...] | None, mode: Mode, approved: list[str] | tuple[str, ...] | None,
            shards: int, shard: str | None):
     """The ingest flow's body (flows.stages.ingest_flow)."""
-    from flows.stages import run
+    from flows.stages import collection_of, ended_in_error, quiet_expected_errors, run
 
-    settings = settings_from(params, overrides)
+    quiet_expected_errors()
+    try:
+        settings = settings_from(params, overrides)
+    except Exception as exc:  # a bad setting or parameter: one line, no traceback
+        return ended_in_error("ingest", collection_of(params, overrides), run_key or None, exc)
     run_key, only, approved, shard = run_key or None, list(only or ()) or None, list(approved or ()), shard or None
     approval = approval_of(mode, approved)
     if shard and approval is None and run_key:  # the coordinator's approval, if a person gave one
@@ -127,8 +131,6 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
             result, decided = fan_out(settings, params, overrides, run_key or new_run_id(), only, mode, approval,
                                       shards)
         except Exception as exc:
-            from flows.stages import ended_in_error
-
             return ended_in_error("ingest", settings.collection, run_key, exc)
         from rag_health.registry import stages
 

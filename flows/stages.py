@@ -4,6 +4,7 @@ functions exist one by one only because deployments and the UI read their typed 
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from typing import Any, Literal
 
@@ -45,6 +46,54 @@ def _expected(exc: BaseException) -> bool:
     from rag_health.store import ModelMismatchError
 
     return isinstance(exc, (ConfigError, ModelMismatchError, FileNotFoundError)) or getattr(exc, "expected", False)
+
+
+class _OneLineErrors(logging.Filter):
+    """On Prefect's task and flow run loggers: the engine logs a task that raised at ERROR with its traceback before
+    the flow can say anything. For an expected error the flow's own one line says everything, so the engine's
+    record is dropped; every other record of these loggers has PII redacted from its text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if any(isinstance(a, BaseException) and _expected(a) for a in _record_exceptions(record)):
+            return False
+        text = record.getMessage()
+        if any(c.isdigit() or c == "@" for c in text):
+            from checks.pii import redact
+
+            cleaned = redact(text)
+            if cleaned != text:
+                record.msg, record.args = cleaned, ()
+        return True
+
+
+def _record_exceptions(record: logging.LogRecord) -> list[Any]:
+    """The exceptions a log record carries: its exc_info, and an exception or a state's exception in its args."""
+    found: list[Any] = [record.exc_info[1]] if record.exc_info else []
+    args = record.args if isinstance(record.args, tuple) else ()
+    for arg in args:
+        found.append(arg)
+        data = getattr(arg, "data", None)  # a Failed state returned by the engine carries its exception here
+        found.append(getattr(data, "result", data))
+    return found
+
+
+_FILTER = _OneLineErrors()
+
+
+def quiet_expected_errors() -> None:
+    """Install the filter on the loggers the engine writes task and flow runs to (once; idempotent)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def collection_of(params: dict[str, Any], overrides: dict[str, Any] | None) -> str:
+    """The collection a run meant, for the event of a run whose settings could not be built."""
+    import os
+
+    return str(params.get("collection") or (overrides or {}).get("collection")
+               or os.environ.get("RAG_HEALTH_COLLECTION") or "rag-health")
 
 
 def error_message(name: str, exc: BaseException) -> str:
@@ -90,9 +139,13 @@ def run(name: str, params: dict[str, Any], overrides: dict[str, Any] | None, run
     the flow emits rag-health.check.failed / check.warned; an error emits rag-health.stage.failed.
     speak=False: the caller emits the verdict (it decides more first). under: a run id that must already hold the
     collection (an ingest shard works under its coordinator's lock, from another process)."""
+    quiet_expected_errors()
     stage = stages()[name]
-    settings = settings_from(params, overrides)
     run_key = run_key or None
+    try:
+        settings = settings_from(params, overrides)
+    except Exception as exc:  # a bad setting or parameter: one line, no traceback
+        return ended_in_error(name, collection_of(params, overrides), run_key, exc)
     # Flow parameters say "not given" with an empty value; the stages take None, and lists.
     inputs = {k: None if v in ("", ()) else list(v) if isinstance(v, tuple) else v for k, v in inputs.items()}
     retries = stage.retries if talks_to_remote(stage, settings) else 0

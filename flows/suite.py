@@ -13,7 +13,7 @@ from prefect.states import Completed, Failed
 from flows import publish
 from flows.concurrency import guard
 from flows.resources import NO_OVERRIDES, keep, register, release, run_name, settings_from, unwrap
-from flows.stages import FLOWS, ended_in_error
+from flows.stages import FLOWS, collection_of, ended_in_error, quiet_expected_errors
 from rag_health import suite
 from rag_health.probes import probe_rows
 from rag_health.registry import SUITE
@@ -41,9 +41,14 @@ def suite_flow(docs: str = "", manifest: str = "", probes: tuple[str, ...] = (),
         settings_overrides: Any other RAG_HEALTH_* setting by its field name, e.g. {"max_delete_fraction": 0.3}.
         on_mass_change: When the ingest would remove or replace more than max_delete_fraction of the indexed documents: "hold" (default) keeps the index and warns (approve it by running the reingest deployment), "ask" pauses the suite for a person's approval while it holds the collection, "proceed" goes ahead.
     """
-    settings = settings_from({"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
-                              "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir,
-                              "collection": collection, "fail_under": fail_under or None}, settings_overrides)
+    quiet_expected_errors()
+    params = {"docs": docs, "manifest": manifest, "probes": probes or None, "rules": rules or None,
+              "runbook_url_prefix": runbook_url_prefix or None, "state_dir": state_dir, "collection": collection,
+              "fail_under": fail_under or None}
+    try:
+        settings = settings_from(params, settings_overrides)
+    except Exception as exc:  # a bad setting or parameter: one line, no traceback, rag-health.stage.failed
+        return ended_in_error("suite", collection_of(params, settings_overrides), None, exc)
     # Subflows get the resolved settings, so every stage sees exactly the same configuration and, within this
     # process, shares this run's runtime (one listing, one manifest, one ledger scan per state of the index).
     run_id = suite.new_run_id()

@@ -156,6 +156,19 @@ def test_a_failed_check_event_sends_the_notification(server, applied, received):
     assert "rag-health verdict: fail — probes: hit@5 0.42 below 0.5" in message["body"]
 
 
+def test_a_stage_failed_event_sends_its_error_without_empty_lines(server, applied, received):
+    """Regression: a stage.failed notification showed empty "Verdict:" and "Stages:" lines (that event carries
+    neither); now it shows the stage and its one-line error only."""
+    emit(server, event="rag-health.stage.failed", resource={"prefect.resource.id": "rag-health.collection.test"},
+         payload={"stage": "quality", "run_id": "r1", "error_type": "ConfigError",
+                  "error": "rag-health quality: error: invalid settings: chunk_size (RAG_HEALTH_CHUNK_SIZE): ..."})
+    message = wait_for(received, lambda m: "FAILED" in m["subject"])
+    assert "rag-health.stage.failed on collection test" in message["body"]
+    assert "- quality: rag-health quality: error: invalid settings: chunk_size" in message["body"]
+    assert "Verdict:" not in message["body"] and "Stages:" not in message["body"]
+    assert not any(line.strip() in ("", "None") for line in message["body"].splitlines()[1:-1])
+
+
 def test_an_approval_request_links_the_flow_run(server, applied, received):
     """rag-health.approval.requested with a related flow run: the notification carries the summary and a UI link
     to that flow run."""

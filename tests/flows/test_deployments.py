@@ -89,6 +89,27 @@ def test_deploy_schedule_and_adhoc_reingest(server, tmp_path, small_corpus):
 
         count = chromadb.PersistentClient(path=str(state / "chroma")).get_collection("rag-health").count()
         assert count > 0
+
+        # Errors whose message says everything end the run Failed with one line and no traceback in the worker's
+        # log: a bad setting (found in the flow) and a missing probe file (found inside the stage's task, where
+        # Prefect's task engine used to log a 35-line traceback first).
+        before = (tmp_path / "worker.log").read_text()
+        for deployment, params, expected in [
+            ("rag-health-quality/quality", ["--param", f"state_dir={state}", "--param",
+                                            'settings_overrides={"chunk_size": 0}'],
+             "rag-health quality: error: invalid settings: chunk_size (RAG_HEALTH_CHUNK_SIZE)"),
+            ("rag-health-probes/probes", ["--param", f"docs={small_corpus}", "--param", f"state_dir={state}",
+                                          "--param", f'probes=["{tmp_path / "absent.jsonl"}"]'],
+             "rag-health probes: error: "),
+        ]:
+            run("deployment", "run", deployment, *params, "--watch", "--watch-timeout", "300", timeout=360)
+            failed = next(r for r in api(server, "/flow_runs/filter", {"sort": "START_TIME_DESC"})
+                          if r["deployment_id"] == deployments[deployment.split("/")[1]]["id"])
+            assert failed["state"]["type"] == "FAILED" and failed["state"]["message"].startswith(expected)
+            assert "\n" not in failed["state"]["message"]
+        log = (tmp_path / "worker.log").read_text()[len(before):]
+        assert "Traceback" not in log and "NoneType: None" not in log, log[-4000:]
+        assert "rag-health quality: error: invalid settings: chunk_size" in log
     finally:
         os.killpg(worker.pid, signal.SIGKILL)  # a worker that ran a flow may ignore SIGTERM for a long time
         worker.wait()
