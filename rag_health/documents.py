@@ -40,6 +40,8 @@ class Limits:
     max_text_chars: int = 2_000_000
     max_front_matter_bytes: int = 16_384
     read_extensionless: bool = True
+    max_archive_members: int = 2_000
+    max_parse_seconds: float = 120.0  # HTML, PDF and DOCX (rag_health.bounded_parse); 0: unbounded, in-process
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -194,7 +196,9 @@ _BLOCKS = ("p", "div", "section", "article", "li", "tr", "h1", "h2", "h3", "h4",
 
 
 def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
-    """Visible text and the title; <meta name=...> tags for known fields become metadata."""
+    """Visible text and the title; <meta name=...> tags for known fields become metadata. One pass over the tree,
+    never a change to it: inserting separators into the tree cost time in proportion to its depth per insertion,
+    so a page of 100,000 nested <div>s ran for many minutes."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "html.parser")
@@ -206,22 +210,10 @@ def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
                 content.strip().isascii() else content
     head_title = soup.head.find("title") if soup.head else None
     title = head_title.get_text(" ", strip=True) if head_title else ""
-    for tag in soup.find_all(_HTML_DROP):
-        tag.decompose()
-    for tag in soup.find_all(lambda t: t.has_attr("hidden") or t.get("aria-hidden") == "true"
-                             or "display:none" in (t.get("style") or "").replace(" ", "")):
-        tag.decompose()
-    for cell in soup.find_all(("td", "th", "dt", "dd", "caption", "figcaption")):
-        cell.insert_after(" \t ")
-    if not title and (h1 := soup.find("h1")):
-        title = h1.get_text(" ", strip=True)
-    for level in range(1, 7):  # keep headings visible to the splitter and to heading-aware checks
-        for h in soup.find_all(f"h{level}"):
-            h.insert_before("\n\n" + "#" * level + " ")
-            h.insert_after("\n\n")
-    for block in soup.find_all(_BLOCKS):
-        block.insert_after("\n")
-    text = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ ]*\t[ \t]*", " | ", soup.get_text()))
+    pieces, first_h1 = _visible_text(soup)
+    if not title and first_h1 is not None:
+        title = first_h1.get_text(" ", strip=True)
+    text = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ ]*\t[ \t]*", " | ", "".join(pieces)))
     text = re.sub(r"[ ]{2,}", " ", text)
     text = "\n".join(line.strip() for line in text.splitlines()).strip()
     if title:
@@ -231,25 +223,70 @@ def _read_html(data: bytes) -> tuple[str, dict[str, Any]]:
     return text, normalise_metadata(metadata)
 
 
+_HTML_CELLS = ("td", "th", "dt", "dd", "caption", "figcaption")
+
+
+def _hidden(tag: Any) -> bool:
+    return (tag.name in _HTML_DROP or tag.has_attr("hidden") or tag.get("aria-hidden") == "true"
+            or "display:none" in (tag.get("style") or "").replace(" ", ""))
+
+
+def _visible_text(soup: Any) -> tuple[list[str], Any]:
+    """The page's visible strings in document order, with the separators the chunker reads: a Markdown heading
+    marker before h1-h6 and blank lines around it, a line break after each block, a tab after each table cell (a
+    cell separator once tabs become " | "). Iterative, so nesting depth costs no stack. Also the first visible
+    h1, for the title."""
+    from bs4 import NavigableString, Tag
+    from bs4.element import CData
+
+    pieces: list[str] = []
+    first_h1 = None
+    stack: list[Any] = [iter(soup.contents)]
+    closing: list[str] = []  # what to write when each open tag ends
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            if closing:
+                pieces.append(closing.pop())
+            continue
+        if isinstance(node, Tag):
+            if _hidden(node):
+                continue
+            level = int(node.name[1]) if len(node.name) == 2 and node.name[0] == "h" and node.name[1] in "123456" \
+                else 0
+            if level:
+                pieces.append("\n\n" + "#" * level + " ")
+                if level == 1 and first_h1 is None:
+                    first_h1 = node
+            # As the tree was once changed: after a block its line break, then a heading's blank lines, then a
+            # cell's tab.
+            closing.append(("\n" if node.name in _BLOCKS else "") + ("\n\n" if level else "")
+                           + (" \t " if node.name in _HTML_CELLS else ""))
+            stack.append(iter(node.contents))
+        elif type(node) in (NavigableString, CData):  # not comments, doctypes, declarations or script text
+            pieces.append(str(node))
+    return pieces, first_h1
+
+
 def _read_pdf(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[str, Any]]:
     """The PDF's text layer. A PDF without one (a scan) is an error, never an empty document in the index."""
-    import io
     import logging
 
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf import apply_configuration
+    from pypdf.errors import LimitReachedError, PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    # One stream may inflate to max_archive_member_bytes, as one DOCX member may (pypdf's own bound is 75 MB, and a
+    # small PDF whose pages share a 70 MB stream took minutes a page).
+    bound = limits.max_archive_member_bytes
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        # Many PDFs carry only an owner password (no opening password): they decrypt with an empty one.
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError("encrypted PDF: it needs a password to read its text")
-        # Counted from the page tree before any page is extracted: extraction is the expensive part.
-        if len(reader.pages) > limits.max_pdf_pages:
-            raise over_limit("PDF", len(reader.pages), "pages", "max_pdf_pages", limits.max_pdf_pages)
-        pages = _pdf_pages(reader, limits)
-        info = reader.metadata or {}
+        with apply_configuration(**{f"{kind}_maximum_output_length": bound for kind in
+                                    ("array_based_stream", "jbig2", "lzw", "run_length", "zlib", "brotli")}):
+            pages, info = _pdf_pages(data, limits)
+    except LimitReachedError as exc:
+        raise Rejected(f"PDF is over a decompression limit: {exc} (a stream may inflate to {bound:,} bytes: setting "
+                       "max_archive_member_bytes, RAG_HEALTH_MAX_ARCHIVE_MEMBER_BYTES)") from None
     except DocumentError:
         raise
     except PdfReadError as exc:
@@ -268,8 +305,20 @@ def _read_pdf(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict[s
     return "\n\n".join(p for p in pages if p), metadata
 
 
-def _pdf_pages(reader: Any, limits: Limits) -> list[str]:
-    """Each page's text, stopping as soon as the text is over max_text_chars (no point extracting the rest)."""
+def _pdf_pages(data: bytes, limits: Limits) -> tuple[list[str], Any]:
+    """Each page's text and the document info, stopping as soon as the text is over max_text_chars (no point
+    extracting the rest)."""
+    import io
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    # Many PDFs carry only an owner password (no opening password): they decrypt with an empty one.
+    if reader.is_encrypted and not reader.decrypt(""):
+        raise DocumentError("encrypted PDF: it needs a password to read its text")
+    # Counted from the page tree before any page is extracted: extraction is the expensive part.
+    if len(reader.pages) > limits.max_pdf_pages:
+        raise over_limit("PDF", len(reader.pages), "pages", "max_pdf_pages", limits.max_pdf_pages)
     pages: list[str] = []
     total = 0
     for page in reader.pages:
@@ -278,10 +327,9 @@ def _pdf_pages(reader: Any, limits: Limits) -> list[str]:
         if total > limits.max_text_chars:
             raise over_limit("text after parsing", total, "characters (at least)", "max_text_chars",
                              limits.max_text_chars)
-    return pages
+    return pages, reader.metadata or {}
 
 
-MAX_ARCHIVE_MEMBERS = 2_000  # a real DOCX has tens
 ARCHIVE_TOTAL_MEMBERS = 3  # all members together may inflate to this many times max_archive_member_bytes
 
 
@@ -302,8 +350,8 @@ def _check_zip(data: bytes, limits: Limits) -> None:
     budget, total = ARCHIVE_TOTAL_MEMBERS * limit, 0
     with archive:
         members = archive.infolist()
-        if len(members) > MAX_ARCHIVE_MEMBERS:
-            raise over_limit("DOCX", len(members), "members", "max_archive_member_bytes", MAX_ARCHIVE_MEMBERS)
+        if len(members) > limits.max_archive_members:
+            raise over_limit("DOCX", len(members), "members", "max_archive_members", limits.max_archive_members)
         for info in members:
             if info.file_size > limit:
                 raise over_limit(f"DOCX member {info.filename}", info.file_size, "bytes decompressed",

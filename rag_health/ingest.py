@@ -25,6 +25,7 @@ import numpy as np
 
 from checks.ingest import held_sentence, ingest_status
 from checks.pii import redact
+from rag_health.bounded_parse import parse_bounded
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, redacted_metadata, starts_mid_sentence
 from rag_health.documents import (
     DEFAULT_LIMITS,
@@ -35,7 +36,6 @@ from rag_health.documents import (
     Rejected,
     content_hash,
     is_supported,
-    parse_document,
 )
 from rag_health.embedding import Embedder, embed_counted
 from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
@@ -573,7 +573,7 @@ class _IngestRun:
               ) -> tuple[ParsedDocument, list[Chunk]] | None:
         """The document and its chunks, or None once the reason there are none is noted."""
         try:
-            doc = parse_document(entry.doc_id, data, self.limits)
+            doc = parse_bounded(entry.doc_id, data, self.limits)
             chunks = self.chunker.split(doc)
             if not chunks:
                 raise DocumentError("no text to index after chunking")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag_health.bounded_parse import parse_bounded
 from rag_health.documents import (
     DEFAULT_LIMITS,
     DocumentError,
@@ -12,7 +13,6 @@ from rag_health.documents import (
     Limits,
     content_hash,
     is_supported,
-    parse_document,
 )
 from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
 from rag_health.store import LedgerEntry
@@ -83,7 +83,7 @@ def _listed_row(source: DocumentSource, entry: SourceEntry, known: LedgerEntry |
         return InventoryRow(entry.doc_id, True, error=reason, metadata=dict(known.metadata) if known else {},
                             **indexed)
     try:
-        doc = parse_document(entry.doc_id, data, limits)
+        doc = parse_bounded(entry.doc_id, data, limits)
     except Exception as exc:  # DocumentError, or a reader bug: the audit goes on either way
         if not isinstance(exc, DocumentError):
             exc = DocumentError(f"{type(exc).__name__}: {exc}")

@@ -83,9 +83,13 @@ class Settings(BaseSettings):
     # Input limits, per document: one over a limit is skipped with the reason; the rest of the run goes on
     max_document_bytes: Positive = 20_000_000  # bytes read from the source
     max_pdf_pages: Positive = 500
-    max_archive_member_bytes: Positive = 10_000_000  # decompressed bytes of one DOCX (zip) member
+    max_archive_member_bytes: Positive = 10_000_000  # decompressed bytes of one DOCX (zip) member or PDF stream
     max_text_chars: Positive = 2_000_000  # characters of text after parsing
     max_front_matter_bytes: Positive = 16_384  # YAML front-matter (aliases are refused whatever the size)
+    max_archive_members: Positive = 2_000  # members of one DOCX (zip); a real one has tens
+    # HTML, PDF and DOCX are parsed in a worker process stopped after this long (rag_health.bounded_parse); the
+    # document is skipped (or keeps its last good version) and the run goes on
+    max_parse_seconds: Annotated[float, Field(gt=0.0, le=86400.0, allow_inf_nan=False)] = 120.0
     read_extensionless: bool = True  # files without an extension are read as Markdown when they look like text
 
     # Faults: S3 and a Chroma server answer within these or the call fails (per document where it can)
