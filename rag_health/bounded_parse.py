@@ -104,10 +104,12 @@ def _read_frame(stream: Any, deadline: float) -> bytes:
     buf = bytearray()
     need = _HEADER.size
     header_done = False
+    poller = select.poll()  # not select(): a long-lived process may hold descriptors past FD_SETSIZE (1024)
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     while True:
         while len(buf) < need:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 raise TimeoutError
             chunk = os.read(fd, max(need - len(buf), 1 << 16))
             if not chunk:

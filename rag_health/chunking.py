@@ -133,6 +133,11 @@ class Chunker:
             "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "tokenizer": embedder.tokenize,
             "paragraph_separator": "\n\n"}
 
+    @property
+    def model_fingerprint(self) -> str:
+        """The fingerprint of the model whose tokens size the chunks (known without loading it)."""
+        return self._embedder.info.fingerprint
+
     @cached_property
     def _splitter(self):
         """llama-index's SentenceSplitter, imported on first use: importing llama-index costs seconds, which a

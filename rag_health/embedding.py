@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from rag_health.settings import ConfigError
 
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -109,6 +111,11 @@ def embed_counted(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray,
     return embedder.embed(texts), embedder.count_tokens(texts)
 
 
+class ModelLoadError(ConfigError):
+    """The embedding model cannot be loaded (a truncated export, missing weights): the run's error, never one
+    document's. A configuration error: the CLI exits 2, a flow ends Failed with the message."""
+
+
 class LazyEmbedder:
     """Stands in for an embedder until something is embedded or tokenised; its identity (info) is known without
     loading the model (read_model_info), so an index can be opened and checked with no model in memory."""
@@ -121,7 +128,15 @@ class LazyEmbedder:
     @property
     def loaded(self) -> Embedder:
         if self._model is None:
-            self._model = self._load()
+            try:
+                self._model = self._load()
+            except ModelLoadError:
+                raise
+            except Exception as exc:  # the run's error, never a document's: no document gets noted for it
+                if isinstance(exc, ConfigError):
+                    raise
+                raise ModelLoadError(f"the embedding model {self.info.name} ({self.info.backend}) could not be "
+                                     f"loaded: {type(exc).__name__}: {exc}") from exc
             if self._model.info.fingerprint != self.info.fingerprint:  # the folder changed under us
                 from rag_health.store import ModelMismatchError
 
@@ -325,10 +340,8 @@ class OnnxEmbedder:
             self._truncating = Tokenizer.from_file(str(model_path / "tokenizer.json"))
             self._truncating.enable_truncation(max_length=self.info.max_tokens)
             self._truncating.no_padding()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(onnx_file), sess_options=options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = _onnx_session(onnx_file, lambda: export_onnx(
+            model_path, Path(cache_dir) / self.info.fingerprint, quantized=backend == "onnx-int8"))
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -373,6 +386,31 @@ class OnnxEmbedder:
 
     def tokenize(self, text: str) -> list[str]:
         return self._plain.encode(text, add_special_tokens=False).tokens
+
+
+def _onnx_session(onnx_file: Path, export: Any) -> Any:
+    """An ONNX Runtime session on the exported file. A file that does not load (truncated by a full disk or a
+    killed copy, or corrupted) is exported again once; if that fails too, the model cannot be used and the run
+    stops with ModelLoadError (before, every document was noted unreadable and never read again)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for attempt in (1, 2):
+        try:
+            return ort.InferenceSession(str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # InvalidProtobuf, Fail, NoSuchFile: onnxruntime's own classes
+            if attempt == 2:
+                raise ModelLoadError(f"the ONNX model {onnx_file} does not load even after exporting it again "
+                                     f"({type(exc).__name__}: {exc}); remove it and run `rag-health prepare-model`, "
+                                     "or set RAG_HEALTH_EMBED_BACKEND=torch") from exc
+            import logging
+
+            logging.getLogger("rag_health").warning("the ONNX model %s does not load (%s: %s): exporting it again",
+                                                    onnx_file, type(exc).__name__, str(exc)[:200])
+            onnx_file.unlink(missing_ok=True)
+            onnx_file = export()
+    raise AssertionError("unreachable")
 
 
 def export_onnx(model_path: Path, folder: Path, quantized: bool = False) -> Path:

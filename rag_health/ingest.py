@@ -37,9 +37,9 @@ from rag_health.documents import (
     content_hash,
     is_supported,
 )
-from rag_health.embedding import Embedder, embed_counted
+from rag_health.embedding import Embedder, ModelLoadError, embed_counted
 from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
-from rag_health.store import ChunkIndex, LedgerEntry
+from rag_health.store import ChunkIndex, LedgerEntry, ModelMismatchError
 
 
 @dataclass(frozen=True)
@@ -409,7 +409,14 @@ def _must_read(entry: SourceEntry, known: LedgerEntry | None, noted: dict[str, A
     _, current = _recipe(known, chunker)
     if current and known.source_version == entry.version:  # type: ignore[union-attr]
         return False
-    return not (noted and noted.get("source_version") == entry.version and (not known or current))
+    return not (noted and noted.get("source_version") == entry.version and (not known or current)
+                and _note_current(noted, chunker))
+
+
+def _note_current(noted: dict[str, Any], chunker: Chunker) -> bool:
+    """A note stands while it was written by this chunking and model: one written by an older version (which
+    also noted a model that failed to load against each document) or another recipe is read again once."""
+    return noted.get("chunker") == chunker.config and noted.get("model_fingerprint") == chunker.model_fingerprint
 
 
 def _plan(source: DocumentSource, index: ChunkIndex, chunker: Chunker, *, only: list[str] | None,
@@ -508,7 +515,8 @@ class _IngestRun:
 
     def note(self, entry: SourceEntry, kind: str, reason: str) -> None:
         reason = self.report(entry.doc_id, kind, reason)
-        self.new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason}
+        self.new_notes[entry.doc_id] = {"source_version": entry.version, "kind": kind, "reason": reason,
+                                        "chunker": self.chunker.config, "model_fingerprint": self.index.model.fingerprint}
 
     def visit(self, entry: SourceEntry) -> None:
         """One planned document: skip it, report it again, remember its new version, or parse and queue it."""
@@ -588,6 +596,8 @@ class _IngestRun:
         except DocumentError as exc:
             self.note(entry, "error", str(exc))
             return None
+        except (ModelLoadError, ModelMismatchError):
+            raise  # the model, not this document: the run stops and nothing is noted against the document
         except Exception as exc:  # a parser bug on one document must not stop the run
             self.note(entry, "error", f"{type(exc).__name__}: {exc}")
             return None

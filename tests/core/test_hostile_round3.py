@@ -86,3 +86,81 @@ def test_a_collection_name_of_500_characters_locks(small_corpus, make_runtime):
     with collection_lock(rt, "run-long", wait_seconds=0) as held:
         assert len(held.where.rsplit("/", 1)[1]) < 255
     assert json.dumps(stage(rt, "ingest"))
+
+
+def _cache_with_truncated_export(tmp_path):
+    """A model cache holding the default backend's export cut to a tenth of its size (a full disk, a killed copy)."""
+    import shutil
+
+    from rag_health.embedding import DEFAULT_BACKEND, model_cache, read_model_info
+
+    info = read_model_info("all-MiniLM-L6-v2", DEFAULT_BACKEND)
+    source = model_cache() / info.fingerprint / "model.onnx"
+    cache = tmp_path / "model-cache"
+    (cache / info.fingerprint).mkdir(parents=True)
+    target = cache / info.fingerprint / "model.onnx"
+    shutil.copyfile(source, target)
+    with target.open("r+b") as f:
+        f.truncate(target.stat().st_size // 10)
+    return cache, target
+
+
+@pytest.mark.slow
+def test_a_truncated_onnx_export_is_exported_again_and_no_document_is_blamed(small_corpus, tmp_path):
+    """Regression: a truncated ONNX export in the model cache made every document's load error its own (warn,
+    exit 0), and once the cache was repaired the unchanged documents were never read again. The export is checked
+    by loading it; a file that does not load is exported again."""
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import load_settings
+
+    cache, target = _cache_with_truncated_export(tmp_path)
+    small = target.stat().st_size
+    rt = build_runtime(load_settings(docs=str(small_corpus), state_dir=str(tmp_path / "state"),
+                                     model_cache_dir=str(cache)))
+    result = stage(rt, "ingest")
+    assert result["errors"] == [] and result["added"] == 4 and target.stat().st_size > 5 * small
+
+
+def test_a_model_that_cannot_load_is_the_runs_error_and_notes_nothing(small_corpus, tmp_path, monkeypatch):
+    """When the export cannot be repaired either, the run stops with one configuration error naming the file (CLI
+    exit 2); no document is noted unreadable, so a repaired cache finds every document to read."""
+    from rag_health import embedding
+    from rag_health.embedding import ModelLoadError
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import ConfigError, load_settings
+
+    cache, target = _cache_with_truncated_export(tmp_path)
+    truncated = target.read_bytes()
+
+    def export_fails_again(model_path, folder, quantized=False):
+        target.write_bytes(truncated)  # the disk is still full: the new export is cut short again
+        return target
+
+    monkeypatch.setattr(embedding, "export_onnx", export_fails_again)
+    embedding.load_embedder.cache_clear()
+    rt = build_runtime(load_settings(docs=str(small_corpus), state_dir=str(tmp_path / "state"),
+                                     model_cache_dir=str(cache)))
+    try:
+        with pytest.raises(ModelLoadError) as failed:
+            stage(rt, "ingest")
+    finally:
+        embedding.load_embedder.cache_clear()
+    assert isinstance(failed.value, ConfigError) and str(target) in str(failed.value)
+    assert rt.index.notes() == {} and rt.index.count() == 0
+
+
+
+def test_the_parse_worker_answers_a_process_with_many_open_files():
+    """Regression (found by the full suite): waiting for the worker with select() failed once the process held
+    more than 1,024 descriptors, and every HTML, PDF and DOCX became an unreadable document."""
+    import os
+
+    from rag_health.bounded_parse import parse_bounded
+
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert parse_bounded("a.html", b"<p>Wires settle the next business day.</p>", Limits()).text == \
+            "Wires settle the next business day."
+    finally:
+        for fd in held:
+            os.close(fd)
