@@ -124,6 +124,7 @@ class ChunkMetrics(Metrics):
     lost_heading_chunks: int | None = None
     missing_metadata_chunks: int | None = None
     pii_chunks: int | None = None
+    secret_chunks: int | None = None
     structure_unknown_chunks: int | None = None
     findings_by_kind: dict[str, int] | None = None
 
@@ -141,6 +142,7 @@ SHARES: tuple[tuple[str, str, str], ...] = (
     ("heading_lost", "lost-heading", "chunks keep their section heading"),
     ("lacks_metadata", "missing-metadata", "chunks carry the required metadata fields"),
     ("has_pii", "pii", "chunks hold no personal data (card numbers, IBANs, national ids, e-mails, phones)"),
+    ("has_secret", "secret", "chunks hold no secrets (access keys, tokens, private keys)"),
 )
 
 
@@ -223,6 +225,7 @@ def _metrics(t: pd.DataFrame, items: tuple[Finding, ...], max_tokens: int) -> Ch
         lost_heading_chunks=int(t["heading_lost"].sum()),
         missing_metadata_chunks=int(t["lacks_metadata"].sum()),
         pii_chunks=int(t["has_pii"].sum()),
+        secret_chunks=int(t["has_secret"].sum()),
         structure_unknown_chunks=int((~t["structure_known"]).sum()),
         findings_by_kind={k: int(v) for k, v in sorted(counts.items())},
     )
@@ -264,6 +267,8 @@ def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.Da
     t["lacks_metadata"] = t["missing_metadata"] != ""
     t["pii"] = col("pii", "").fillna("").astype(str)
     t["has_pii"] = t["pii"] != ""
+    t["secret"] = col("secret", "").fillna("").astype(str)
+    t["has_secret"] = t["secret"] != ""
     return t
 
 
@@ -299,6 +304,8 @@ def _detect(r: Any, max_tokens: int, min_chunk_words: int) -> Iterator[tuple[Fin
         yield K.MISSING_METADATA, f"lacks {r.missing_metadata}: metadata-filtered queries never return it", None
     if r.has_pii:
         yield K.PII, r.pii, None
+    if r.has_secret:
+        yield K.SECRET, r.secret, None
 
 
 def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> Iterator[Finding]:

@@ -25,6 +25,7 @@ class FindingKind(str, Enum):
     LOST_HEADING = "lost-heading"
     MISSING_METADATA = "missing-metadata"
     PII = "pii"
+    SECRET = "secret"
     # Embedding kinds (checks.embedding_quality).
     DIMENSION_MISMATCH = "dimension-mismatch"
     MODEL_MISMATCH = "model-mismatch"
@@ -75,6 +76,9 @@ KINDS: dict[FindingKind, KindSpec] = {
                                       "return it", "missing-metadata", 0.0),
     K.PII: KindSpec(0.5, "personal data in the text (a card number, IBAN, national identifier, e-mail address or "
                          "phone number; see checks.pii): the detail shows redacted excerpts only", "pii", 0.0),
+    K.SECRET: KindSpec(0.5, "a credential in the text (a cloud access key, an API or GitHub token, a JWT, a private "
+                            "key; see checks.pii.find_secrets): the detail names its type, never its value", "secret",
+                       0.0),
     K.DIMENSION_MISMATCH: KindSpec(1.0, "a vector of another dimension than the model's"),
     K.MODEL_MISMATCH: KindSpec(1.0, "written by another model (fingerprint)"),
     K.NAN_VECTOR: KindSpec(1.0, "NaN or infinite values"),

@@ -16,7 +16,9 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import import_module
+from typing import Any
 
 KINDS = ("card-number", "iban", "national-id", "email", "phone")
 PHONE_REGIONS = ("GB", "US")  # how numbers without a +country prefix are read
@@ -71,7 +73,22 @@ def _card_grouping(groups: Sequence[str], seps: Sequence[str]) -> bool:
     return all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4 or sizes in ([4, 6, 5], [4, 6, 4])
 
 
+# A card number glued into an identifier or a file name ("refund-4111111111111111.md", "card_4111..."): one
+# contiguous run of 13-19 digits, taken only with a scheme's prefix and a valid Luhn checksum.
+_GLUED_CARD = re.compile(r"(?<![0-9])\d{13,19}(?![0-9])")
+
+
 def _cards(text: str) -> Iterator[PiiMatch]:
+    yield from _spaced_cards(text)
+    from stdnum import luhn
+
+    for m in _GLUED_CARD.finditer(text):
+        digits = m.group()
+        if card_brand(digits) and luhn.is_valid(digits):
+            yield PiiMatch("card-number", m.start(), m.end(), "**** **** **** " + digits[-4:])
+
+
+def _spaced_cards(text: str) -> Iterator[PiiMatch]:
     from stdnum import luhn
 
     for run in _DIGIT_RUN.finditer(text):
@@ -210,6 +227,76 @@ def _phones(text: str, regions: Sequence[str]) -> Iterator[PiiMatch]:
             yield PiiMatch("phone", m.start, m.end, f"+{m.number.country_code} {'*' * 6}{e164[-2:]}")
 
 
+# --- secrets ----------------------------------------------------------------------------------------------
+# Credentials are not personal data, but a document that holds one must not pass it on either: detect-secrets'
+# precise detectors (fixed formats, JWTs checked to decode as JSON), never its entropy or keyword guesses, plus
+# the formats it does not know (GitHub's fine-grained tokens, an AWS secret key written after its name, a whole PEM
+# private key block).
+
+_PEM_BLOCK = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE "
+                        r"KEY(?: BLOCK)?-----|\Z)", re.DOTALL)
+_EXTRA_SECRETS = (
+    ("github-token", re.compile(r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{22,255}")),
+    ("aws-secret-key", re.compile(r"(?i)(?:aws_secret_access_key|secret access key|aws_secret_key)[\s:=\"']{1,6}"
+                                  r"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])")),
+)
+_SECRET_HINT = re.compile(r"AKIA|ASIA|ABIA|ACCA|A3T|gh[pousr]_|github_pat_|eyJ|PRIVATE KEY|glpat-|xox[abpors]-|"
+                          r"sk_live|rk_live|pypi-|npm_|SG\.|sk-|SK[0-9a-f]|secret", re.IGNORECASE)
+
+
+def _secret_detectors() -> list[tuple[str, Any]]:
+    from detect_secrets.plugins.aws import AWSKeyDetector
+    from detect_secrets.plugins.github_token import GitHubTokenDetector
+    from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+    from detect_secrets.plugins.jwt import JwtTokenDetector
+    from detect_secrets.plugins.npm import NpmDetector
+    from detect_secrets.plugins.openai import OpenAIDetector
+    from detect_secrets.plugins.pypi_token import PypiTokenDetector
+    from detect_secrets.plugins.sendgrid import SendGridDetector
+    from detect_secrets.plugins.slack import SlackDetector
+    from detect_secrets.plugins.stripe import StripeDetector
+
+    return [("aws-access-key", AWSKeyDetector()), ("github-token", GitHubTokenDetector()),
+            ("gitlab-token", GitLabTokenDetector()), ("jwt", JwtTokenDetector()), ("npm-token", NpmDetector()),
+            ("openai-key", OpenAIDetector()), ("pypi-token", PypiTokenDetector()),
+            ("sendgrid-key", SendGridDetector()), ("slack-token", SlackDetector()), ("stripe-key", StripeDetector())]
+
+
+_DETECTORS: list[tuple[str, Any]] = []
+
+
+def _jwt_end(text: str, end: int) -> int:
+    """detect-secrets reports a JWT up to its payload: the signature segment after it belongs to it too."""
+    m = re.compile(r"[A-Za-z0-9_-]*").match(text, end)
+    return m.end() if m else end
+
+
+def find_secrets(text: str) -> list[PiiMatch]:
+    """Credentials in the text (kind "secret"), in reading order; the excerpt names the type only, never a
+    character of the value."""
+    if not text or not _SECRET_HINT.search(text):
+        return []
+    if not _DETECTORS:
+        _DETECTORS.extend(_secret_detectors())
+    spans: list[tuple[int, int, str]] = [(m.start(), m.end(), "private-key") for m in _PEM_BLOCK.finditer(text)]
+    spans += [(m.start("v"), m.end("v"), label) if "v" in pattern.groupindex else (m.start(), m.end(), label)
+              for label, pattern in _EXTRA_SECRETS for m in pattern.finditer(text)]
+    for label, detector in _DETECTORS:
+        # Their regular expressions, for where each match is (analyze_string yields only a capture group, e.g.
+        # "ghp" of a GitHub token); a JWT must also decode as JSON, as its detector requires.
+        for regex in detector.denylist:
+            for m in regex.finditer(text):
+                if label == "jwt" and not detector.is_formally_valid(m.group()):
+                    continue
+                spans.append((m.start(), _jwt_end(text, m.end()) if label == "jwt" else m.end(), label))
+    kept: list[PiiMatch] = []
+    for start, end, label in sorted(spans, key=lambda s: (s[0], -(s[1] - s[0]))):
+        if kept and start < kept[-1].end:
+            continue  # inside a longer match (a PEM block, a JWT)
+        kept.append(PiiMatch("secret", start, end, f"{label} (value withheld)"))
+    return kept
+
+
 # --- all together ------------------------------------------------------------------------------------------
 
 _PRIORITY = {kind: i for i, kind in enumerate(KINDS)}
@@ -228,10 +315,32 @@ def find_pii(text: str, regions: Sequence[str] = PHONE_REGIONS) -> list[PiiMatch
     return sorted(kept, key=lambda c: c.start)
 
 
+def find_sensitive(text: str, regions: Sequence[str] = PHONE_REGIONS) -> list[PiiMatch]:
+    """Personal data and secrets together, in reading order (a secret wins where the two overlap)."""
+    secrets = find_secrets(text)
+    found = secrets + [m for m in find_pii(text, regions) if all(m.end <= s.start or m.start >= s.end
+                                                                for s in secrets)]
+    return sorted(found, key=lambda m: m.start)
+
+
 def redact(text: str, matches: Sequence[PiiMatch] | None = None, regions: Sequence[str] = PHONE_REGIONS) -> str:
-    """The text with every match replaced by "[<kind> redacted]": what a corpus that must not hold personal
-    data embeds and stores instead of the chunk text."""
-    found = find_pii(text, regions) if matches is None else sorted(matches, key=lambda m: m.start)
+    """The text with every match of personal data or a secret replaced by "[<kind> redacted]": what a corpus that
+    must not hold personal data embeds and stores instead of the chunk text, and what every report shows."""
+    if matches is None and regions == PHONE_REGIONS:
+        return _redacted(text)
+    found = find_sensitive(text, regions) if matches is None else sorted(matches, key=lambda m: m.start)
+    return _replace(text, found)
+
+
+@lru_cache(maxsize=65536)
+def _redacted(text: str) -> str:
+    """redact() of a text with the default regions: the same ids, owners and sentences are shown many times a run."""
+    if not text or not (any(c.isdigit() or c == "@" for c in text) or _SECRET_HINT.search(text)):
+        return text
+    return _replace(text, find_sensitive(text))
+
+
+def _replace(text: str, found: Sequence[PiiMatch]) -> str:
     out, pos = [], 0
     for m in found:
         out.append(text[pos:m.start])
@@ -245,3 +354,16 @@ def summary(matches: Sequence[PiiMatch], limit: int = MAX_EXCERPTS) -> str:
     """"card-number: **** **** **** 1111; email: j***@example.com": the redacted excerpts, at most `limit`."""
     shown = "; ".join(m.detail for m in matches[:limit])
     return shown + (f"; and {len(matches) - limit} more" if len(matches) > limit else "")
+
+
+def scrub(value: Any) -> Any:
+    """Data with personal data and secrets redacted in every string, keys included (dicts, lists and tuples are
+    walked; numbers and everything else pass as they are): what any file, artifact or output is written from."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {scrub(k) if isinstance(k, str) else k: scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+

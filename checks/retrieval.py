@@ -153,10 +153,14 @@ def retrieval_check(probes: Sequence[ProbeRanks], *, hit_at_5_warn: float, hit_a
             if only not in (None, name) or metric not in m:
                 continue
             applied.add(position)
-            if float(m[metric]) < minimum:
+            value = float(m[metric])
+            if not math.isfinite(value):  # a NaN compares false with everything: it would pass any threshold
                 status = "fail"
-                findings.append(f"probe set {name}: {metric} {float(m[metric]):.3f} below the required "
+                findings.append(f"probe set {name}: {metric} is not a number, so it cannot meet the required "
                                 f"{minimum:g} (fail)")
+            elif value < minimum:
+                status = "fail"
+                findings.append(f"probe set {name}: {metric} {value:.3f} below the required {minimum:g} (fail)")
         if m.get(f"violations@{top_k}"):
             status = "fail"
             findings.append(f"probe set {name}: {m[f'violations@{top_k}']} probe(s) rank a deleted or superseded "

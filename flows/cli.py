@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -101,17 +100,30 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # library errors become one clean line and an exit code
         code = 2 if _is_config_error(exc) else BUSY if _is_busy(exc) else 1
         if args.json:
-            print(json.dumps({"verdict": "error", "error": str(exc), "exit_code": code}))
-        print(f"rag-health: error: {exc}", file=sys.stderr)
+            print(dumps({"verdict": "error", "error": _one_line(exc), "exit_code": code}))
+        print(f"rag-health: error: {_one_line(exc)}", file=sys.stderr)
         return code
     if isinstance(result, Listing):  # reading the archive: the verdict of a stored run is not this command's
-        print(json.dumps(result.data, indent=1, default=str) if args.json else result.text)
+        print(dumps(result.data, indent=1) if args.json else result.text)
         return 0
     from rag_health.results import to_json
 
     data = to_json(result)
-    print(json.dumps(data, indent=1, default=str) if args.json else _human(args.command, result, data))
+    print(dumps(data, indent=1) if args.json else _human(args.command, result, data))
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    from rag_health.archive import dumps as archive_dumps  # redacted, never a bare NaN
+
+    return archive_dumps(value, **kwargs)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as the one line the CLI prints: PII redacted, control characters escaped."""
+    from rag_health.views import one_line
+
+    return one_line(str(exc) or type(exc).__name__)
 
 
 def _prepare_model(backends: list[str] | None) -> int:
@@ -234,8 +246,7 @@ def _human(command: str, result: Any, data: dict[str, Any]) -> str:
     stage = registry.stages().get(command)
     if stage is not None and stage.summary is not None:
         return stage.summary(result)
-    return json.dumps({k: v for k, v in data.items() if k not in ("per_probe", "documents", "items")},
-                      indent=1, default=str)
+    return dumps({k: v for k, v in data.items() if k not in ("per_probe", "documents", "items")}, indent=1)
 
 
 if __name__ == "__main__":

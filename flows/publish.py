@@ -13,8 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
-                               create_table_artifact, update_progress_artifact)
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from rag_health.views import Artifact, Link, Markdown, Table, md
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from checks.pii import redact, scrub
 from rag_health.artifacts import AlreadyExists, ArtifactStore, LocalArtifactStore, s3_error_code, s3_reason
 from rag_health.settings import ConfigError
 
@@ -92,6 +94,41 @@ def content_type(key: str) -> str:
 
 def cache_control(key: str) -> str:
     return NO_CACHE if key in POINTERS or key.startswith("latest/") else IMMUTABLE
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """JSON as every file and output writes it: PII and secrets redacted in every string, and never a bare NaN or
+    Infinity (not JSON; a script reading it fails or, worse, compares with it): such a figure is null."""
+    return json.dumps(_finite(scrub(value)), allow_nan=False, default=str, **kwargs)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_csv(frame: pd.DataFrame) -> str:
+    """A CSV a spreadsheet opens safely: text cells redacted, and a cell that starts like a formula (=, +, -, @, a
+    tab or a carriage return; a file name or a boilerplate line from a document) prefixed with a quote, so it is
+    shown as text instead of being evaluated."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = out[column].map(lambda v: _cell(v) if isinstance(v, str) else v)
+    return out.to_csv(index=False)
+
+
+def _cell(value: str) -> str:
+    value = redact(value)
+    return "'" + value if value.startswith(_FORMULA) else value
 
 
 class Unreachable(Exception):
@@ -182,7 +219,7 @@ class RunArchive:
         return uri, local if self.remote else uri
 
     def _put_json(self, key: str, value: Any, run_id: str | None = None) -> str | None:
-        return self._write(run_id, key, json.dumps(value).encode())[0]
+        return self._write(run_id, key, dumps(value).encode())[0]
 
     def _get_json(self, key: str) -> Any:
         data = self._read(key)
@@ -191,7 +228,7 @@ class RunArchive:
     # The run's own files.
     def save_result(self, run_id: str, result: dict[str, Any]) -> str:
         """The run's JSON result, the audit record: never replaced once written. Returns the local path."""
-        data = json.dumps(result, indent=1, default=str).encode()
+        data = dumps(result, indent=1).encode()
         try:
             return self._write(run_id, run_key(run_id, "result.json"), data, copy=True, create_only=True)[1] or ""
         except AlreadyExists:
@@ -200,7 +237,7 @@ class RunArchive:
 
     def save_table(self, run_id: str, name: str, frame: pd.DataFrame) -> str:
         """A per-run CSV (chunks.csv, quality-findings.csv); returns the local path."""
-        return self._write(run_id, run_key(run_id, name), frame.to_csv(index=False).encode(), copy=True)[1] or ""
+        return self._write(run_id, run_key(run_id, name), safe_csv(frame).encode(), copy=True)[1] or ""
 
     def save_page(self, run_id: str, key: str, html_text: str) -> str:
         """A page of the run under reports/<run id>/ (the front page): history and local copy; the local path."""
@@ -385,7 +422,7 @@ class RunArchive:
         from rag_health.report_pages import history_page
 
         newest_first = list(reversed(entries))
-        self.store.put(REPORT_INDEX_JSON, json.dumps(newest_first, indent=1).encode(), JSON, cache_control=NO_CACHE)
+        self.store.put(REPORT_INDEX_JSON, dumps(newest_first, indent=1).encode(), JSON, cache_control=NO_CACHE)
         self.store.put(REPORT_INDEX_HTML, history_page(newest_first).encode("utf-8"), HTML, cache_control=NO_CACHE)
 
     def amend_entry(self, run_id: str, fields: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from checks.pii import redact
 from rag_health.store import ChunkIndex
 
 STAT_COLUMNS = ["n_chars", "n_tokens", "ends_mid_sentence", "chunk_index"]
@@ -55,8 +56,10 @@ def snapshot_frame(index: ChunkIndex, sample_rows: int) -> pd.DataFrame:
     ids = [chunk_id for _, chunk_id, _ in ranked]
     got = index.collection.get(ids=ids, include=["embeddings"])
     vectors_by_id = dict(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
-    frame = pd.DataFrame([_stats(meta) | {"chunk_id": cid, "doc_id": str(meta.get("doc_id")), "group": group_of(meta)}
-                          for _, cid, meta in ranked])
+    # Ids and group names come from documents (a file name or a `product` value may hold PII): redacted before
+    # they reach the snapshot, the report's sections or the figures.
+    frame = pd.DataFrame([_stats(meta) | {"chunk_id": redact(cid), "doc_id": redact(str(meta.get("doc_id"))),
+                                          "group": group_of(meta)} for _, cid, meta in ranked])
     vectors = np.vstack([vectors_by_id[cid] for cid in ids])
     emb = pd.DataFrame(vectors, columns=[f"emb_{i}" for i in range(vectors.shape[1])])
     return pd.concat([frame.reset_index(drop=True), emb], axis=1)
@@ -75,7 +78,7 @@ def group_of(meta: dict[str, Any]) -> str:
 def _label(value: Any) -> str:
     """A group name from document data, safe inside the report's inline script and titles: at most 60
     characters, markup characters replaced."""
-    return re.sub(r"[<>&\"'`\\\x00-\x1f]", "_", str(value))[:60]
+    return re.sub(r"[<>&\"'`\\\x00-\x1f]", "_", redact(str(value)))[:60]
 
 
 def _stats(meta: dict[str, Any]) -> dict[str, float]:

@@ -13,7 +13,6 @@ import numpy as np
 
 from rag_health.settings import ConfigError
 
-
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # The backend of a new collection when embed_backend is "auto": ONNX Runtime fp32 gives torch's vectors (cosine
 # 1.0000, the same SciFact nDCG@10, no probe rank moved: benchmarks/backends.py, benchmarks/scifact.py), embeds a
@@ -318,7 +317,6 @@ class OnnxEmbedder:
     Mean pooling and L2 normalisation as the sentence-transformers pipeline (modules.json) does them."""
 
     def __init__(self, model_path: Path, name: str, backend: str, cache_dir: Path, batch_size: int = 32):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.info = read_model_info(str(model_path) if name != "all-MiniLM-L6-v2" else name, backend)

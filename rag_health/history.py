@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
-from rag_health.archive import RunArchive, checked_run_id
+from rag_health.archive import RunArchive, checked_run_id, dumps
 from rag_health.settings import ConfigError
 from rag_health.views import one_line
 
@@ -83,4 +82,4 @@ def show_text(result: dict[str, Any]) -> str:
     try:
         return summary(result)
     except (KeyError, TypeError, AttributeError):
-        return json.dumps(result, indent=1, default=str)
+        return dumps(result, indent=1)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from checks.ingest import held_sentence, ingest_status
-from checks.pii import redact
+from checks.pii import find_sensitive, redact
 from rag_health.bounded_parse import parse_bounded
 from rag_health.chunking import Chunk, Chunker, ends_mid_sentence, redacted_metadata, starts_mid_sentence
 from rag_health.documents import (
@@ -440,6 +440,12 @@ def _plan(source: DocumentSource, index: ChunkIndex, chunker: Chunker, *, only: 
             reason = "no extension (read_extensionless is off)" if is_supported(entry.doc_id) else \
                 "unsupported file type"
             plan.skipped.append(IngestError(entry.doc_id, reason))
+            continue
+        if chunker.redact_pii and (named := find_sensitive(entry.doc_id)):
+            # Its id is its path: every chunk id and the ledger would carry what redact_pii keeps out of the index.
+            plan.skipped.append(IngestError(redact(entry.doc_id), f"its file name holds {named[0].kind} "
+                                            "(redact_pii is on, and a document's path is stored in every chunk id): "
+                                            "rename the file to index it"))
             continue
         plan.entries.append(entry)
     replaced, cached = [], 0

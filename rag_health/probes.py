@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ def parse_probe(raw: Any, set_name: str) -> Probe:
     query, relevant = str(raw["query"]).strip(), raw["relevant"]
     if not query:
         raise ValueError("empty query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"query of {len(query):,} characters, over {MAX_QUERY_CHARS:,} (a probe is a question)")
     # Probe files people write often have no ids: one derived from the query is stable while the query is.
     probe_id = str(raw["id"]) if raw.get("id") not in (None, "") else derived_id(query)
     grades: tuple[float, ...] = ()
@@ -74,6 +77,9 @@ def parse_probe(raw: Any, set_name: str) -> Probe:
         relevant = list(relevant)
     elif isinstance(raw.get("grades"), dict):
         grades = tuple(float(raw["grades"].get(d, 1)) for d in relevant)
+    for doc, grade in zip(relevant, grades):
+        if not math.isfinite(grade) or grade < 0:  # NaN made nDCG NaN, and a NaN passes every threshold
+            raise ValueError(f"grade of {str(doc)!r} must be a finite number >= 0, got {grade!r}")
     must_not = raw.get("must_not_retrieve") or []
     if isinstance(must_not, str):
         must_not = [must_not]
@@ -101,7 +107,10 @@ def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
         raise ConfigError(f"probe file {path} not found")
     probe_set = ProbeSet(name=name or path.stem, path=str(path))
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line, unreadable in _bounded_lines(path):
+        if unreadable:
+            probe_set.errors.append({"file": str(path), "line": number, "reason": unreadable})
+            continue
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -119,6 +128,31 @@ def load_probe_set(path: str | Path, name: str | None = None) -> ProbeSet:
                   else "it holds no probe")
         raise ConfigError(f"probe file {path}: no probe could be read ({detail})")
     return probe_set
+
+
+MAX_LINE_BYTES = 65_536  # a probe line; a 42 MB one once took the process past 4 GB
+MAX_QUERY_CHARS = 2_000
+
+
+def _bounded_lines(path: Path):
+    """(line number, text, why it is unreadable) for each line of a probe file, never holding more than
+    MAX_LINE_BYTES of one line: a longer line is skipped to its end and named."""
+    with path.open("rb") as f:
+        number = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, "", f"line over {MAX_LINE_BYTES:,} bytes, not read"
+                continue
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n"), ""
+            except UnicodeDecodeError as exc:
+                yield number, "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
 
 
 def probe_rows(probes) -> list[dict[str, Any]]:

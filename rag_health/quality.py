@@ -6,7 +6,9 @@ a fixed sample of chunks is compared with the baseline run's neighbours. The che
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 
 from checks.chunk_quality import BoilerplateCounter, chunk_quality, near_duplicates, text_key, word_count
 from checks.embedding_quality import anisotropy, embedding_quality, neighbour_overlap, vector_table
-from checks.pii import PiiMatch, find_pii, redact, summary
+from checks.pii import PiiMatch, find_pii, find_secrets, redact, summary
 from checks.quality_score import quality_scores
 from checks.result import worst
 from rag_health.chunking import embed_text_for, ends_mid_sentence, starts_mid_sentence
@@ -44,9 +46,11 @@ def scan_collection(index: ChunkIndex, required_metadata: list[str]) -> ChunkSca
     counter = BoilerplateCounter()
     for records, vectors in index.iter_chunks(with_embeddings=True):
         for r in records:
-            found = find_pii(r.text)
-            rows.append(_chunk_row(r, required_metadata, found))
-            counter.add(r.chunk_id, r.doc_id, redact(r.text, found) if found else r.text)
+            found, secrets = find_pii(r.text), find_secrets(r.text)
+            named = _named_pii(r.doc_id)
+            rows.append(_chunk_row(r, required_metadata, found, secrets, named))
+            sensitive = [m for m in found if all(m.end <= s.start or m.start >= s.end for s in secrets)] + secrets
+            counter.add(r.chunk_id, r.doc_id, redact(r.text, sensitive) if sensitive else r.text)
         pages.append(np.asarray(vectors, dtype=np.float32))
     table = pd.DataFrame(rows)
     dim = index.model.dimension
@@ -54,7 +58,16 @@ def scan_collection(index: ChunkIndex, required_metadata: list[str]) -> ChunkSca
     return ChunkScan(table, vectors, counter)
 
 
-def _chunk_row(r: ChunkRecord, required_metadata: list[str], found: list[PiiMatch]) -> dict[str, Any]:
+@lru_cache(maxsize=4096)
+def _named_pii(doc_id: str) -> str:
+    """Personal data in a document's file name, which every report and chunk id repeats: "in the file name:
+    card-number: **** **** **** 1111"; "" when there is none."""
+    found = find_pii(doc_id)
+    return f"in the file name: {summary(found)}" if found else ""
+
+
+def _chunk_row(r: ChunkRecord, required_metadata: list[str], found: list[PiiMatch],
+               secrets: Sequence[PiiMatch] = (), named: str = "") -> dict[str, Any]:
     """A chunk's row of the chunk table: figures, flags and hashes, and no text beyond its (redacted) section."""
     m, text = r.metadata, r.text
     missing = [f for f in required_metadata
@@ -69,7 +82,7 @@ def _chunk_row(r: ChunkRecord, required_metadata: list[str], found: list[PiiMatc
         "heading_lost": bool(m.get("heading_lost", False)), "split_blocks": str(m.get("split_blocks", "")),
         "structure_known": bool(m.get("structure_known", False)), "missing_metadata": ", ".join(missing),
         "model_fingerprint": str(m.get("model_fingerprint", "")), "chunker": str(m.get("chunker", "")),
-        "pii": summary(found),
+        "pii": "; ".join(p for p in (summary(found), named) if p), "secret": summary(list(secrets)),
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.findings import Finding
+from checks.pii import redact, scrub
 from checks.result import CheckResult, Metrics, failing
 from rag_health.probes import probe_rows
 
@@ -22,7 +23,7 @@ from rag_health.probes import probe_rows
 def to_json(value: Any) -> Any:
     """Plain JSON data (dicts, lists, str, numbers, bool, None) from results, metrics, findings and containers."""
     if isinstance(value, Finding):
-        return value.item()
+        return scrub(value.item())
     if hasattr(value, "to_json") and not isinstance(value, type):
         return value.to_json()
     if isinstance(value, Metrics):
@@ -42,11 +43,13 @@ def to_json(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
+        return {redact(str(k)): to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)  # the one serializer of everything shown or stored: no PII or secret leaves it
     if isinstance(value, Path):
-        return str(value)
+        return redact(str(value))
     if type(value).__module__ == "numpy":
         return value.tolist()  # arrays become lists, numpy scalars plain numbers
     return value
@@ -248,7 +251,7 @@ class RunResult:
             out["result_file"] = self.result_file
         if self.documents is not None:
             out["documents"] = [dict(d) for d in self.documents]
-        return out
+        return scrub(out)
 
 
 def failing_sentences(result: Any) -> tuple[str, ...]:

@@ -19,8 +19,15 @@ from rag_health.archive import OUTBOX, RunArchive
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
 from rag_health.chunking import Chunker
 from rag_health.documents import Limits
-from rag_health.embedding import (Embedder, LazyEmbedder, ModelInfo, load_embedder, model_cache, read_model_info,
-                                  resolve_backend)
+from rag_health.embedding import (
+    Embedder,
+    LazyEmbedder,
+    ModelInfo,
+    load_embedder,
+    model_cache,
+    read_model_info,
+    resolve_backend,
+)
 from rag_health.inventory import InventoryRow, build_inventory
 from rag_health.locks import LockSpace
 from rag_health.manifest import Manifest, load_manifest

@@ -199,7 +199,7 @@ def _stage_findings(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(stage, the finding's own status, finding) for the run's findings, in stage order: fail or warn as the
     sentence says, "note" for one that explains and gates nothing."""
     out = []
-    for stage, status in result["stages"].items():
+    for stage in result["stages"]:
         shown = result.get(stage) or {}
         sentences = [f for f in shown.get("findings") or [] if isinstance(f, str)]
         for check in ("chunks", "embeddings"):  # quality: its findings are rows; the checks' sentences are here

@@ -53,7 +53,9 @@ def id_list(label: str, ids: tuple[str, ...] | list[str]) -> str:
     return f"**{label}** ({len(ids)}):\n\n" + "\n".join(lines)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Control characters, line separators and the bidirectional overrides and isolates (an RTL override in a file
+# name reverses how the rest of a line reads): shown escaped.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-!|~>])")
 
 
@@ -67,9 +69,12 @@ def shown(value: Any, none: str = "n/a", digits: int | None = None) -> str:
 
 
 def one_line(text: Any) -> str:
-    """A document-derived string for line-based output: control characters (a newline in a file name) are shown
-    escaped, so no document can start a line of its own."""
-    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), str(text))
+    """A document-derived string for line-based output: personal data and secrets redacted (checks.pii), control
+    and bidirectional characters (a newline or an RTL override in a file name) shown escaped, so no document can
+    start a line of its own or reorder what it shows."""
+    from checks.pii import redact
+
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), redact(str(text)))
 
 
 def md(text: Any) -> str:

@@ -164,3 +164,78 @@ def test_the_parse_worker_answers_a_process_with_many_open_files():
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_probe_grades_must_be_finite_and_not_negative(tmp_path):
+    """Regression: an `Infinity` grade made ndcg@10 NaN, wrote a bare NaN into the JSON and `--fail-under
+    ndcg@10=0.99` exited 0; NaN and negative grades were accepted silently. Each is a rejected line, named."""
+    from rag_health.probes import load_probe_set
+
+    path = tmp_path / "graded.jsonl"
+    path.write_text('{"id": "ok", "query": "chargebacks", "relevant": {"a.md": 2, "b.md": 1}}\n'
+                    '{"id": "inf", "query": "refunds", "relevant": {"a.md": Infinity}}\n'
+                    '{"id": "nan", "query": "refunds", "relevant": {"a.md": NaN}}\n'
+                    '{"id": "neg", "query": "refunds", "relevant": {"a.md": -1}}\n')
+    loaded = load_probe_set(path)
+    assert [p.probe_id for p in loaded.probes] == ["ok"]
+    assert {e["line"]: e["reason"] for e in loaded.errors} == {
+        2: "grade of 'a.md' must be a finite number >= 0, got inf",
+        3: "grade of 'a.md' must be a finite number >= 0, got nan",
+        4: "grade of 'a.md' must be a finite number >= 0, got -1.0"}
+
+
+def test_a_metric_that_is_not_a_number_fails_its_threshold_and_json_has_no_bare_nan():
+    from checks.retrieval import ProbeRanks, retrieval_check
+    from rag_health.archive import dumps
+
+    check = retrieval_check([ProbeRanks("p", "golden", (1,), (float("inf"),))], hit_at_5_warn=0.8,
+                            hit_at_5_fail=0.5, fail_under=["ndcg@10=0.99"])
+    assert check.status == "fail" and "ndcg@10 is not a number" in " ".join(check.findings)
+    assert json.loads(dumps({"ndcg@10": float("nan"), "x": [float("inf")]})) == {"ndcg@10": None, "x": [None]}
+
+
+@pytest.mark.slow
+def test_a_42_mb_probe_line_is_refused_in_bounded_memory(tmp_path):
+    """Regression: a 42 MB probe line pushed the process past 4 GB. Lines are read with a bound (64 KB)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("w") as f:
+        f.write('{"id": "big", "query": "' + "x" * 42_000_000 + '", "relevant": ["a.md"]}\n')
+        f.write('{"id": "ok", "query": "chargebacks", "relevant": ["a.md"]}\n')
+    code = ("import json, sys; from rag_health.probes import load_probe_set; p = load_probe_set(sys.argv[1]); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+            "print(json.dumps({'ids': [x.probe_id for x in p.probes], 'errors': p.errors, 'kb': int(hwm)}))")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    out = json.loads(done.stdout)
+    assert out["ids"] == ["ok"] and out["errors"][0]["line"] == 1 and "over 65,536 bytes" in out["errors"][0]["reason"]
+    assert out["kb"] < 400_000  # well under what reading the line whole would take
+
+
+def test_csv_cells_that_look_like_formulas_are_shown_as_text():
+    """Regression: file names and boilerplate lines starting with =, +, - or @ were written to chunks.csv as they
+    are, and a spreadsheet evaluates them as formulas."""
+    import pandas as pd
+
+    from rag_health.archive import safe_csv
+
+    frame = pd.DataFrame({"doc_id": ["=HYPERLINK(\"http://x\")", "+1+2", "@SUM(A1)", "-2+3", "ok.md"],
+                          "boilerplate_example": ["=cmd|' /C calc'!A0", "", "", "", "plain"], "n": [1, 2, 3, 4, 5]})
+    rows = list(pd.read_csv(io.StringIO(safe_csv(frame)), keep_default_na=False)["doc_id"])
+    assert rows == ["'=HYPERLINK(\"http://x\")", "'+1+2", "'@SUM(A1)", "'-2+3", "ok.md"]
+    assert "'=cmd" in safe_csv(frame)
+
+
+def test_bidirectional_overrides_are_shown_escaped():
+    """Regression: an RTL override in a file name was shown raw on the front page, reversing the rest of the
+    line."""
+    from rag_health.report_pages import esc
+    from rag_health.views import md, one_line
+
+    name = "runbooks/invoice\u202egpj.md"
+    assert "\u202e" not in one_line(name) and "\\u202e" in one_line(name)
+    assert "\u202e" not in esc(name) and "\u202e" not in md(name)
