@@ -23,6 +23,9 @@ from checks.result import CheckResult, Metrics, worst
 CHUNK_COLUMNS = ("chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens", "ends_mid_sentence")
 SAME_VECTOR = 1 - 1e-6
 BOILERPLATE_MIN_SHARE = 0.2  # a chunk is reported when at least this share of its text is boilerplate
+LONG_WORD_CHARS = 100  # BERT WordPiece's max_input_chars_per_word: a longer word becomes one [UNK]
+UNKNOWN_TOKENS_MIN_SHARE = 0.5  # a chunk is reported when at least this share of its characters are such words
+_LONG_WORD = re.compile(r"\S{%d,}" % (LONG_WORD_CHARS + 1))
 _WORD = re.compile(r"\w+")
 _SKIP_LINE = re.compile(r"^\s*(#|\|?\s*:?-{3,}|```|~~~)")
 
@@ -125,6 +128,7 @@ class ChunkMetrics(Metrics):
     missing_metadata_chunks: int | None = None
     pii_chunks: int | None = None
     secret_chunks: int | None = None
+    unknown_token_chunks: int | None = None
     structure_unknown_chunks: int | None = None
     findings_by_kind: dict[str, int] | None = None
 
@@ -143,6 +147,7 @@ SHARES: tuple[tuple[str, str, str], ...] = (
     ("lacks_metadata", "missing-metadata", "chunks carry the required metadata fields"),
     ("has_pii", "pii", "chunks hold no personal data (card numbers, IBANs, national ids, e-mails, phones)"),
     ("has_secret", "secret", "chunks hold no secrets (access keys, tokens, private keys)"),
+    ("has_unknown_tokens", "unknown-tokens", "chunks are words the model can read (not [UNK])"),
 )
 
 
@@ -171,6 +176,13 @@ def chunk_quality(table: pd.DataFrame, max_tokens: int, *, max_overflow_fraction
     findings = tuple(f"{o.description}: {o.unexpected_count} of {n} chunk(s) do not, e.g. "
                      f"{_examples(t, o.unexpected_index)} ({o.severity})" for o in outcomes if not o.success)
     return CheckResult("chunk-quality", status, _metrics(t, items, max_tokens), items, findings)
+
+
+def long_word_share(text: str) -> float:
+    """The share of the text's characters in words the model's tokenizer reads as [UNK] (over LONG_WORD_CHARS)."""
+    if len(text) <= LONG_WORD_CHARS:
+        return 0.0
+    return sum(m.end() - m.start() for m in _LONG_WORD.finditer(text)) / len(text)
 
 
 def _examples(t: pd.DataFrame, rows: Sequence[int], shown: int = 3) -> str:
@@ -226,6 +238,7 @@ def _metrics(t: pd.DataFrame, items: tuple[Finding, ...], max_tokens: int) -> Ch
         missing_metadata_chunks=int(t["lacks_metadata"].sum()),
         pii_chunks=int(t["has_pii"].sum()),
         secret_chunks=int(t["has_secret"].sum()),
+        unknown_token_chunks=int(t["has_unknown_tokens"].sum()),
         structure_unknown_chunks=int((~t["structure_known"]).sum()),
         findings_by_kind={k: int(v) for k, v in sorted(counts.items())},
     )
@@ -269,6 +282,8 @@ def _with_flags(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> pd.Da
     t["has_pii"] = t["pii"] != ""
     t["secret"] = col("secret", "").fillna("").astype(str)
     t["has_secret"] = t["secret"] != ""
+    t["long_word_share"] = col("long_word_share", 0.0).fillna(0.0).astype(float)
+    t["has_unknown_tokens"] = t["long_word_share"] >= UNKNOWN_TOKENS_MIN_SHARE
     return t
 
 
@@ -306,6 +321,9 @@ def _detect(r: Any, max_tokens: int, min_chunk_words: int) -> Iterator[tuple[Fin
         yield K.PII, r.pii, None
     if r.has_secret:
         yield K.SECRET, r.secret, None
+    if r.has_unknown_tokens:
+        yield (K.UNKNOWN_TOKENS, f"{r.long_word_share:.0%} of its characters are in words over {LONG_WORD_CHARS} "
+               "characters, which the model reads as [UNK]", None)
 
 
 def _findings(t: pd.DataFrame, max_tokens: int, min_chunk_words: int) -> Iterator[Finding]:

@@ -26,6 +26,7 @@ class FindingKind(str, Enum):
     MISSING_METADATA = "missing-metadata"
     PII = "pii"
     SECRET = "secret"
+    UNKNOWN_TOKENS = "unknown-tokens"
     # Embedding kinds (checks.embedding_quality).
     DIMENSION_MISMATCH = "dimension-mismatch"
     MODEL_MISMATCH = "model-mismatch"
@@ -79,6 +80,9 @@ KINDS: dict[FindingKind, KindSpec] = {
     K.SECRET: KindSpec(0.5, "a credential in the text (a cloud access key, an API or GitHub token, a JWT, a private "
                             "key; see checks.pii.find_secrets): the detail names its type, never its value", "secret",
                        0.0),
+    K.UNKNOWN_TOKENS: KindSpec(0.5, "most of the text is words over 100 characters (base64, minified data, one huge "
+                                    "word), which the model's tokenizer reads as [UNK]: nothing of it is embedded",
+                               "unknown-tokens", 0.0),
     K.DIMENSION_MISMATCH: KindSpec(1.0, "a vector of another dimension than the model's"),
     K.MODEL_MISMATCH: KindSpec(1.0, "written by another model (fingerprint)"),
     K.NAN_VECTOR: KindSpec(1.0, "NaN or infinite values"),

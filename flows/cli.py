@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -95,14 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     if args.command == "prepare-model":
         return _prepare_model(args.backend)
+    previous = _on_sigterm(_terminated)
     try:
         result = _dispatch(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the stages' own cleanup ran (locks, the ingest pipeline)
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+        message = (f"interrupted by {name}; what was stored before stays (the next run goes on from the index as "
+                   "it is)")
+        if args.json:
+            print(dumps({"verdict": "error", "error": message, "exit_code": code}))
+        print(f"rag-health: error: {message}", file=sys.stderr)
+        return code
     except Exception as exc:  # library errors become one clean line and an exit code
         code = 2 if _is_config_error(exc) else BUSY if _is_busy(exc) else 1
         if args.json:
             print(dumps({"verdict": "error", "error": _one_line(exc), "exit_code": code}))
         print(f"rag-health: error: {_one_line(exc)}", file=sys.stderr)
         return code
+    finally:
+        _on_sigterm(previous)
     if isinstance(result, Listing):  # reading the archive: the verdict of a stored run is not this command's
         print(dumps(result.data, indent=1) if args.json else result.text)
         return 0
@@ -111,6 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     data = to_json(result)
     print(dumps(data, indent=1) if args.json else _human(args.command, result, data))
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds like Ctrl-C: locks released, the ingest pipeline
+    stopped after its current batch, one line and the JSON error object instead of silence."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler; only the main thread may (main() called from another thread keeps the default)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):
+        return None
 
 
 def dumps(value: Any, **kwargs: Any) -> str:

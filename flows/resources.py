@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from rag_health.runtime import Runtime, build_runtime
-from rag_health.settings import Settings, disable_telemetry, load_settings
+from rag_health.settings import ENV_ONLY, ConfigError, Settings, disable_telemetry, load_settings
 
 _runs: dict[tuple[str, str], Runtime] = {}
 
@@ -24,7 +24,15 @@ def given(value: Any) -> bool:
 
 
 def settings_from(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
+    """A flow run's settings: the worker's environment, then the run's settings overrides and parameters, except
+    what only the environment may set (credentials, the allowed roots): whoever may start a deployment must not
+    widen what the worker reads or where it sends its credentials."""
     disable_telemetry()
+    given_keys = {k for k, v in {**(overrides or {}), **params}.items() if given(v)}
+    refused = sorted(given_keys & ENV_ONLY)
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} may only be set in the worker's environment "
+                          f"({', '.join('RAG_HEALTH_' + k.upper() for k in refused)}), not as a flow parameter")
     return load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if given(v)}})
 
 

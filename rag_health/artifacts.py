@@ -3,6 +3,7 @@ business; these only put, get and list bytes."""
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from pathlib import Path
@@ -140,9 +141,11 @@ class S3ArtifactStore:
         return sorted(keys)
 
 
-def s3_client(connect_timeout: float = 5.0, read_timeout: float = 15.0, max_attempts: int = 3) -> Any:
+def s3_client(connect_timeout: float = 5.0, read_timeout: float = 15.0, max_attempts: int = 3,
+              call_timeout: float | None = 90.0) -> Any:
     """An S3 client that gives up: botocore's defaults (60 s timeouts, legacy retries) cost about 180 s per call
-    against an endpoint that never answers. The runtime passes the s3_* settings."""
+    against an endpoint that never answers, and its timeouts are per recv, so one that trickles never trips them:
+    every call also has a wall-clock bound (call_timeout, BoundedS3). The runtime passes the s3_* settings."""
     import boto3
     from botocore.config import Config
 
@@ -151,7 +154,60 @@ def s3_client(connect_timeout: float = 5.0, read_timeout: float = 15.0, max_atte
     # SigV4 for presigned URLs (expiry up to 7 days); botocore would otherwise presign with SigV2 on us-east-1.
     config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout, signature_version="s3v4",
                     retries={"total_max_attempts": max_attempts, "mode": "standard"})
-    return boto3.client("s3", config=config)
+    client = boto3.client("s3", config=config)
+    return BoundedS3(client, call_timeout) if call_timeout else client
+
+
+class BoundedS3:
+    """An S3 client whose every call finishes within `timeout` seconds, botocore's retries included, or raises
+    CallTimeout naming the operation and the endpoint. A GetObject's body is read within the same bound (callers
+    ask for bounded ranges or small objects), and list_objects_v2 pages through bounded calls."""
+
+    _AS_IS = frozenset({"meta", "exceptions", "generate_presigned_url", "can_paginate"})
+
+    def __init__(self, client: Any, timeout: float):
+        self._client = client
+        self._timeout = timeout
+        self._endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "S3")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name in self._AS_IS or name.startswith("_") or not callable(attr):
+            return attr
+        if name == "get_paginator":
+            return lambda operation: _Pages(self, operation)
+
+        def call(**kwargs: Any) -> Any:
+            def run() -> Any:
+                response = attr(**kwargs)
+                if name == "get_object":
+                    response["Body"] = io.BytesIO(response["Body"].read())
+                return response
+
+            from rag_health.deadlines import within
+
+            return within(run, self._timeout, f"S3 {name} at {self._endpoint}",
+                          "setting s3_call_timeout, RAG_HEALTH_S3_CALL_TIMEOUT")
+
+        return call
+
+
+class _Pages:
+    """A paginator over bounded calls (botocore's own would call the unbounded client)."""
+
+    def __init__(self, client: BoundedS3, operation: str):
+        if operation != "list_objects_v2":
+            raise ValueError(f"no bounded paginator for {operation}")
+        self.client = client
+
+    def paginate(self, **kwargs: Any) -> Any:
+        token = None
+        while True:
+            page = self.client.list_objects_v2(**kwargs, **({"ContinuationToken": token} if token else {}))
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
 
 
 def s3_error_code(exc: BaseException) -> str | None:

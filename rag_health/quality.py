@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from checks.chunk_quality import BoilerplateCounter, chunk_quality, near_duplicates, text_key, word_count
+from checks.chunk_quality import (
+    BoilerplateCounter,
+    chunk_quality,
+    long_word_share,
+    near_duplicates,
+    text_key,
+    word_count,
+)
 from checks.embedding_quality import anisotropy, embedding_quality, neighbour_overlap, vector_table
 from checks.pii import PiiMatch, find_pii, find_secrets, redact, summary
 from checks.quality_score import quality_scores
@@ -83,6 +90,7 @@ def _chunk_row(r: ChunkRecord, required_metadata: list[str], found: list[PiiMatc
         "structure_known": bool(m.get("structure_known", False)), "missing_metadata": ", ".join(missing),
         "model_fingerprint": str(m.get("model_fingerprint", "")), "chunker": str(m.get("chunker", "")),
         "pii": "; ".join(p for p in (summary(found), named) if p), "secret": summary(list(secrets)),
+        "long_word_share": round(long_word_share(text), 4),
     }
 
 

@@ -33,7 +33,7 @@ from rag_health.locks import LockSpace
 from rag_health.manifest import Manifest, load_manifest
 from rag_health.settings import SCRATCH_PREFIX, Settings
 from rag_health.sources import DocumentSource, SourceEntry, open_source
-from rag_health.store import ChunkIndex, LedgerEntry, open_client, stored_model
+from rag_health.store import ChromaAuth, ChunkIndex, LedgerEntry, open_client, stored_model
 
 
 class ListedSource:
@@ -99,8 +99,12 @@ class Runtime:
     @cached_property
     def chroma(self) -> Any:
         s = self.settings
+        auth = ChromaAuth(token=s.chroma_auth_token.get_secret_value() if s.chroma_auth_token else "",
+                          header=s.chroma_auth_header,
+                          basic=s.chroma_basic_auth.get_secret_value() if s.chroma_basic_auth else "")
         return self._chroma or _client(s.chroma_mode, str(Path(s.state_dir).resolve() / "chroma"), s.chroma_host,
-                                       s.chroma_port, s.chroma_connect_timeout)
+                                       s.chroma_port, s.chroma_connect_timeout, auth, s.chroma_ssl,
+                                       s.chroma_call_timeout)
 
     @cached_property
     def s3(self) -> Any:
@@ -108,7 +112,7 @@ class Runtime:
             from rag_health.artifacts import s3_client
 
             s = self.settings
-            self._s3 = s3_client(s.s3_connect_timeout, s.s3_read_timeout, s.s3_max_attempts)
+            self._s3 = s3_client(s.s3_connect_timeout, s.s3_read_timeout, s.s3_max_attempts, s.s3_call_timeout)
         return self._s3
 
     @cached_property
@@ -215,9 +219,10 @@ class Runtime:
 
 
 @lru_cache(maxsize=8)
-def _client(mode: str, path: str, host: str, port: int, connect_timeout: float) -> Any:
+def _client(mode: str, path: str, host: str, port: int, connect_timeout: float, auth: ChromaAuth, ssl: bool,
+            call_timeout: float) -> Any:
     """One Chroma client per process and location: long-lived workers and every runtime of a process share it."""
-    return open_client(mode, path, host, port, connect_timeout)
+    return open_client(mode, path, host, port, connect_timeout, auth=auth, ssl=ssl, call_timeout=call_timeout)
 
 
 def build_runtime(settings: Settings, *, embedder: Embedder | None = None, chroma_client: Any = None,

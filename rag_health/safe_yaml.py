@@ -26,6 +26,18 @@ class NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """A date-shaped value that is no date (2026-02-30) stays text, so the field that holds it is named when it
+    is read (PyYAML's ValueError, "day is out of range for month", named neither the field nor the value)."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+NoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
 def load(text: str) -> Any:
     return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - NoAliasLoader is a SafeLoader
 

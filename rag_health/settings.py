@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,17 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 SCRATCH_PREFIX = "rag-health-scratch-"  # compare-chunking's throwaway collections (rag_health.runtime)
 
+# Settings only the environment of the process may set (a worker's, a shell's): never a flow parameter or a
+# settings override, which whoever may start a deployment can give. Credentials, and the roots that bound what a
+# run may read and write.
+ENV_ONLY = frozenset({"chroma_auth_token", "chroma_basic_auth", "allowed_roots"})
+
+# Folders no document set or state directory lives in: without RAG_HEALTH_ALLOWED_ROOTS a run refuses them (a
+# deployment run with docs=/etc would otherwise index /etc/shadow).
+SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/run", "/var/run", "/var/lib", "/var/log",
+                  "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/snap")
+PRIVATE_HOME_FOLDERS = (".ssh", ".aws", ".gnupg", ".kube", ".docker", ".config", ".netrc", ".pgpass")
+
 
 class ConfigError(ValueError):
     """Bad usage or configuration: the CLI turns it into exit code 2."""
@@ -48,6 +59,9 @@ class Settings(BaseSettings):
     manifest: Path | None = None
     probes: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     state_dir: Path = Path(".rag-health")
+    # Where documents, manifests, probe and rule files may be read and state written: folders, os.pathsep-separated
+    # (environment only). Unset: anywhere but the system folders and private parts of a home (SYSTEM_FOLDERS).
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list, exclude=True)
     # Alert-rule coverage: Prometheus rule files or folders, and runbook URL prefixes ("URL" or "URL=FOLDER")
     rules: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     runbook_url_prefix: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -57,6 +71,13 @@ class Settings(BaseSettings):
     chroma_host: str = "127.0.0.1"
     chroma_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     collection: str = "rag-health"
+    chroma_ssl: bool = False  # https to the Chroma server
+    # A Chroma server's credentials, through chromadb's own auth providers: a token (sent as "Authorization: Bearer"
+    # or X-Chroma-Token) or basic auth "user:password". From the environment only: never a flow parameter, never
+    # in a dump of the settings (SecretStr, excluded), so they reach no Prefect database, artifact or log.
+    chroma_auth_token: SecretStr | None = Field(default=None, exclude=True)
+    chroma_auth_header: Literal["Authorization", "X-Chroma-Token"] = "Authorization"
+    chroma_basic_auth: SecretStr | None = Field(default=None, exclude=True)
 
     # Embedding model and chunking
     embed_model: str = "all-MiniLM-L6-v2"
@@ -97,6 +118,10 @@ class Settings(BaseSettings):
     s3_read_timeout: Seconds = 15.0
     s3_max_attempts: Annotated[int, Field(ge=1, le=20)] = 3  # botocore's attempts per call, the first included
     chroma_connect_timeout: Seconds = 5.0
+    # Wall-clock bounds on one call, retries included (rag_health.deadlines): timeouts above are per connect and per
+    # packet, which an endpoint that trickles bytes or a server that stops answering mid-request never trips
+    s3_call_timeout: Seconds = 90.0
+    chroma_call_timeout: Seconds = 300.0
 
     # PII: detected in every chunk (a `pii` finding); with redact_pii, replaced before embedding and storing
     redact_pii: bool = False
@@ -174,7 +199,40 @@ class Settings(BaseSettings):
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})")
         if self.hit_at_5_fail > self.hit_at_5_warn:
             raise ValueError(f"hit_at_5_fail ({self.hit_at_5_fail}) must not be above hit_at_5_warn ({self.hit_at_5_warn})")
+        for name, path in self._local_paths():
+            refused = self.refused_path(path)
+            if refused:
+                raise ValueError(f"{name} (RAG_HEALTH_{name.upper()}): {path} {refused}")
         return self
+
+    def _local_paths(self) -> list[tuple[str, Path]]:
+        paths = [("docs", Path(self.docs))] if not self.docs.startswith("s3://") else []
+        paths += [("state_dir", self.state_dir)]
+        paths += [("manifest", self.manifest)] if self.manifest else []
+        paths += [("probes", p) for p in self.probes] + [("rules", p) for p in self.rules]
+        return paths
+
+    def refused_path(self, path: Path) -> str | None:
+        """Why a run may not read or write under `path` (its real path, symlinks resolved): outside
+        RAG_HEALTH_ALLOWED_ROOTS when they are set, else a system folder or a private part of a home."""
+        real = Path(os.path.realpath(Path(path).expanduser()))
+        if self.allowed_roots:
+            roots = [Path(os.path.realpath(Path(r).expanduser())) for r in self.allowed_roots]
+            if not any(real == r or r in real.parents for r in roots):
+                return (f"is outside the allowed roots (RAG_HEALTH_ALLOWED_ROOTS: "
+                        f"{os.pathsep.join(str(r) for r in roots)})")
+            return None
+        if real == Path("/"):
+            return "is the root of the file system; name a folder (or set RAG_HEALTH_ALLOWED_ROOTS)"
+        home = Path(os.path.realpath(os.path.expanduser("~")))
+        for folder in [home / f for f in PRIVATE_HOME_FOLDERS]:
+            if real == folder or folder in real.parents:
+                return f"is under {folder}, a private folder of a home; a run never reads or writes there"
+        for folder in [Path(f) for f in SYSTEM_FOLDERS]:
+            if (real == folder or folder in real.parents) and not _inside_repo_or_temp(real):
+                return (f"is under {folder}, a system or private folder; set RAG_HEALTH_ALLOWED_ROOTS to the folders "
+                        "a run may use")
+        return None
 
     @field_validator("max_finding_fraction")
     @classmethod
@@ -196,6 +254,38 @@ class Settings(BaseSettings):
                              "'.', '_', '-'; starting and ending with a letter or digit)")
         if value.startswith(SCRATCH_PREFIX):
             raise ValueError(f"{value!r}: names starting with {SCRATCH_PREFIX!r} are rag-health's scratch collections")
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _s3_prefix(cls, value: str) -> str:
+        """A key prefix of plain segments: no '..' or '.' (an S3-compatible server may resolve them, leaving the
+        archive's prefix), no control characters."""
+        segments = [seg for seg in value.split("/") if seg]
+        if any(seg in (".", "..") for seg in segments) or re.search(r"[\x00-\x1f\x7f\\]", value):
+            raise ValueError(f"{value!r} is not a key prefix: use plain segments (no '.', '..', backslashes or "
+                             "control characters)")
+        return "/".join(segments)
+
+    @field_validator("report_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        """Links built from it land in reports and artifacts: http(s) only (a javascript: or data: URL would run
+        in the reader's browser)."""
+        if value in (None, ""):
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or re.search(r"[\s<>\"'`]", value.strip()):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.strip()
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value):
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
         return value
 
     @field_validator("probes", "rules", mode="before")
@@ -238,6 +328,18 @@ class Settings(BaseSettings):
 
     def audit_date(self) -> date:
         return self.today or date.today()
+
+
+def _inside_repo_or_temp(real: Path) -> bool:
+    """A checkout installed under /usr or /root (a container's home) is still a place to work in: this checkout,
+    the current folder and the temporary folder are never refused by the default."""
+    import tempfile
+
+    for base in (REPO_ROOT, Path.cwd(), Path(tempfile.gettempdir())):
+        base = Path(os.path.realpath(base))
+        if base != Path("/") and (real == base or base in real.parents):
+            return True
+    return False
 
 
 def load_settings(**overrides) -> Settings:

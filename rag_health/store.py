@@ -65,30 +65,132 @@ def scrub_freed_memory() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ChromaAuth:
+    """How a Chroma server wants to be authenticated (settings chroma_auth_token / chroma_basic_auth, from the
+    environment only): through chromadb's own client auth providers. Never written anywhere."""
+
+    token: str = ""
+    header: str = "Authorization"  # or X-Chroma-Token
+    basic: str = ""  # user:password
+
+    def client_settings(self) -> dict[str, Any]:
+        if self.token:
+            return {"chroma_client_auth_provider": "chromadb.auth.token_authn.TokenAuthClientProvider",
+                    "chroma_client_auth_credentials": self.token,
+                    "chroma_auth_token_transport_header": self.header}
+        if self.basic:
+            return {"chroma_client_auth_provider": "chromadb.auth.basic_authn.BasicAuthClientProvider",
+                    "chroma_client_auth_credentials": self.basic}
+        return {}
+
+
 def open_client(mode: str, path: str | Path, host: str = "127.0.0.1", port: int = 8000,
-                connect_timeout: float = 5.0) -> Any:
+                connect_timeout: float = 5.0, *, auth: ChromaAuth | None = None, ssl: bool = False,
+                call_timeout: float | None = None) -> Any:
     """Embedded PersistentClient at path, or (mode "http") an HttpClient for a shared Chroma server, after
-    checking within connect_timeout that the server answers."""
+    checking within connect_timeout that the server answers. Either way wrapped so every call is bounded
+    (call_timeout, server mode) and its failures name the server or the database folder (ChromaCalls)."""
     import chromadb
 
-    chroma_settings = chromadb.Settings(anonymized_telemetry=False)
+    extra = (auth or ChromaAuth()).client_settings() if mode == "http" else {}
+    chroma_settings = chromadb.Settings(anonymized_telemetry=False, **extra)
     if mode == "http":
-        check_server(host, port, connect_timeout)
+        check_server(host, port, connect_timeout, ssl)
         try:
-            return chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
+            client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=chroma_settings)
         except Exception as exc:  # it answered the heartbeat but not the client's own handshake
-            raise ConfigError(f"Chroma server at {host}:{port} is not usable: {type(exc).__name__}: {exc}") from exc
+            raise ConfigError(f"Chroma server at {host}:{port} is not usable: {type(exc).__name__}: "
+                              f"{_auth_hint(exc)}") from exc
+        return ChromaCalls(client, f"Chroma server at {host}:{port}", call_timeout)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    return ChromaCalls(chromadb.PersistentClient(path=str(path), settings=chroma_settings),
+                       f"embedded Chroma at {path}", None, folder=path)
 
 
-def check_server(host: str, port: int, timeout: float) -> None:
+def _auth_hint(exc: BaseException) -> str:
+    text = str(exc)
+    if any(w in text.lower() for w in ("unauthorized", "forbidden", "401", "403", "authentication")):
+        return (f"{text} (the server wants credentials: RAG_HEALTH_CHROMA_AUTH_TOKEN or RAG_HEALTH_CHROMA_BASIC_AUTH "
+                "in the environment)")
+    return text
+
+
+class ChromaCalls:
+    """A Chroma client, or one of its collections, whose calls are bounded in time (server mode: a server that
+    stops answering mid-request would otherwise hang the run) and whose failures say where: "[Errno 111]
+    Connection refused" becomes a connection error naming the server, and "Error in compaction" one naming the
+    database folder and the free space on its disk. Everything else passes through."""
+
+    _RETURNS_COLLECTION = frozenset({"get_or_create_collection", "get_collection", "create_collection"})
+
+    def __init__(self, target: Any, where: str, timeout: float | None, folder: Path | None = None):
+        self._target, self._where, self._timeout, self._folder = target, where, timeout, folder
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name.startswith("_") or not callable(attr) or isinstance(attr, type):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from rag_health.deadlines import within
+
+            try:
+                result = within(lambda: attr(*args, **kwargs), self._timeout, f"{self._where}: {name}",
+                                "setting chroma_call_timeout, RAG_HEALTH_CHROMA_CALL_TIMEOUT")
+            except Exception as exc:
+                raise self._explained(exc) from exc
+            if name in self._RETURNS_COLLECTION:
+                return ChromaCalls(result, self._where, self._timeout, self._folder)
+            return result
+
+        return call
+
+    def _explained(self, exc: Exception) -> Exception:
+        from rag_health.deadlines import CallTimeout
+
+        if isinstance(exc, (CallTimeout, ConfigError, ModelMismatchError)) or self._where in str(exc):
+            return exc
+        text = f"{type(exc).__name__}: {exc}"
+        if self._folder is None and _is_transport(exc):
+            return ChromaUnreachable(f"{self._where}: {text}")
+        if self._folder is not None and any(w in text.lower() for w in ("compaction", "disk", "no space",
+                                                                         "database or disk is full", "errno 28")):
+            import shutil
+
+            free = shutil.disk_usage(self._folder).free // 2**20
+            return StoreWriteError(f"{self._where}: {text} ({free:,} MB free on its disk)")
+        return exc
+
+
+def _is_transport(exc: BaseException) -> bool:
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover
+        return isinstance(exc, ConnectionError)
+    return isinstance(exc, (httpx.TransportError, ConnectionError))
+
+
+class ChromaUnreachable(ConnectionError):
+    """The Chroma server stopped answering mid-run (refused, reset): transient, and the message names it."""
+
+    expected = True  # a flow run ends Failed with this message, without a traceback
+
+
+class StoreWriteError(RuntimeError):
+    """Embedded Chroma could not write its files (a full disk, most often): the message names the folder and the
+    free space."""
+
+    expected = True
+
+
+def check_server(host: str, port: int, timeout: float, ssl: bool = False) -> None:
     """Fail fast, naming the server, when nothing answers an HTTP request at host:port within timeout. The
     chromadb client itself waits far longer and its error names neither host nor port."""
     import http.client
 
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = (http.client.HTTPSConnection if ssl else http.client.HTTPConnection)(host, port, timeout=timeout)
     try:
         conn.request("GET", "/api/v2/heartbeat")
         conn.getresponse().read(1024)  # any HTTP answer will do: the client reports auth and version problems

@@ -239,3 +239,270 @@ def test_bidirectional_overrides_are_shown_escaped():
     name = "runbooks/invoice\u202egpj.md"
     assert "\u202e" not in one_line(name) and "\\u202e" in one_line(name)
     assert "\u202e" not in esc(name) and "\u202e" not in md(name)
+
+
+# --- faults: every remote call bounded, every failure named ------------------------------------------------------
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    from tests.support.chroma_server import start_chroma
+
+    proc, port = start_chroma(tmp_path / "chroma-server")
+    yield proc, port
+    if proc.poll() is None:
+        import os
+        import signal
+
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_an_s3_endpoint_that_trickles_is_cut_off_by_the_call_bound(small_corpus, tmp_path, seaweed, monkeypatch):
+    """Regression: an S3 endpoint that sends one byte every 0.5 s never tripped botocore's per-recv read timeout,
+    and the run hung in its pre-flight listing. Every S3 call now has a wall-clock bound (s3_call_timeout)."""
+    import time
+
+    from rag_health.deadlines import CallTimeout
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import load_settings
+    from tests.support.stall_proxy import StallProxy
+
+    seaweed.client().create_bucket(Bucket="trickled")
+    proxy = StallProxy(seaweed.endpoint, trickle_s=0.5)
+    for key, value in {**seaweed.env(), "AWS_ENDPOINT_URL": proxy.endpoint}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        rt = build_runtime(load_settings(docs="s3://trickled/docs", state_dir=str(tmp_path / "s"),
+                                         s3_call_timeout=3, s3_read_timeout=30))
+        started = time.monotonic()
+        with pytest.raises(Exception) as raised:
+            rt.s3.list_objects_v2(Bucket="trickled", Prefix="docs/")
+        assert isinstance(raised.value, CallTimeout) and time.monotonic() - started < 30
+        assert "S3 list_objects_v2 at " + proxy.endpoint in str(raised.value)
+        assert "s3_call_timeout" in str(raised.value)
+    finally:
+        proxy.close()
+
+
+@pytest.mark.slow
+def test_a_chroma_server_that_stops_answering_mid_ingest_is_cut_off(small_corpus, make_runtime, chroma_server):
+    """Regression: a Chroma server stopped with SIGSTOP mid-ingest (it accepts connections, never answers) hung the
+    run with no limit: the client's HTTP session has no timeout. Every call is bounded (chroma_call_timeout) and
+    the error names the server; the collection keeps what was written before."""
+    import os
+    import signal
+
+    from rag_health.deadlines import CallTimeout
+
+    proc, port = chroma_server
+    rt = make_runtime(small_corpus, chroma_mode="http", chroma_port=port, chroma_call_timeout=5)
+    stage(rt, "ingest")
+    write_doc(small_corpus, "runbooks/new.md", "# New\nA runbook added after the first ingest, for the stall.")
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(CallTimeout, match=rf"Chroma server at 127.0.0.1:{port}: .* did not finish within 5 s"):
+            stage(rt.new_run(), "ingest")
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert "runbooks/kafka-lag.md" in rt.new_run().ledger()
+
+
+@pytest.mark.slow
+def test_a_chroma_server_that_went_away_is_named(small_corpus, make_runtime, chroma_server):
+    """Regression: a Chroma server gone mid-run surfaced as "[Errno 111] Connection refused", naming neither the
+    server nor the setting. Now a transient connection error naming host and port."""
+    from rag_health.errors import transient
+    from rag_health.store import ChromaUnreachable
+
+    proc, port = chroma_server
+    rt = make_runtime(small_corpus, chroma_mode="http", chroma_port=port)
+    rt.index.count()
+    proc.kill()
+    proc.wait()
+    with pytest.raises(ChromaUnreachable, match=rf"Chroma server at 127.0.0.1:{port}: ") as gone:
+        rt.index.count()
+    assert transient(gone.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["bearer", "x-chroma-token", "basic"])
+def test_a_chroma_server_behind_auth(kind, small_corpus, make_runtime, chroma_server, monkeypatch):
+    """A Chroma server that wants a token (Authorization: Bearer, or X-Chroma-Token) or basic auth: the
+    credentials come from the environment only, through chromadb's own client auth providers; they never appear
+    in a dump of the settings, so no flow parameter carries them; without them the error says which variable."""
+    from rag_health.settings import ConfigError, load_settings
+    from tests.support.chroma_server import AuthProxy
+
+    _, port = chroma_server
+    token, basic = "s3cr3t-token-value", "ops:pa55word-value"
+    proxy = AuthProxy(port, token=token if kind != "basic" else None,
+                      header="X-Chroma-Token" if kind == "x-chroma-token" else "Authorization",
+                      basic=basic if kind == "basic" else None)
+    try:
+        with pytest.raises(ConfigError, match="RAG_HEALTH_CHROMA_AUTH_TOKEN or RAG_HEALTH_CHROMA_BASIC_AUTH"):
+            make_runtime(small_corpus, chroma_mode="http", chroma_port=proxy.port, collection=f"no-{kind}").index
+        if kind == "basic":
+            monkeypatch.setenv("RAG_HEALTH_CHROMA_BASIC_AUTH", basic)
+        else:
+            monkeypatch.setenv("RAG_HEALTH_CHROMA_AUTH_TOKEN", token)
+            monkeypatch.setenv("RAG_HEALTH_CHROMA_AUTH_HEADER",
+                               "X-Chroma-Token" if kind == "x-chroma-token" else "Authorization")
+        rt = make_runtime(small_corpus, chroma_mode="http", chroma_port=proxy.port, collection=f"auth-{kind}")
+        result = stage(rt, "ingest")
+        assert result["added"] == 4 and rt.index.count() > 0 and proxy.seen and "bad" not in proxy.seen[-1]
+        dumped = json.dumps(rt.settings.model_dump(mode="json"))
+        assert token not in dumped and "pa55word" not in dumped and "chroma_auth_token" not in dumped
+        assert load_settings().chroma_auth_token is not None or load_settings().chroma_basic_auth is not None
+    finally:
+        proxy.close()
+
+
+def test_credentials_and_allowed_roots_are_never_flow_parameters(monkeypatch):
+    """Whoever may start a deployment must not widen what the worker reads or where its credentials go."""
+    from flows.resources import settings_from
+    from rag_health.settings import ConfigError
+
+    for key, value in (("allowed_roots", ["/"]), ("chroma_auth_token", "x"), ("chroma_basic_auth", "a:b")):
+        with pytest.raises(ConfigError, match=f"{key} may only be set in the worker's environment"):
+            settings_from({}, {key: value})
+
+
+def test_document_and_state_roots_are_allowed_explicitly(tmp_path, monkeypatch):
+    """Regression: `--docs /etc` indexed /etc/shadow, and the flows accept docs and state_dir from whoever starts
+    a deployment. Without RAG_HEALTH_ALLOWED_ROOTS the system folders and a home's private folders are refused;
+    with it, only what is under those roots (symlinks resolved)."""
+    from rag_health.settings import ConfigError, load_settings
+
+    for bad in ("/etc", "/", "/proc/self", str(__import__("pathlib").Path.home() / ".ssh")):
+        with pytest.raises(ConfigError, match=r"docs \(RAG_HEALTH_DOCS\): "):
+            load_settings(docs=bad)
+    link = tmp_path / "innocent"
+    link.symlink_to("/etc")
+    with pytest.raises(ConfigError, match="a system or private folder"):
+        load_settings(docs=str(link))
+    monkeypatch.setenv("RAG_HEALTH_ALLOWED_ROOTS", str(tmp_path / "docs"))
+    (tmp_path / "docs").mkdir()
+    assert load_settings(docs=str(tmp_path / "docs"), state_dir=str(tmp_path / "docs" / "state"))
+    with pytest.raises(ConfigError, match="outside the allowed roots"):
+        load_settings(docs=str(tmp_path / "docs"), state_dir=str(tmp_path / "elsewhere"))
+    with pytest.raises(ConfigError, match=r"probes \(RAG_HEALTH_PROBES\): .* outside the allowed roots"):
+        load_settings(docs=str(tmp_path / "docs"), state_dir=str(tmp_path / "docs" / "s"), probes=["/tmp/p.jsonl"])
+
+
+def test_prefix_and_base_url_are_validated():
+    """Regression: RAG_HEALTH_S3_PREFIX=../.. and RAG_HEALTH_REPORT_BASE_URL=javascript:... were taken as they are."""
+    from rag_health.settings import ConfigError, load_settings
+
+    for prefix in ("../..", "a/../b", "a/./b", "a\\b", "a\nb"):
+        with pytest.raises(ConfigError, match="s3_prefix"):
+            load_settings(s3_prefix=prefix)
+    assert load_settings(s3_prefix="/team//rag-health/").s3_prefix == "team/rag-health"
+    for url in ("javascript:alert(1)", "data:text/html,x", "ftp://x/", "https://", "https://a b/"):
+        with pytest.raises(ConfigError, match="report_base_url"):
+            load_settings(report_base_url=url)
+    assert load_settings(report_base_url="https://reports.example.com/rag").report_base_url
+
+
+@pytest.mark.slow
+def test_a_read_only_state_directory_exits_2(small_corpus, tmp_path):
+    """Regression: a read-only state directory exited 1 with a raw error. Now a configuration error naming it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cases = [str(blocker / "state")]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(ro)], capture_output=True).returncode == 0
+    if mounted:
+        cases.append(str(ro / "state"))
+    try:
+        for state in cases:
+            done = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--docs", str(small_corpus), "--state",
+                                   state, "--json"], cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.startswith(f"rag-health: error: state directory {state} is not writable: ")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_sigterm_and_sigint_end_with_one_line_and_json(sig, code, small_corpus, tmp_path):
+    """Regression: SIGTERM ended a command with no line and no JSON, SIGINT with a traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    for i in range(40):  # enough to be mid-ingest when the signal comes
+        write_doc(small_corpus, f"notes/n{i}.md", f"# Note {i}\n" + "Settlement is reconciled nightly. " * 200)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--docs", str(small_corpus), "--state",
+                             str(tmp_path / "state"), "--json"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "state" / "chroma").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"rag-health: error: interrupted by {sig}")
+    assert json.loads(out) == {"verdict": "error", "exit_code": code,
+                               "error": err.strip().splitlines()[-1].removeprefix("rag-health: error: ")}
+
+
+def test_bad_dates_name_the_field(small_corpus, make_runtime):
+    """Regression: `last_reviewed: 2026-02-30` was reported as "ValueError: day is out of range for month", naming
+    neither the field nor the value."""
+    write_doc(small_corpus, "policies/leap.md", "# Leap\nA policy reviewed on a day that does not exist.",
+              last_reviewed="2026-02-30")
+    result = stage(make_runtime(small_corpus), "ingest")
+    assert reasons(result, "errors")["policies/leap.md"] == ("front-matter field 'last_reviewed' is not a date "
+                                                             "(YYYY-MM-DD): '2026-02-30'")
+
+
+def test_a_huge_word_is_an_unknown_tokens_finding(small_corpus, make_runtime):
+    """Regression: a 1.9 MB word with no spaces became one chunk the model reads as a single [UNK], with no
+    finding."""
+    (small_corpus / "notes" / "blob.txt").write_text("q" * 1_900_000)
+    rt = make_runtime(small_corpus)
+    stage(rt, "ingest")
+    quality = stage(rt.new_run(), "quality")
+    found = [f for f in quality["findings"] if f["kind"] == "unknown-tokens"]
+    assert [f["doc_id"] for f in found] == ["notes/blob.txt"] and "[UNK]" in found[0]["detail"]
+    assert quality["status"] == "warn" and any("not [UNK]" in f for f in quality["chunks"]["findings"])
+
+
+@pytest.mark.slow
+def test_a_full_disk_names_the_database_folder_and_its_free_space(tmp_path):
+    """Regression: a full disk under embedded Chroma surfaced as "Error in compaction" or "database or disk is
+    full", naming neither the folder nor the disk. Needs a small tmpfs (mount), skipped where none can be made."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    docs, state = tmp_path / "docs", tmp_path / "state"
+    for i in range(300):
+        write_doc(docs, f"notes/{i}.md", f"# Note {i}\n" + f"Settlement {i} is reconciled against entry {i}. " * 60)
+    state.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--docs", str(docs), "--state",
+                               str(state), "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    finally:
+        subprocess.run(["umount", str(state)])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"rag-health: error: embedded Chroma at {state}/chroma: ")
+    assert "MB free on its disk)" in done.stderr

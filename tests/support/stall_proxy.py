@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 
 class StallProxy:
-    def __init__(self, upstream: str, marker: bytes | None = None):
+    def __init__(self, upstream: str, marker: bytes | None = None, trickle_s: float | None = None):
         parts = urlsplit(upstream)
+        self.trickle_s = trickle_s  # answers reach the client one byte per this many seconds (a slow-loris server)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.marker = marker  # may be changed while running; None forwards everything
         self.stalled = 0  # requests held without an answer
@@ -50,6 +52,11 @@ class StallProxy:
                     self.stalled += 1
                     self.stalled_requests.append(data.split(b"\r\n", 1)[0])
                 if stall.is_set():
+                    continue
+                if self.trickle_s and not from_client:
+                    for i in range(len(data)):
+                        dst.sendall(data[i:i + 1])
+                        time.sleep(self.trickle_s)
                     continue
                 dst.sendall(data)
         except OSError:
