@@ -182,3 +182,41 @@ def test_card_search_is_linear_in_a_run_of_digit_groups():
     assertion: the count of matches shows the search ran to the end)."""
     text = " ".join(["1"] * 20_000) + " 4111 1111 1111 1111"
     assert [m.kind for m in find_pii(text)] == ["card-number"]
+
+
+# Round 3 (issue 19): secrets got no finding and leaked through generated probe queries into result.json.
+_JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ."
+        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+_SECRETS = [
+    ("access key AKIAIOSFODNN7EXAMPLE here", "aws-access-key"),
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws-secret-key"),
+    ("token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 pushed", "github-token"),
+    ("token github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEF pushed", "github-token"),
+    (f"Authorization: Bearer {_JWT}", "jwt"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabc\n-----END RSA PRIVATE KEY-----", "private-key"),
+    ("slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "slack-token"),
+]
+
+
+@pytest.mark.parametrize("text,label", _SECRETS)
+def test_each_kind_of_secret_is_found_and_redacted_without_its_value(text, label):
+    from checks.pii import find_secrets, find_sensitive, redact
+    found = find_secrets(text)
+    assert [m.excerpt for m in found] == [f"{label} (value withheld)"]
+    value = text[found[0].start:found[0].end]
+    assert value not in redact(text) and "[secret redacted]" in redact(text)
+    assert [m.kind for m in find_sensitive(text)] == ["secret"]
+    assert value[4:] not in found[0].detail  # the detail names the type only
+
+
+@pytest.mark.parametrize("text", ["the secret of a good runbook is brevity", "AKIA is a prefix, not a key",
+                                  "ghp_short", "eyJ not a token"])
+def test_words_that_only_look_like_secrets_are_not(text):
+    from checks.pii import find_secrets
+    assert find_secrets(text) == []
+
+
+def test_a_card_number_glued_into_a_file_name_is_found():
+    found = find_pii("runbooks/refund-4111111111111111.md")
+    assert [m.kind for m in found] == ["card-number"]
+    assert find_pii("runbooks/incident-20261207123456.md") == []  # a timestamp fails Luhn and card ranges
