@@ -164,7 +164,7 @@ def chunk_quality(table: pd.DataFrame, max_tokens: int, *, max_overflow_fraction
     if missing:
         raise ValueError(f"chunk table lacks columns {missing}")
     if table.empty:
-        return CheckResult("chunk-quality", "fail", ChunkMetrics(chunks=0), findings=("the index holds no chunks",))
+        return CheckResult("chunk-quality", "fail", ChunkMetrics(chunks=0), findings=("the index holds no chunks (fail)",))
     limits = {**default_max_fractions(), "ends-mid-sentence": max_mid_sentence_fraction,
               "starts-mid-sentence": max_mid_sentence_fraction, **(max_fraction or {})}
     t = _with_flags(table.reset_index(drop=True), max_tokens, min_chunk_words)

@@ -165,7 +165,7 @@ def embedding_quality(table: pd.DataFrame, expected_dimension: int, expected_fin
     other_model_anisotropy: the baseline's anisotropy when the baseline was embedded by another model (shown,
     never compared). sample_skipped: baseline sample chunks that could not be compared (reported as a metric)."""
     if table.empty:
-        return CheckResult("embedding-quality", "fail", {"vectors": 0}, findings=("the index holds no vectors",))
+        return CheckResult("embedding-quality", "fail", {"vectors": 0}, findings=("the index holds no vectors (fail)",))
     limits = {**default_max_fractions(), **(max_fraction or {})}
     t = table.reset_index(drop=True).copy()
     usable = ~(t["has_nan"] | t["is_zero"])

@@ -327,14 +327,22 @@ def redact(text: str, matches: Sequence[PiiMatch] | None = None, regions: Sequen
     """The text with every match of personal data or a secret replaced by "[<kind> redacted]": what a corpus that
     must not hold personal data embeds and stores instead of the chunk text, and what every report shows."""
     if matches is None and regions == PHONE_REGIONS:
-        return _redacted(text)
+        # Cached for the short texts shown many times a run (ids, owners, sentences), never whole documents.
+        return _redacted(text) if len(text) <= CACHED_CHARS else _redact_uncached(text)
     found = find_sensitive(text, regions) if matches is None else sorted(matches, key=lambda m: m.start)
     return _replace(text, found)
+
+
+CACHED_CHARS = 4096
 
 
 @lru_cache(maxsize=65536)
 def _redacted(text: str) -> str:
     """redact() of a text with the default regions: the same ids, owners and sentences are shown many times a run."""
+    return _redact_uncached(text)
+
+
+def _redact_uncached(text: str) -> str:
     if not text or not (any(c.isdigit() or c == "@" for c in text) or _SECRET_HINT.search(text)):
         return text
     return _replace(text, find_sensitive(text))

@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = _on_sigterm(_terminated)
     try:
         result = _dispatch(args)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the stages' own cleanup ran (locks, the ingest pipeline)
-        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT", 130)
+    except (Terminated, KeyboardInterrupt) as exc:  # the stages' own cleanup ran (locks, the ingest pipeline)
+        name, code = (exc.name, exc.code) if isinstance(exc, Terminated) else ("SIGINT", 130)
         message = (f"interrupted by {name}; what was stored before stays (the next run goes on from the index as "
                    "it is)")
         if args.json:
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rag-health: error: {_one_line(exc)}", file=sys.stderr)
         return code
     finally:
-        _on_sigterm(previous)
+        if previous is not None:
+            _on_sigterm(previous)
     if isinstance(result, Listing):  # reading the archive: the verdict of a stored run is not this command's
         print(dumps(result.data, indent=1) if args.json else result.text)
         return 0
@@ -125,19 +126,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so it unwinds like Ctrl-C: locks released, the ingest pipeline
-    stopped after its current batch, one line and the JSON error object instead of silence."""
+class Terminated(BaseException):
+    """SIGTERM or SIGINT, raised where the process is, so it unwinds like Ctrl-C: locks released, the ingest
+    pipeline stopped after its current batch, one line and the JSON error object instead of silence. Not a
+    KeyboardInterrupt: one that passes through native code on its way up (a PyO3 or PyRun_* frame) marks the
+    interpreter to kill itself with SIGINT at exit whatever the program did with it (seen: exit -2, not 130)."""
+
+    def __init__(self, name: str = "SIGTERM", code: int = 143):
+        super().__init__(name)
+        self.name, self.code = name, code
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+    raise Terminated("SIGTERM", 143) if signum == signal.SIGTERM else Terminated("SIGINT", 130)
 
 
 def _on_sigterm(handler: Any) -> Any:
-    """Install a SIGTERM handler; only the main thread may (main() called from another thread keeps the default)."""
+    """Install a handler of SIGTERM and SIGINT (returns the previous ones); only the main thread may (main()
+    called from another thread keeps the defaults)."""
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        if isinstance(handler, tuple):
+            return signal.signal(signal.SIGTERM, handler[0]), signal.signal(signal.SIGINT, handler[1])
+        return signal.signal(signal.SIGTERM, handler), signal.signal(signal.SIGINT, handler)
     except (ValueError, TypeError):
         return None
 

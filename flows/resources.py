@@ -29,11 +29,25 @@ def settings_from(params: dict[str, Any], overrides: dict[str, Any] | None = Non
     widen what the worker reads or where it sends its credentials."""
     disable_telemetry()
     given_keys = {k for k, v in {**(overrides or {}), **params}.items() if given(v)}
-    refused = sorted(given_keys & ENV_ONLY)
+    # Present at all, even empty: an empty allowed_roots would lift the worker's roots, an empty token its auth.
+    refused = sorted(({*(overrides or {}), *given_keys}) & ENV_ONLY)
     if refused:
         raise ConfigError(f"{', '.join(refused)} may only be set in the worker's environment "
                           f"({', '.join('RAG_HEALTH_' + k.upper() for k in refused)}), not as a flow parameter")
-    return load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if given(v)}})
+    settings = load_settings(**{**(overrides or {}), **{k: v for k, v in params.items() if given(v)}})
+    if settings.chroma_auth_token or settings.chroma_basic_auth:
+        # The credentials go to whichever server the settings name: with credentials, the worker's environment
+        # names it too (a suite's subflows pass the same server on, which is fine).
+        worker = load_settings()
+        moved = [k for k in CREDENTIAL_TARGET if getattr(settings, k) != getattr(worker, k)]
+        if moved:
+            raise ConfigError(f"{', '.join(moved)}: with Chroma credentials in the worker's environment the server "
+                              "they are sent to is the environment's too "
+                              f"({', '.join('RAG_HEALTH_' + k.upper() for k in moved)}), not a flow parameter")
+    return settings
+
+
+CREDENTIAL_TARGET = ("chroma_mode", "chroma_host", "chroma_port", "chroma_ssl", "chroma_auth_header")
 
 
 def _key(settings: Settings, run_id: str) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,7 +182,11 @@ class BoundedS3:
             def run() -> Any:
                 response = attr(**kwargs)
                 if name == "get_object":
-                    response["Body"] = io.BytesIO(response["Body"].read())
+                    body = response["Body"]
+                    try:  # never more than the Range asked for, even from a server that ignores it
+                        response["Body"] = io.BytesIO(body.read(_range_length(kwargs.get("Range"))))
+                    finally:
+                        body.close()
                 return response
 
             from rag_health.deadlines import within
@@ -190,6 +195,12 @@ class BoundedS3:
                           "setting s3_call_timeout, RAG_HEALTH_S3_CALL_TIMEOUT")
 
         return call
+
+
+def _range_length(header: str | None) -> int | None:
+    """The bytes a `Range: bytes=A-B` asks for (None: the whole object)."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", header or "")
+    return int(m.group(2)) - int(m.group(1)) + 1 if m else None
 
 
 class _Pages:

@@ -55,7 +55,8 @@ class _Worker:
 
     def _start(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([_repo_root(), os.environ.get("PYTHONPATH", "")])}
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([_repo_root(), os.environ.get("PYTHONPATH", "")]),
+                   "RAG_HEALTH_PARSE_PARENT": str(os.getpid())}
             self._proc = subprocess.Popen([sys.executable, "-m", "rag_health.bounded_parse"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                           close_fds=True)
@@ -85,6 +86,11 @@ class _Worker:
                 self._stop()
                 raise DocumentError(f"the parser stopped on this document (exit code {code}): it is malformed or "
                                     "needs more memory than the parser may use") from None
+            except BaseException:
+                # Interrupted (SIGTERM, Ctrl-C, a cancelled run) with this document's answer still to come: a worker
+                # kept would hand it to the next document as its own. Stopped, and started afresh next time.
+                self._stop()
+                raise
         kind, payload = pickle.loads(answer)
         if kind == "ok":
             return payload
@@ -129,6 +135,21 @@ def _repo_root() -> str:
 _WORKER = _Worker()
 
 
+def _die_with_parent() -> None:
+    """A parent that is killed (SIGKILL) enforces no budget any more: the kernel stops the worker with it (Linux
+    PR_SET_PDEATHSIG), and a worker whose parent is already gone stops at once."""
+    parent = int(os.environ.get("RAG_HEALTH_PARSE_PARENT") or os.getppid())
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: the parent's own stop still applies
+        pass
+    if os.getppid() != parent:  # gone before the kernel was told
+        os._exit(0)
+
+
 def _serve() -> None:
     """The worker's loop: parse each document sent, answer the result or the error; exit when stdin closes."""
     try:
@@ -137,6 +158,7 @@ def _serve() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
     except (ImportError, ValueError, OSError):  # pragma: no cover - not every platform allows it
         pass
+    _die_with_parent()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         header = stdin.read(_HEADER.size)

@@ -152,7 +152,8 @@ class Chunker:
     @property
     def config(self) -> str:
         base = "whole" if self.strategy == "whole" else f"{self.strategy}:{self.chunk_size}:{self.chunk_overlap}"
-        return base + ("+redacted" if self.redact_pii else "")
+        # "+redacted2": secrets are redacted too (issue 19), so an index redacted before is chunked again.
+        return base + ("+redacted2" if self.redact_pii else "")
 
     def split(self, doc: ParsedDocument) -> list[Chunk]:
         if self.redact_pii:

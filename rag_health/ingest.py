@@ -37,7 +37,8 @@ from rag_health.documents import (
     content_hash,
     is_supported,
 )
-from rag_health.embedding import Embedder, ModelLoadError, embed_counted
+from rag_health.embedding import Embedder, embed_counted
+from rag_health.settings import ConfigError
 from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
 from rag_health.store import ChunkIndex, LedgerEntry, ModelMismatchError
 
@@ -602,8 +603,10 @@ class _IngestRun:
         except DocumentError as exc:
             self.note(entry, "error", str(exc))
             return None
-        except (ModelLoadError, ModelMismatchError):
-            raise  # the model, not this document: the run stops and nothing is noted against the document
+        except (ConfigError, ModelMismatchError):
+            # The model or the settings, not this document (a model that cannot load, a backend that cannot run on
+            # this device): the run stops and nothing is noted against the document.
+            raise
         except Exception as exc:  # a parser bug on one document must not stop the run
             self.note(entry, "error", f"{type(exc).__name__}: {exc}")
             return None

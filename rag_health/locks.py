@@ -81,6 +81,7 @@ class Lease:
     expires_at: str | None = None  # a bucket lease: unless renewed before then; a file lock: None (the kernel's)
     ttl_seconds: float | None = None
     token: str = ""  # one per acquisition: tells two acquisitions by the same owner apart
+    process: str = ""  # boot id, pid namespace, pid and start time: which process on which boot (see _dead_here)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -117,9 +118,28 @@ def _stamp(moment: datetime) -> str:
 
 def _new_lease(name: str, owner: str, ttl: float | None) -> Lease:
     now = _now()
+    token = secrets.token_hex(8)
+    _mine.add(token)  # ours until released (or until a release was tried): never taken over from ourselves
     return Lease(lock=name, owner=owner, host=socket.gethostname(), pid=os.getpid(), acquired_at=_stamp(now),
                  expires_at=_stamp(now + timedelta(seconds=ttl)) if ttl else None, ttl_seconds=ttl,
-                 token=secrets.token_hex(8))
+                 token=token, process=_process_identity(os.getpid()))
+
+
+_mine: set[str] = set()  # tokens of leases this process wrote and has not let go of
+
+
+def _process_identity(pid: int) -> str:
+    """boot id | pid namespace | pid | start time (clock ticks since boot). Two containers sharing a host name
+    (host networking) have different pid namespaces; a pid taken again after a reboot or by a new process has
+    another boot id or start time. '' where /proc cannot tell (then no lease is judged dead early)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        started = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+    except (OSError, IndexError):
+        return ""
+    return f"{boot}|{namespace}|{pid}|{started}"
 
 
 @dataclass
@@ -274,7 +294,8 @@ class _BucketLocks:
 
     def renew(self, held: HeldLock) -> None:
         """Extend the lease. The ETag condition alone makes this safe; reading first (is it still our token?)
-        also narrows the window on a server that ignored IfMatch."""
+        also narrows the window on a server that ignored IfMatch. The condition is the ETag just read: a renewal
+        that landed although its answer was lost (a timeout) changed the ETag, and is still ours."""
         handle: _BucketHandle = held._handle
         current, etag, _ = self._read(held.name)
         if current is None or current.token != handle.lease.token:
@@ -282,7 +303,7 @@ class _BucketLocks:
         ttl = handle.lease.ttl_seconds or self.lease_seconds
         renewed = Lease(**{**asdict(handle.lease), "expires_at": _stamp(_now() + timedelta(seconds=ttl))})
         try:
-            handle.etag = self._put(held.name, renewed, IfMatch=handle.etag)
+            handle.etag = self._put(held.name, renewed, IfMatch=etag or handle.etag)
         except Exception as exc:
             if s3_error_code(exc) in _PRECONDITION:
                 raise LockLost(held.where) from None
@@ -337,17 +358,15 @@ def _dead_here(lease: Lease | None) -> bool:
     """A lease written on this host by a process that no longer runs (its release failed, e.g. while S3 was down):
     nobody renews it, so the next run here need not wait out its TTL. A pid that is taken again by another process
     reads as alive, which only means waiting for the TTL as before."""
-    if lease is None or lease.host != socket.gethostname() or lease.pid <= 0:
+    if lease is None or lease.host != socket.gethostname() or lease.pid <= 0 or not lease.process:
         return False
-    if lease.pid == os.getpid():  # this process: dead unless it holds the lock now (a release that failed earlier)
-        return not any(e.held.lease.token == lease.token for e in _held.values())
-    try:
-        os.kill(lease.pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: a process of another user has that pid, so it is alive
-        return False
-    return False
+    here = _process_identity(os.getpid())
+    if not here or here.split("|")[:2] != lease.process.split("|")[:2]:
+        return False  # another boot, or another pid namespace (a container sharing the host name): can't tell
+    if lease.pid == os.getpid():  # this process: dead unless it holds the lock (a release that failed earlier)
+        return lease.token not in _mine
+    now = _process_identity(lease.pid)
+    return now != lease.process  # gone ('' for a pid nobody has), or the pid now belongs to another process
 
 
 def _expired(lease: Lease | None, response: dict[str, Any]) -> bool:
@@ -384,6 +403,7 @@ def _forget_after_fork() -> None:
     """A forked child holds nothing of its parent's (it would otherwise re-enter a lock it does not own)."""
     global _guard
     _held.clear()
+    _mine.clear()
     _mutexes.clear()
     _guard = threading.Lock()
 
@@ -459,6 +479,8 @@ class LockSpace:
                         self.backend.release(entry.held)
                     except Exception as exc:  # the run's work is done; an unreleased lease expires after its TTL
                         log.warning("could not release the lock %s: %s", entry.held.where, exc)
+                    finally:  # let go of, even if the lease stays behind: the next run here may take it over
+                        _mine.discard(entry.held.lease.token)
 
     def _acquire(self, name: str, owner: str, wait_seconds: float, label: str) -> HeldLock:
         started = time.monotonic()

@@ -102,8 +102,8 @@ def _stage_sentences(result: dict[str, Any]) -> dict[str, list[str]]:
     the run's findings no other stage claims)."""
     quality = result.get("quality") or {}
     out = {
-        "ingest": [f"ingest error {e.get('doc_id')}: {e.get('reason')}" for e in (result.get("ingest") or {})
-                   .get("errors") or []],
+        # The ingest keeps its sentences (a held change, each document's error) only among the run's findings.
+        "ingest": [s for s in result.get("findings") or [] if s.startswith(("ingest error ", "ingest held back"))],
         "freshness": list((result.get("freshness") or {}).get("findings") or []),
         "coverage": list((result.get("coverage") or {}).get("findings") or []),
         "quality": [s for part in ("chunks", "embeddings") for s in (quality.get(part) or {}).get("findings") or []],
@@ -120,7 +120,7 @@ def _severity(sentence: str, stage_status: str) -> str:
         return "fail"
     if text.endswith("(warn)"):
         return "warn"
-    return stage_status if stage_status in ("fail", "warn") else "note"
+    return "note"  # every warn and fail sentence says so (checks.result.severity): the rest are notes
 
 
 def reasons(result: dict[str, Any]) -> dict[str, list[tuple[str, list[str]]]]:

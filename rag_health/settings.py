@@ -210,6 +210,10 @@ class Settings(BaseSettings):
         paths += [("state_dir", self.state_dir)]
         paths += [("manifest", self.manifest)] if self.manifest else []
         paths += [("probes", p) for p in self.probes] + [("rules", p) for p in self.rules]
+        # Set explicitly, the model cache (written) and a model folder (read) are paths like the others; the
+        # default cache (the user's) is the worker's own.
+        paths += [("model_cache_dir", Path(self.model_cache_dir))] if self.model_cache_dir else []
+        paths += [("embed_model", Path(self.embed_model))] if Path(self.embed_model).expanduser().is_dir() else []
         return paths
 
     def refused_path(self, path: Path) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rag_health.deadlines import CallTimeout
 from rag_health.embedding import ModelInfo
 from rag_health.settings import ConfigError
 
@@ -96,17 +97,38 @@ def open_client(mode: str, path: str | Path, host: str = "127.0.0.1", port: int 
     extra = (auth or ChromaAuth()).client_settings() if mode == "http" else {}
     chroma_settings = chromadb.Settings(anonymized_telemetry=False, **extra)
     if mode == "http":
-        check_server(host, port, connect_timeout, ssl)
+        from rag_health.deadlines import within
+
+        where, bound = f"Chroma server at {host}:{port}", "setting chroma_connect_timeout, chroma_call_timeout"
+        # A server that answers the first bytes and then stalls trips no per-packet timeout: both are bounded.
+        within(lambda: check_server(host, port, connect_timeout, ssl), connect_timeout * 2 + 1,
+               f"{where}: heartbeat", bound)
         try:
-            client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=chroma_settings)
+            client = within(lambda: chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=chroma_settings),
+                            call_timeout, f"{where}: handshake", bound)
+        except CallTimeout:
+            raise
         except Exception as exc:  # it answered the heartbeat but not the client's own handshake
             raise ConfigError(f"Chroma server at {host}:{port} is not usable: {type(exc).__name__}: "
                               f"{_auth_hint(exc)}") from exc
-        return ChromaCalls(client, f"Chroma server at {host}:{port}", call_timeout)
+        _bound_session(client, connect_timeout, call_timeout)
+        return ChromaCalls(client, where, call_timeout)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return ChromaCalls(chromadb.PersistentClient(path=str(path), settings=chroma_settings),
                        f"embedded Chroma at {path}", None, folder=path)
+
+
+def _bound_session(client: Any, connect_timeout: float, call_timeout: float | None) -> None:
+    """chromadb's HTTP session waits forever (timeout=None): a call that overran its wall-clock bound would keep
+    its thread and socket for good. A read timeout of the call bound lets such a thread end. Best effort: the
+    session is chromadb's own attribute, absent from other client versions."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if session is None or not call_timeout:
+        return
+    import httpx
+
+    session.timeout = httpx.Timeout(call_timeout, connect=connect_timeout)
 
 
 def _auth_hint(exc: BaseException) -> str:
@@ -140,7 +162,10 @@ class ChromaCalls:
                 result = within(lambda: attr(*args, **kwargs), self._timeout, f"{self._where}: {name}",
                                 "setting chroma_call_timeout, RAG_HEALTH_CHROMA_CALL_TIMEOUT")
             except Exception as exc:
-                raise self._explained(exc) from exc
+                explained = self._explained(exc)
+                if explained is exc:
+                    raise  # as it was: its own cause chain (a wrapped 503 stays transient)
+                raise explained from exc
             if name in self._RETURNS_COLLECTION:
                 return ChromaCalls(result, self._where, self._timeout, self._folder)
             return result
@@ -155,13 +180,32 @@ class ChromaCalls:
         text = f"{type(exc).__name__}: {exc}"
         if self._folder is None and _is_transport(exc):
             return ChromaUnreachable(f"{self._where}: {text}")
-        if self._folder is not None and any(w in text.lower() for w in ("compaction", "disk", "no space",
-                                                                         "database or disk is full", "errno 28")):
+        if self._folder is not None and _out_of_space(exc):
             import shutil
 
             free = shutil.disk_usage(self._folder).free // 2**20
             return StoreWriteError(f"{self._where}: {text} ({free:,} MB free on its disk)")
         return exc
+
+
+_NO_SPACE = ("no space left on device", "database or disk is full", "errno 28", "error in compaction",
+             "failed to apply logs to the hnsw segment writer")
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """Whether embedded Chroma failed to write its files: ENOSPC, or the phrases Chroma and SQLite use for it.
+    Never a lookup that found nothing (a collection or document named "disk-..." must not read as a full disk)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "NotFoundError":
+            return False
+        if isinstance(exc, OSError) and exc.errno == 28:
+            return True
+        if any(p in f"{type(exc).__name__}: {exc}".lower() for p in _NO_SPACE):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def _is_transport(exc: BaseException) -> bool:

@@ -84,7 +84,9 @@ def run(rt: Runtime, extra_sets: dict[str, list[dict[str, Any]]] | None = None,
     per_probe = [o.row() for o in outcomes]
     baseline_run = rt.archive.baseline_run()
     baseline = rt.archive.probe_ranks(baseline_run) if baseline_run != run_id else None
-    regressed = regressions(baseline or {}, per_probe, max_rank_drop=s.regression_rank_drop, top_k=top_k)
+    # The stored ranks are written as every run file is, PII redacted (archive.dumps): compared in that form.
+    regressed = regressions(baseline or {}, [_as_stored(row) for row in per_probe],
+                            max_rank_drop=s.regression_rank_drop, top_k=top_k)
     excluded = [{"probe_id": o.probe.probe_id, "set": o.probe.set_name, **e}
                 for o in outcomes if o.rank is None or o.rank > top_k for e in o.filter_excluded]
     errors = [e for ps in sets for e in ps.errors]
@@ -122,6 +124,14 @@ def artifacts(result: ProbesResult | Skipped) -> list[Artifact]:
         *table("filter-exclusions", list(result.filter_excluded),
                "Filter probes whose relevant document the metadata filter excludes (missing or wrong field)"),
     ]
+
+
+def _as_stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A probe's row with its ids as the run archive stores them (a probe id or a doc id that reads as PII
+    redacted), so this run compares with the baseline's stored ranks like for like."""
+    return {**row, "probe_id": redact(str(row["probe_id"])), "set": redact(str(row["set"])),
+            "retrieved": [redact(d) for d in row.get("retrieved") or []],
+            "relevant": [redact(d) for d in row.get("relevant") or []]}
 
 
 STAGE = registry.Stage(

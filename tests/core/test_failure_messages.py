@@ -117,3 +117,32 @@ def test_stages_that_only_warn_never_name_a_failure(small_corpus, make_runtime, 
         assert all(severity(f) == "warn" for f in result.sentences()), result.sentences()
     assert suite.event_payload("r", outputs)["failing"] == []
     assert {f["stage"] for f in suite.event_payload("r", outputs)["warnings"]} == {"ingest", "coverage"}
+
+
+def test_an_empty_index_fails_quality_naming_it(tmp_path, make_runtime):
+    """Regression: "the index holds no chunks" failed the stage with no (fail) suffix, so the state message said
+    only "quality: failed", the event's failing list was empty and the table showed a note."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = stage(make_runtime(empty), "quality")
+    message, payload, table = judged("quality", result)
+    assert result.status == "fail" and "the index holds no chunks (fail)" in result.failures()
+    assert "the index holds no chunks" in message and payload["failing"]
+    assert table["the index holds no chunks (fail)"] == "fail"
+
+
+def test_the_front_page_lists_each_sentence_once_under_its_own_severity():
+    """Regression: the front page rebuilt the ingest sentences without their (warn) suffix, so every ingest error
+    was listed again under drift, and a note of a failing stage (an overdue document under the limit) was listed
+    as a failure."""
+    from rag_health.report_pages import reasons
+
+    error = "ingest error runbooks/x.md: not UTF-8 (warn)"
+    note = "runbooks/y.md: review-overdue — 3 days overdue"
+    failure = "1 required document is missing: runbooks/z.md (fail)"
+    result = {"stages": {"ingest": "warn", "freshness": "fail", "drift": "pass"}, "ingest": {"errors": [
+        {"doc_id": "runbooks/x.md", "reason": "not UTF-8"}]}, "freshness": {"findings": [failure, note]},
+        "findings": [error, failure, note]}
+    shown = reasons(result)
+    assert shown["fail"] == [("freshness", [failure])]
+    assert shown["warn"] == [("ingest", [error])]

@@ -364,9 +364,18 @@ def test_credentials_and_allowed_roots_are_never_flow_parameters(monkeypatch):
     from flows.resources import settings_from
     from rag_health.settings import ConfigError
 
-    for key, value in (("allowed_roots", ["/"]), ("chroma_auth_token", "x"), ("chroma_basic_auth", "a:b")):
+    for key, value in (("allowed_roots", ["/"]), ("chroma_auth_token", "x"), ("chroma_basic_auth", "a:b"),
+                       ("allowed_roots", []), ("chroma_auth_token", ""), ("allowed_roots", None)):
         with pytest.raises(ConfigError, match=f"{key} may only be set in the worker's environment"):
+            settings_from({}, {key: value})  # an empty value would lift the worker's roots or its credentials
+    # With credentials in the environment, the server they go to is the environment's too.
+    monkeypatch.setenv("RAG_HEALTH_CHROMA_AUTH_TOKEN", "s3cret-token")
+    monkeypatch.setenv("RAG_HEALTH_CHROMA_MODE", "http")
+    for key, value in (("chroma_host", "attacker.example"), ("chroma_port", 443), ("chroma_ssl", True)):
+        with pytest.raises(ConfigError, match=f"{key}: with Chroma credentials"):
             settings_from({}, {key: value})
+    same = settings_from({}, {"chroma_host": "127.0.0.1", "chroma_mode": "http"})  # what a suite passes on
+    assert same.chroma_host == "127.0.0.1"
 
 
 def test_document_and_state_roots_are_allowed_explicitly(tmp_path, monkeypatch):
@@ -506,3 +515,111 @@ def test_a_full_disk_names_the_database_folder_and_its_free_space(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"rag-health: error: embedded Chroma at {state}/chroma: ")
     assert "MB free on its disk)" in done.stderr
+
+
+# --- found by a review of the round-3 change --------------------------------------------------------------------
+
+def test_a_backend_that_cannot_run_on_this_device_notes_nothing(small_corpus, tmp_path):
+    """Review: embed_device=cuda with the ONNX backend raised a plain ConfigError inside the ingest, which noted it
+    against every document (warn, exit 0); after the setting was fixed, no unchanged document was read again."""
+    from rag_health.runtime import build_runtime
+    from rag_health.settings import ConfigError, load_settings
+
+    state = str(tmp_path / "state")
+    rt = build_runtime(load_settings(docs=str(small_corpus), state_dir=state, embed_device="cuda",
+                                     embed_backend="onnx"))
+    with pytest.raises(ConfigError, match="CPU"):
+        stage(rt, "ingest")
+    assert rt.index.notes() == {}
+    again = stage(build_runtime(load_settings(docs=str(small_corpus), state_dir=state)), "ingest")
+    assert again["added"] == 4 and again["errors"] == []
+
+
+def test_only_a_full_disk_reads_as_a_full_disk(tmp_path):
+    """Review: any embedded Chroma error whose text held "disk" became StoreWriteError, so a first run on a
+    collection named disk-runbooks failed with '... MB free' instead of finding no collection."""
+    from rag_health.store import _out_of_space
+
+    class NotFoundError(Exception):
+        pass
+
+    assert not _out_of_space(NotFoundError("Collection [disk-runbooks] does not exist"))
+    assert not _out_of_space(ValueError("document runbooks/disk-full.md has no text"))
+    assert _out_of_space(OSError(28, "No space left on device"))
+    assert _out_of_space(RuntimeError("Error in compaction: Failed to apply logs to the hnsw segment writer"))
+    wrapped = RuntimeError("failed")
+    wrapped.__cause__ = OSError(28, "No space left on device")
+    assert _out_of_space(wrapped)
+
+
+def test_a_chroma_error_passed_through_keeps_its_cause_chain():
+    """Review: `raise self._explained(exc) from exc` made an error its own cause, so transient() stopped at it: a
+    503 answered without a Chroma body was no longer retried."""
+    import httpx
+
+    from rag_health.errors import transient
+    from rag_health.store import ChromaCalls
+
+    class Flaky:
+        def count(self):
+            request = httpx.Request("GET", "http://chroma:8000/api/v2/count")
+            try:
+                raise httpx.HTTPStatusError("503", request=request, response=httpx.Response(503, request=request))
+            except httpx.HTTPStatusError:
+                raise Exception("{'error': 'Service Unavailable'}")  # noqa: B904 - what chromadb raises
+
+    with pytest.raises(Exception) as raised:
+        ChromaCalls(Flaky(), "Chroma server at chroma:8000", 5.0).count()
+    assert raised.value.__cause__ is not raised.value and transient(raised.value)
+
+
+def test_a_server_that_ignores_range_sends_no_more_than_asked():
+    """Review: the bounded S3 client read a GetObject's whole body before the source's own bounded read, so an
+    endpoint ignoring Range could hand a 10 GB object to memory."""
+    from rag_health.artifacts import BoundedS3
+
+    class Body(io.BytesIO):
+        pass
+
+    class Client:
+        meta = None
+
+        def get_object(self, **kwargs):
+            return {"Body": Body(b"x" * 5_000_000)}  # the whole object, whatever Range said
+
+    got = BoundedS3(Client(), 10).get_object(Bucket="b", Key="k", Range="bytes=0-1023")
+    assert len(got["Body"].read()) == 1024
+    assert len(BoundedS3(Client(), 10).get_object(Bucket="b", Key="k")["Body"].read()) == 5_000_000
+
+
+def test_a_traceback_in_the_worker_log_is_redacted():
+    """Review: the log filter redacted a record's message but not its traceback, so an unexpected KeyError naming
+    refund-4111111111111111.md went raw to the worker's log and the Prefect API."""
+    import logging
+
+    from flows.stages import _FILTER
+
+    logger = logging.getLogger("rag-health-test.task_runs")  # the filter as on Prefect's task run logger
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    logger.addFilter(_FILTER)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise KeyError("policies/refund-4111" + "1" * 12 + ".md")
+        except KeyError:
+            logger.exception("Task run failed")
+    finally:
+        logger.removeFilter(_FILTER)
+        logger.removeHandler(handler)
+    assert "4111111111111111" not in written.getvalue() and "KeyError" in written.getvalue()
+    assert "[card-number redacted]" in written.getvalue()
+
+
+def test_secrets_redacted_since_round_3_rechunk_a_redacted_index():
+    """Review: an index built with redact_pii before secrets were redacted kept its secrets until each document
+    changed; the recipe's name changed, so it is chunked and embedded again."""
+    from rag_health.chunking import Chunker
+
+    assert Chunker.config.fget(type("C", (), {"strategy": "auto", "chunk_size": 200, "chunk_overlap": 24,
+                                              "redact_pii": True})()) == "auto:200:24+redacted2"

@@ -160,3 +160,30 @@ def test_an_unreachable_lease_is_tried_again_then_unavailable(tmp_path, weed, mo
     assert isinstance(unavailable.value, LockBusy)
     message = str(unavailable.value)
     assert "locks/rag-health.json" in message and "cannot be reached" in message and "Could not connect" in message
+
+
+def test_only_a_lease_of_a_gone_process_of_this_boot_and_pid_namespace_is_taken_over_early():
+    """Review of issue 19: the early takeover trusted host name and pid, so a live holder in another container
+    sharing the host name (host networking; its own pid namespace, where our kill(pid, 0) finds nobody) lost its
+    lease at once; and one process could take over its own lease between writing it and recording it held."""
+    import dataclasses
+    import socket
+
+    from rag_health import locks
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = locks.Lease(lock="x", owner="r1", host=socket.gethostname(), pid=child.pid, acquired_at="t",
+                       token="t1", process=locks._process_identity(os.getpid()).rsplit("|", 2)[0]
+                       + f"|{child.pid}|123")
+    assert locks._dead_here(gone)
+    boot = gone.process.split("|")[0]
+    other_namespace = dataclasses.replace(gone, process=f"{boot}|pid:[4026531999]|{child.pid}|123")
+    assert not locks._dead_here(other_namespace)
+    assert not locks._dead_here(dataclasses.replace(gone, process=""))  # a lease written before: its TTL decides
+    alive = dataclasses.replace(gone, pid=os.getppid(), process=locks._process_identity(os.getppid()))
+    assert not locks._dead_here(alive)
+    mine = locks._new_lease("x", "r2", 60)  # written by this process and not yet let go of
+    assert not locks._dead_here(mine)
+    locks._mine.discard(mine.token)  # a release was tried (and failed): the next run here takes it over
+    assert locks._dead_here(mine)

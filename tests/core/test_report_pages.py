@@ -17,7 +17,7 @@ from tests.support.screenshot import CHROMIUM, dump_dom, png_size, screenshot
 
 HOSTILE_ID = "runbooks/<img src=x onerror=alert(1)>.md"
 NEWLINE_ID = "runbooks/two\nlines.md"
-HOSTILE_FINDING = f"{HOSTILE_ID}: review-overdue — <script>alert(2)</script> owner \"x\" & 'y'"
+HOSTILE_FINDING = f"{HOSTILE_ID}: review-overdue — <script>alert(2)</script> owner \"x\" & 'y' (fail)"
 LINKS = {"evidently": "drift-report.html", "chunks_csv": "chunks.csv", "findings_csv": "quality-findings.csv",
          "previous": "../20261127T020000Z-aaaaaa/index.html", "history": "../index.html",
          "prefect": "http://127.0.0.1:4200/runs/flow-run/1234"}
@@ -37,11 +37,11 @@ def make_result(run_id: str = "20261128T020000Z-bbbbbb", baseline_run: str = "20
               "drift": "warn"}
     if verdict != "fail":
         stages = {k: ("warn" if v == "fail" else v) for k, v in stages.items()}
-    fresh_findings = [HOSTILE_FINDING, "policies/kyc.md: missing — listed in the manifest, absent at the source"]
+    fresh_findings = [HOSTILE_FINDING, "policies/kyc.md: missing — listed in the manifest, absent at the source (fail)"]
     probe_findings = ["probe set golden: hit@5 0.450 is below 0.5 (fail)",
                       "probe golden/g007 regressed: rank 1 -> missed, displaced by policies/old.md (fail)"]
-    cov_findings = ["alert AchReturnRateHigh: its runbook URL points to a document that does not exist"]
-    drift_findings = ["embedding drift score 0.71 is above 0.55"]
+    cov_findings = ["alert AchReturnRateHigh: its runbook URL points to a document that does not exist (warn)"]
+    drift_findings = ["embedding drift score 0.71 is above 0.55 (warn)"]
     regression = {"set": "golden", "probe_id": "g007", "was_rank": 1, "now_rank": None,
                   "displaced_by": "policies/old<b>.md"}
     return {
