@@ -25,7 +25,9 @@ SAME_VECTOR = 1 - 1e-6
 BOILERPLATE_MIN_SHARE = 0.2  # a chunk is reported when at least this share of its text is boilerplate
 LONG_WORD_CHARS = 100  # BERT WordPiece's max_input_chars_per_word: a longer word becomes one [UNK]
 UNKNOWN_TOKENS_MIN_SHARE = 0.5  # a chunk is reported when at least this share of its characters are such words
-_LONG_WORD = re.compile(r"\S{%d,}" % (LONG_WORD_CHARS + 1))
+# What WordPiece calls a word: its basic tokenizer first splits at spaces and punctuation (ASCII symbols and "_"
+# included), so a URL or a PromQL expression is many short words; only a run of letters and digits is one.
+_LONG_WORD = re.compile(r"[^\W_]{%d,}" % (LONG_WORD_CHARS + 1))
 _WORD = re.compile(r"\w+")
 _SKIP_LINE = re.compile(r"^\s*(#|\|?\s*:?-{3,}|```|~~~)")
 

@@ -80,8 +80,9 @@ KINDS: dict[FindingKind, KindSpec] = {
     K.SECRET: KindSpec(0.5, "a credential in the text (a cloud access key, an API or GitHub token, a JWT, a private "
                             "key; see checks.pii.find_secrets): the detail names its type, never its value", "secret",
                        0.0),
-    K.UNKNOWN_TOKENS: KindSpec(0.5, "most of the text is words over 100 characters (base64, minified data, one huge "
-                                    "word), which the model's tokenizer reads as [UNK]: nothing of it is embedded",
+    K.UNKNOWN_TOKENS: KindSpec(0.5, "most of the text is runs of over 100 letters and digits with no space or "
+                                    "punctuation (one huge word, a hex dump), which the model's tokenizer reads as "
+                                    "[UNK]: nothing of it is embedded",
                                "unknown-tokens", 0.0),
     K.DIMENSION_MISMATCH: KindSpec(1.0, "a vector of another dimension than the model's"),
     K.MODEL_MISMATCH: KindSpec(1.0, "written by another model (fingerprint)"),

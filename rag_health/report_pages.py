@@ -48,7 +48,7 @@ CSS = (
     "td{overflow-wrap:anywhere}.num{text-align:right;font-variant-numeric:tabular-nums}.up{color:#1a7f37}"
     ".down{color:#cf222e}.same{color:#8c959f}.muted{color:#57606a}.badge{font-weight:700}"
     ".badge.pass{color:#1a7f37}.badge.warn{color:#9a6700}.badge.fail{color:#cf222e}code{font-size:13px}"
-    ".trends{display:flex;flex-wrap:wrap;gap:14px}ul.ids{columns:3 260px;margin:4px 0 10px}"
+    ".trends{display:flex;flex-wrap:wrap;gap:14px}ul.ids{columns:3 260px;margin:4px 0 10px}ul.ids li{overflow-wrap:anywhere;break-inside:avoid}"
     ".banner a{color:#fff}"
     ".trend{width:340px;margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px 8px}"
     "figcaption{font-size:13px;margin-bottom:4px}.nowrap{white-space:nowrap}"

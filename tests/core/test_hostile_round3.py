@@ -623,3 +623,16 @@ def test_secrets_redacted_since_round_3_rechunk_a_redacted_index():
 
     assert Chunker.config.fget(type("C", (), {"strategy": "auto", "chunk_size": 200, "chunk_overlap": 24,
                                               "redact_pii": True})()) == "auto:200:24+redacted2"
+
+
+def test_urls_and_query_expressions_are_not_unknown_tokens():
+    """Seen on the Prometheus runbooks: a long documentation URL and PromQL expressions (114 characters without a
+    space) were unknown-tokens findings, though WordPiece splits them at their punctuation into known words; only
+    a run of letters and digits over 100 characters becomes [UNK]."""
+    from checks.chunk_quality import long_word_share
+
+    url = ("[disaster-recovery](https://docs.openshift.com/container-platform/4.7/backup_and_restore/"
+           "control_plane_backup_and_restore/disaster_recovery/about-disaster-recovery.html)")
+    promql = 'sum(rate(apiserver_request_duration_seconds_bucket{job="apiserver",le="40",scope="cluster"}[3d]))'
+    assert long_word_share(url) == 0 and long_word_share(promql) == 0
+    assert long_word_share("q" * 150) == 1 and long_word_share("é" * 150) == 1
