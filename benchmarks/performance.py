@@ -38,7 +38,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchmarks.corpora import PROMETHEUS, SCIFACT, scifact_folder, scifact_probes  # noqa: E402
 
-
 # --- one phase, in its own process ----------------------------------------------------------------------------
 
 def _settings(args, **extra):

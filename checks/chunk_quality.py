@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from checks import heading_paths
 from checks.expectations import validate_frame
 from checks.findings import SPLIT_KINDS, Finding, FindingKind, default_max_fractions, penalty
 from checks.pii import redact
@@ -315,7 +316,7 @@ def _detect(r: Any, max_tokens: int, min_chunk_words: int) -> Iterator[tuple[Fin
         for label in str(r.split_blocks).split("; "):
             yield SPLIT_KINDS.get(label.split(" ", 1)[0], K.STEP_SPLIT), f"{label} is cut across chunks", None
     if r.heading_lost:
-        yield (K.LOST_HEADING, f"continues section {r.section.split(' > ')[-1]!r} but neither its text nor its "
+        yield (K.LOST_HEADING, f"continues section {heading_paths.last(r.section)!r} but neither its text nor its "
                "embedding carries that heading", None)
     if r.lacks_metadata:
         yield K.MISSING_METADATA, f"lacks {r.missing_metadata}: metadata-filtered queries never return it", None

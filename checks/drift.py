@@ -8,6 +8,14 @@ from typing import Any
 
 from checks.result import CheckResult
 
+EMBEDDING_DRIFT_THRESHOLD = 0.55  # Evidently's default for its classifier-based embedding drift (ROC AUC)
+
+
+def embedding_drifted(score: float | None) -> bool:
+    """Whether a classifier ROC AUC between the baseline's and this run's embeddings is drift: above the
+    threshold, the classifier tells the two apart."""
+    return score is not None and float(score) > EMBEDDING_DRIFT_THRESHOLD
+
 
 def drift_check(figures: Mapping[str, Any], *, baseline_run: str | None, max_drifted_share: float) -> CheckResult:
     """figures: embedding_drift (Evidently's classifier verdict), drifted_share (share of chunk statistics that

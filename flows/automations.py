@@ -10,7 +10,8 @@ from uuid import UUID
 
 from prefect.automations import Automation, AutomationCore, EventTrigger, SendNotification
 
-from rag_health.settings import ConfigError, Settings, load_settings
+from rag_health.errors import ConfigError
+from rag_health.settings import Settings, load_settings
 
 TAG = "rag-health"
 RESOURCE = "rag-health.collection.*"  # every rag-health event's primary resource: rag-health.collection.<name>

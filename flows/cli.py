@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from rag_health.errors import Terminated, exit_code
+
 EPILOG = """examples:
   rag-health run                                  # the sample corpus in datasets/, state in .rag-health/
   rag-health run --docs ./policies --manifest manifest.yaml --probes golden.jsonl --json
@@ -100,15 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = _dispatch(args)
     except (Terminated, KeyboardInterrupt) as exc:  # the stages' own cleanup ran (locks, the ingest pipeline)
-        name, code = (exc.name, exc.code) if isinstance(exc, Terminated) else ("SIGINT", 130)
+        name, code = (exc.name if isinstance(exc, Terminated) else "SIGINT"), exit_code(exc)
         message = (f"interrupted by {name}; what was stored before stays (the next run goes on from the index as "
                    "it is)")
         if args.json:
             print(dumps({"verdict": "error", "error": message, "exit_code": code}))
         print(f"rag-health: error: {message}", file=sys.stderr)
         return code
-    except Exception as exc:  # library errors become one clean line and an exit code
-        code = 2 if _is_config_error(exc) else BUSY if _is_busy(exc) else 1
+    except Exception as exc:  # library errors become one clean line and an exit code (rag_health.errors)
+
+        code = exit_code(exc)
         if args.json:
             print(dumps({"verdict": "error", "error": _one_line(exc), "exit_code": code}))
         print(f"rag-health: error: {_one_line(exc)}", file=sys.stderr)
@@ -124,17 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     data = to_json(result)
     print(dumps(data, indent=1) if args.json else _human(args.command, result, data))
     return 1 if data.get("verdict", data.get("status", "pass")) == "fail" else 0
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGINT, raised where the process is, so it unwinds like Ctrl-C: locks released, the ingest
-    pipeline stopped after its current batch, one line and the JSON error object instead of silence. Not a
-    KeyboardInterrupt: one that passes through native code on its way up (a PyO3 or PyRun_* frame) marks the
-    interpreter to kill itself with SIGINT at exit whatever the program did with it (seen: exit -2, not 130)."""
-
-    def __init__(self, name: str = "SIGTERM", code: int = 143):
-        super().__init__(name)
-        self.name, self.code = name, code
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -168,14 +160,13 @@ def _one_line(exc: BaseException) -> str:
 def _prepare_model(backends: list[str] | None) -> int:
     """Export (or find already exported) the ONNX files of the configured model into the model cache: the given
     backends, else the configured one when it is an ONNX backend, else the default backend."""
-    from pathlib import Path
 
-    from rag_health.embedding import DEFAULT_BACKEND, load_embedder, model_cache
+    from rag_health.embedding import DEFAULT_BACKEND, load_embedder, model_cache_for
     from rag_health.settings import load_settings
 
     try:
         s = load_settings()
-        cache = str(model_cache(s.model_cache_dir, fallback=Path(s.state_dir) / "models"))
+        cache = str(model_cache_for(s))
         if not backends and s.embed_backend in ("auto", "torch") and (s.embed_backend == "torch"
                                                                      or s.embed_device != "cpu"):
             print(f"nothing to export: embedding runs in torch (embed_backend {s.embed_backend}, embed_device "
@@ -186,7 +177,8 @@ def _prepare_model(backends: list[str] | None) -> int:
             print(f"{embedder.info.name} {backend}: {embedder.onnx_file} (fingerprint {embedder.info.fingerprint})")
     except Exception as exc:
         print(f"rag-health: error: {exc}", file=sys.stderr)
-        return 2 if _is_config_error(exc) else 1
+
+        return exit_code(exc)
     return 0
 
 
@@ -213,28 +205,12 @@ def _archive_command(rt: Any, args: argparse.Namespace) -> Listing:
     return Listing(history.runs_show(rt.archive, args.run_id), history.show_text)
 
 
-BUSY = 75  # EX_TEMPFAIL: another run holds the collection lock
-
-
-def _is_busy(exc: Exception) -> bool:
-    from rag_health.locks import LockBusy
-
-    return isinstance(exc, LockBusy)
-
-
-def _is_config_error(exc: Exception) -> bool:
-    from rag_health.settings import ConfigError
-    from rag_health.store import ModelMismatchError
-
-    return isinstance(exc, (ConfigError, ModelMismatchError, FileNotFoundError))
-
-
 def _dispatch(args: argparse.Namespace) -> Any:
     """Settings from the options, the pre-flight checks of what the command needs, then its flow. Returns the
     command's result (a stage's typed result, or the run's JSON)."""
     from flows.resources import runtime_for, settings_from
     from rag_health import preflight, registry
-    from rag_health.suite import new_run_id
+    from rag_health.archive import new_run_id
 
     stage = registry.stages().get(args.command)
     options = stage.options if stage else registry.suite_options() if args.command == "run" else ()
@@ -252,7 +228,9 @@ def _dispatch(args: argparse.Namespace) -> Any:
         return BaselineResult("pass", promote(rt, args.run_id))
     inputs = {o.dest: getattr(args, o.dest) for o in options if not o.setting}
     if "allow_mass_delete" in inputs:  # nobody can approve at a terminal later: hold unless allowed now
-        inputs["on_mass_change"] = "proceed" if inputs.pop("allow_mass_delete") else "hold"
+        from rag_health.ingest import OnMassChange
+
+        inputs["on_mass_change"] = OnMassChange.for_terminal(bool(inputs.pop("allow_mass_delete"))).value
     preflight.check(rt, stage.needs if stage else registry.suite_needs(), inputs.get("configs"))
     from rag_health import local
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from rag_health.locks import LockBusy, collection_lock, lock_holder
+from rag_health.errors import LockBusy
+from rag_health.locks import collection_lock, lock_holder
 from rag_health.runtime import Runtime
 
 MIN_SLOT_WAIT_S = 10.0
@@ -83,7 +84,7 @@ def guard(rt: Runtime, owner: str, *, nested: bool = False) -> Iterator[Any]:
 def check_held(rt: Runtime, owner: str) -> None:
     """For work done under another run's lock (an ingest shard under its coordinator): that run must hold the
     collection now, or the work would write unguarded."""
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     holder = lock_holder(rt)
     if holder is None or holder.owner != owner:

@@ -25,10 +25,12 @@ from pydantic import Field
 
 from flows import publish
 from flows.resources import keep, registered, runtime_for, settings_from
-from rag_health.ingest import Approval, IngestResult, MassChange, plan_changes
+from rag_health.archive import new_run_id
+from rag_health.errors import ConfigError
+from rag_health.ingest import Approval, IngestResult, MassChange, OnMassChange, plan_changes
 from rag_health.results import to_json
-from rag_health.settings import ConfigError, Settings
-from rag_health.suite import event_payload, new_run_id
+from rag_health.settings import Settings
+from rag_health.suite import event_payload
 from rag_health.views import LISTED_IDS, Markdown, id_list, md
 
 Mode = Literal["ask", "hold", "proceed"]
@@ -79,10 +81,13 @@ def ask(settings: Settings, change: MassChange, run_id: str | None, attempt: int
     return bool(decision.approve), reason
 
 
-def approval_of(mode: Mode, approved: list[str] | None) -> Approval | None:
-    if mode == "proceed":
-        return Approval.allow_all()
-    return Approval.of(approved) if approved else None
+def decide(settings: Settings, change: MassChange, run_id: str | None, attempt: int) -> tuple[bool, dict[str, Any]]:
+    """Ask a person about a held change; a rejection (or no decision) updates the approval artifact. Returns
+    whether it was approved and what was decided, for the run's event."""
+    ok, reason = ask(settings, change, run_id, attempt)
+    if not ok:
+        _rejected(settings, change, reason)
+    return ok, {"approval": "approved" if ok else "rejected", "approval_reason": reason}
 
 
 def _rejected(settings: Settings, change: MassChange, reason: str) -> None:
@@ -97,12 +102,10 @@ def gate(settings: Settings, run_id: str | None, mode: Mode, first: Any, again) 
     result, decided = first, {}
     for attempt in range(3):  # a source that keeps changing while people decide is held after three asks
         held = getattr(result, "held", None)
-        if held is None or mode != "ask":
+        if held is None or OnMassChange.of(mode) is not OnMassChange.ASK:
             break
-        ok, reason = ask(settings, held, run_id, attempt)
-        decided = {"approval": "approved" if ok else "rejected", "approval_reason": reason}
+        ok, decided = decide(settings, held, run_id, attempt)
         if not ok:
-            _rejected(settings, held, reason)
             break
         result = again(Approval.of(held.doc_ids))
         if not isinstance(result, IngestResult):  # the rerun ended in an error (its own state and event)
@@ -122,7 +125,7 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
     except Exception as exc:  # a bad setting or parameter: one line, no traceback
         return ended_in_error("ingest", collection_of(params, overrides), run_key or None, exc)
     run_key, only, approved, shard = run_key or None, list(only or ()) or None, list(approved or ()), shard or None
-    approval = approval_of(mode, approved)
+    approval = OnMassChange.of(mode).approval(approved)
     if shard and approval is None and run_key:  # the coordinator's approval, if a person gave one
         stored = runtime_for(settings, run_key).archive.approval(run_key)
         approval = Approval.from_json(stored) if stored else None
@@ -147,7 +150,7 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
         first = again(approval)
         if not isinstance(first, IngestResult):
             return first  # an error: the stage already ended the run and emitted rag-health.stage.failed
-        result, decided = gate(settings, run_key, "hold" if shard else mode, first, again)
+        result, decided = gate(settings, run_key, OnMassChange.HOLD if shard else mode, first, again)
         if not isinstance(result, IngestResult):
             return result
         if shard:
@@ -183,12 +186,10 @@ def fan_out(settings: Settings, params: dict[str, Any], overrides: dict[str, Any
                               max_delete_fraction=s.max_delete_fraction)
         if change.holds(approval):
             held = held_result(rt.source().uri, change)
-            if mode != "ask":
+            if OnMassChange.of(mode) is not OnMassChange.ASK:
                 return held, decided
-            ok, reason = ask(settings, change, run_id, 0)
-            decided = {"approval": "approved" if ok else "rejected", "approval_reason": reason}
+            ok, decided = decide(settings, change, run_id, 0)
             if not ok:
-                _rejected(settings, change, reason)
                 return held, decided
             approval = Approval.of(change.doc_ids)
         if approval is not None and not approval.everything:
@@ -198,7 +199,8 @@ def fan_out(settings: Settings, params: dict[str, Any], overrides: dict[str, Any
         for i in range(shards):
             parameters = {**{k: v for k, v in params.items() if v}, "only": list(only or ()),
                           "settings_overrides": overrides or {}, "run_id": run_id, "shard": f"{i}/{shards}",
-                          "shards": 1, "on_mass_change": "proceed" if approval and approval.everything else "hold",
+                          "shards": 1, "on_mass_change": (OnMassChange.PROCEED if approval and approval.everything
+                                                       else OnMassChange.HOLD).value,
                           "approved": []}  # a shard reads an id approval from the bucket (runs/<id>/approval.json)
             children.append(run_deployment(name, parameters=parameters, timeout=0, as_subflow=True,
                                            tags=["rag-health", "shard", f"run:{run_id}"]))

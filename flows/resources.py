@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rag_health.errors import ConfigError
 from rag_health.runtime import Runtime, build_runtime
-from rag_health.settings import ENV_ONLY, ConfigError, Settings, disable_telemetry, load_settings
+from rag_health.settings import ENV_ONLY, Settings, disable_telemetry, load_settings
 
 _runs: dict[tuple[str, str], Runtime] = {}
 

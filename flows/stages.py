@@ -15,9 +15,10 @@ from prefect.tasks import exponential_backoff
 from flows import publish
 from flows.concurrency import guard
 from flows.resources import NO_OVERRIDES, NO_SETS, keep, registered, run_name, runtime_for, settings_from
-from rag_health.errors import transient
+from rag_health.archive import new_run_id
+from rag_health.errors import expected, transient
 from rag_health.registry import stages, talks_to_remote
-from rag_health.suite import MESSAGE_CHARS, clip, event_payload, failure_message, new_run_id
+from rag_health.suite import MESSAGE_CHARS, clip, event_payload, failure_message
 
 
 @task(name="run-stage")
@@ -39,22 +40,13 @@ def _retry_transient(task, task_run, state) -> bool:
     return isinstance(exc, BaseException) and transient(exc)
 
 
-def _expected(exc: BaseException) -> bool:
-    """Errors whose message says everything (a bad setting, a model mismatch, a held lock): the run ends Failed
-    with that message and no traceback."""
-    from rag_health.settings import ConfigError
-    from rag_health.store import ModelMismatchError
-
-    return isinstance(exc, (ConfigError, ModelMismatchError, FileNotFoundError)) or getattr(exc, "expected", False)
-
-
 class _OneLineErrors(logging.Filter):
     """On Prefect's task and flow run loggers: the engine logs a task that raised at ERROR with its traceback before
     the flow can say anything. For an expected error the flow's own one line says everything, so the engine's
     record is dropped; every other record of these loggers has PII redacted from its text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if any(isinstance(a, BaseException) and _expected(a) for a in _record_exceptions(record)):
+        if any(isinstance(a, BaseException) and expected(a) for a in _record_exceptions(record)):
             return False
         from checks.pii import redact
 
@@ -115,7 +107,7 @@ def ended_in_error(name: str, collection: str, run_key: str | None, exc: BaseExc
         publish.emit(publish.STAGE_FAILED, collection,
                      {"stage": name, "run_id": run_key, "error": message, "error_type": type(exc).__name__})
     keep(exc)
-    if not _expected(exc):
+    if not expected(exc):
         raise exc
     get_run_logger().error(message)
     return Failed(message=message)

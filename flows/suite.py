@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, tags
@@ -14,9 +13,9 @@ from flows import publish
 from flows.concurrency import guard
 from flows.resources import NO_OVERRIDES, keep, register, release, run_name, settings_from, unwrap
 from flows.stages import FLOWS, collection_of, ended_in_error, quiet_expected_errors
-from rag_health import suite
-from rag_health.probes import probe_rows
-from rag_health.registry import SUITE
+from rag_health import runner, suite
+from rag_health.archive import new_run_id
+from rag_health.registry import SuiteOptions
 from rag_health.results import to_json
 
 
@@ -51,52 +50,34 @@ def suite_flow(docs: str = "", manifest: str = "", probes: tuple[str, ...] = (),
         return ended_in_error("suite", collection_of(params, settings_overrides), None, exc)
     # Subflows get the resolved settings, so every stage sees exactly the same configuration and, within this
     # process, shares this run's runtime (one listing, one manifest, one ledger scan per state of the index).
-    run_id = suite.new_run_id()
+    run_id = new_run_id()
     rt = register(settings, run_id)
     common = {"docs": settings.docs, "state_dir": str(settings.state_dir), "collection": settings.collection,
               "settings_overrides": settings.model_dump(mode="json"), "run_id": run_id}
-    outputs: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-
-    def inputs(name: str) -> dict[str, Any]:
-        """What a stage takes from the stages before it."""
-        if name == "ingest":
-            return {"on_mass_change": on_mass_change}
-        if name == "probes":  # one probe per covered alert
-            return {"extra_sets": {"alerts": probe_rows(getattr(outputs["coverage"], "probes", ()))}}
-        if name == "drift":  # the verdict so far goes into the report index
-            return {"promote_baseline": promote_baseline, "verdict": suite.overall_verdict(suite.statuses(outputs)),
-                    "final": False}  # the pointers move in suite.save, after the run's result is stored
-        return {}
-
+    options = SuiteOptions(on_mass_change=on_mass_change, promote_baseline=promote_baseline)
     held = False
     try:
         with guard(rt, run_id):  # one writer per collection; the stages re-enter the lock as this run
             held = True
-            saved = _stages(rt, run_id, common, inputs, outputs, timings)
+            done = runner.run_suite(rt, run_id, lambda name, inputs: _subflow(rt, run_id, common, name, inputs),
+                                    options, flow_run_id=lambda: str(flow_run.id or ""))
     except Exception as exc:
         # A stage's error emitted rag-health.stage.failed already; the suite's own hold on the collection (busy, or
         # its shared lease out of reach) has nobody else to report it. The CLI exits with the error's code.
         return ended_in_error("suite", settings.collection, run_id, exc, emit=not held)
     finally:
         release(run_id)
-    return _verdict(settings, run_id, outputs, to_json(saved))
+    return _verdict(settings, run_id, done.outputs, to_json(done.saved))
 
 
-def _stages(rt, run_id: str, common: dict[str, Any], inputs, outputs: dict[str, Any], timings: dict[str, float]):
-    """Every stage in order as its own subflow run (tagged with the stage, collection and run), then the run saved
-    to the archive. A failing stage fails its own flow run; the suite still runs the others and judges at the end."""
-    for name in SUITE:
-        start = time.perf_counter()
-        flow_ = FLOWS[name]
-        accepted = inspect.signature(flow_.fn).parameters
-        kwargs = {k: v for k, v in {**common, **inputs(name)}.items() if k in accepted}
-        with tags("rag-health", f"stage:{name}", f"collection:{rt.settings.collection}", f"run:{run_id}"):
-            outputs[name] = unwrap(flow_(return_state=True, **kwargs))
-        timings[name] = time.perf_counter() - start
-    return suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
-                      front_page=lambda shown: suite.render_front_page(
-                          rt, {**shown, "flow_run_id": str(flow_run.id or "")}))
+def _subflow(rt, run_id: str, common: dict[str, Any], name: str, inputs: dict[str, Any]):
+    """A stage of the suite as its own subflow run, tagged with the stage, collection and run. A failing stage
+    fails its own flow run; the suite still runs the others and judges at the end."""
+    flow_ = FLOWS[name]
+    accepted = inspect.signature(flow_.fn).parameters
+    kwargs = {k: v for k, v in {**common, **inputs}.items() if k in accepted}
+    with tags("rag-health", f"stage:{name}", f"collection:{rt.settings.collection}", f"run:{run_id}"):
+        return unwrap(flow_(return_state=True, **kwargs))
 
 
 def _verdict(settings, run_id: str, outputs: dict[str, Any], result: dict[str, Any]):

@@ -13,8 +13,8 @@ import yaml
 
 from rag_health import safe_yaml
 from rag_health.documents import SUPPORTED_SUFFIXES
+from rag_health.errors import ConfigError
 from rag_health.probes import Probe
-from rag_health.settings import ConfigError
 
 _TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from checks.pii import redact, scrub
-from rag_health.artifacts import AlreadyExists, ArtifactStore, LocalArtifactStore, s3_error_code, s3_reason
-from rag_health.settings import ConfigError
+from rag_health.artifacts import AlreadyExists, ArtifactStore, LocalArtifactStore
+from rag_health.errors import S3_CONFIG, ConfigError, Unreachable, s3_error_code, s3_reason
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: it costs a second at start-up
     import pandas as pd
@@ -52,11 +53,25 @@ POINTERS = (BASELINE, LATEST, REPORT_INDEX_JSON, REPORT_INDEX_HTML)
 OUTBOX = "outbox"  # under the state directory: <run id>/<key>
 
 # Errors that say the bucket itself is wrong (missing, not ours): configuration, not an outage.
-CONFIG_CODES = ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-                "InvalidBucketName", "403", "404")
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 T = TypeVar("T")
+
+
+RUN_TIME_FORMAT = "%Y%m%dT%H%M%SZ"  # a run id starts with its UTC start time: 20261129T170004Z-79e2fa
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime(RUN_TIME_FORMAT) + "-" + secrets.token_hex(3)
+
+
+def run_created(run_id: str) -> str:
+    """When a run started, read from its id (ISO 8601, seconds); '' for ids made otherwise."""
+    try:
+        stamp = datetime.strptime(str(run_id)[:16], RUN_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return ""
+    return stamp.isoformat(timespec="seconds")
 
 
 def checked_run_id(run_id: str) -> str:
@@ -131,10 +146,6 @@ def _cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA) else value
 
 
-class Unreachable(Exception):
-    """The history's store failed past its retries or the publish deadline; the message says why."""
-
-
 class RunArchive:
     def __init__(self, store: ArtifactStore, local: LocalArtifactStore | None = None, *,
                  outbox: LocalArtifactStore | None = None, deadline: float = 60.0, base_url: str | None = None,
@@ -158,7 +169,7 @@ class RunArchive:
         try:
             self.store.list(LATEST)
         except Exception as exc:
-            if not self.remote or s3_error_code(exc) in CONFIG_CODES:
+            if not self.remote or s3_error_code(exc) in S3_CONFIG:
                 raise ConfigError(f"run archive {self.store.uri('')} is not usable: {s3_reason(exc)}") from None
             try:  # an outage, perhaps a short one: retried within the deadline, then the outbox takes the run
                 self._call("list the run archive", lambda: self.store.list(LATEST))

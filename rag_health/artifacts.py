@@ -10,6 +10,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
+from rag_health.errors import S3_MISSING, S3_PRECONDITION, s3_error_code
+
 
 class AlreadyExists(Exception):
     """A create-only write found the key taken: the stored object is kept as it is."""
@@ -103,7 +105,7 @@ class S3ArtifactStore:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type,
                                    **extra)
         except Exception as exc:
-            if create_only and s3_error_code(exc) in ("PreconditionFailed", "412"):
+            if create_only and s3_error_code(exc) in S3_PRECONDITION:
                 raise AlreadyExists(self.uri(key)) from None
             raise
         return self.uri(key)
@@ -113,7 +115,7 @@ class S3ArtifactStore:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except Exception as exc:
-            if s3_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if s3_error_code(exc) in S3_MISSING:
                 return False
             raise
 
@@ -130,7 +132,7 @@ class S3ArtifactStore:
         except self.client.exceptions.NoSuchKey:
             return None
         except Exception as exc:  # some S3-compatible servers answer a bare 404 ClientError
-            if s3_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if s3_error_code(exc) in S3_MISSING:
                 return None
             raise
 
@@ -219,22 +221,3 @@ class _Pages:
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
-
-
-def s3_error_code(exc: BaseException) -> str | None:
-    """The S3 error code of a ClientError; None for anything else. botocore's ReadTimeoutError and
-    ConnectTimeoutError carry `response = None`, not a dict, so nothing here assumes a dict."""
-    response = getattr(exc, "response", None)
-    error = response.get("Error") if isinstance(response, dict) else None
-    code = error.get("Code") if isinstance(error, dict) else None
-    return str(code) if code is not None else None
-
-
-def s3_reason(exc: BaseException) -> str:
-    """Any exception from an S3 call as one line: "Code: Message" for an error the server answered, the
-    exception's class and message otherwise (timeouts and connection errors name the endpoint)."""
-    response = getattr(exc, "response", None)
-    error = response.get("Error") if isinstance(response, dict) else None
-    if isinstance(error, dict) and (error.get("Code") or error.get("Message")):
-        return f"{error.get('Code')}: {error.get('Message')}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

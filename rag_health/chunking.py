@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from checks import heading_paths
 from rag_health.documents import ParsedDocument
 from rag_health.embedding import Embedder
 from rag_health.structure import DocStructure, analyse_chunks, heading_path_at, parse_structure
@@ -57,7 +58,7 @@ def parse_spec(spec: str) -> tuple[str, int, int]:
     """"auto:200:24", "sentence:200:24", "markdown:200" or "256" (sentence, overlap an eighth of the size) ->
     (strategy, size, overlap). Markdown-aware chunks default to no overlap: they break at block boundaries; "auto"
     uses its overlap only where it splits by sentences (plain text, a paragraph too large for a chunk)."""
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     parts = spec.strip().split(":")
     if parts[0] == "whole":  # one chunk per document, as benchmarks like MTEB embed them (truncated by the model)
@@ -112,7 +113,7 @@ class Chunker:
 
     def __init__(self, embedder: Embedder, chunk_size: int, chunk_overlap: int, strategy: str = DEFAULT_STRATEGY,
                  redact_pii: bool = False):
-        from rag_health.settings import ConfigError
+        from rag_health.errors import ConfigError
 
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown chunking strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
@@ -260,7 +261,7 @@ class Chunker:
         parents (the heading itself is in the text), else the path of the section the unit is in. Headings further
         into the chunk are in its text."""
         path = unit.path[:-1] if unit.kind == "heading" else unit.path
-        section = "\n".join(p for p in (" > ".join(h.text for h in path if h.text != title), unit.context) if p)
+        section = "\n".join(p for p in (heading_paths.join(h.text for h in path if h.text != title), unit.context) if p)
         return section, len(self._tokenize(section)) if section else 0
 
     def _auto_units(self, text: str, structure: DocStructure, title: str, title_tokens: int,
@@ -302,7 +303,7 @@ class Chunker:
         overlap, each piece found right after the previous one), and by words whatever does not fit."""
         if kind in ("code", "table"):
             rows = _row_spans(text, start, end, grid=kind == "table" and text[start:end].lstrip().startswith("+"))
-            spans, a, used = [], None, 0
+            spans, a, used, prev_end = [], None, 0, start
             for r0, r1 in rows:
                 size = len(self._tokenize(text[r0:r1]))
                 if size > budget:  # one row or line too long: by words
@@ -571,7 +572,7 @@ def _section_for(structure: DocStructure, offset: int, title: str, first_kind: s
     path = heading_path_at(structure.headings, offset)
     if first_kind == "heading" and path and path[-1].start == offset:
         path = path[:-1]
-    return " > ".join(h.text for h in path if h.text != title)
+    return heading_paths.join(h.text for h in path if h.text != title)
 
 
 def ends_mid_sentence(text: str) -> bool:

@@ -31,7 +31,7 @@ def compare_chunking(source: DocumentSource, embedder: Embedder, settings, specs
     live: the live collection, only read: chunks whose id (content, chunking and model) it already holds take
     their vector from it instead of being embedded again, so comparing against the live chunking costs one
     ingest, not two."""
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     if len(specs) < 2:
         raise ConfigError("compare-chunking needs at least two chunking configurations")

@@ -9,12 +9,9 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from rag_health.errors import CallTimeout
+
 T = TypeVar("T")
-
-
-class CallTimeout(TimeoutError):
-    """A remote call did not finish within its wall-clock bound. A TimeoutError: transient, so stages that talk to
-    remote services retry it (rag_health.errors)."""
 
 
 def within(fn: Callable[[], T], timeout: float | None, what: str, setting: str = "") -> T:

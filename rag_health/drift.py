@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from checks.drift import EMBEDDING_DRIFT_THRESHOLD, embedding_drifted
 from checks.pii import redact
 from rag_health.store import ChunkIndex
 
 STAT_COLUMNS = ["n_chars", "n_tokens", "ends_mid_sentence", "chunk_index"]
-EMBEDDING_DRIFT_THRESHOLD = 0.55  # Evidently's default for its classifier-based embedding drift (ROC AUC)
 # Evidently's embedding plot runs t-SNE (perplexity 30), which needs more rows than that on each side.
 MIN_ROWS_FOR_EMBEDDING_DRIFT = 40
 # The t-SNE behind Evidently's embedding plot is most of the report's time (it samples up to 2,500 rows a side
@@ -167,7 +167,7 @@ def _read(snapshot) -> dict[str, Any]:
                                                     "threshold": float(config["threshold"]), "drifted": drifted}
         elif kind == "EmbeddingsDrift":
             figures["embedding_drift_score"] = round(float(value), 4)
-            figures["embedding_drift"] = float(value) > EMBEDDING_DRIFT_THRESHOLD
+            figures["embedding_drift"] = embedding_drifted(float(value))
     return figures
 
 

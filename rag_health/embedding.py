@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag_health.settings import ConfigError
+from rag_health.errors import ConfigError, ModelLoadError
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # The backend of a new collection when embed_backend is "auto": ONNX Runtime fp32 gives torch's vectors (cosine
@@ -52,7 +52,7 @@ def model_folder(name: str) -> tuple[Path, str]:
     path = Path(name).expanduser()
     if path.is_dir():
         return path, path.name
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     raise ConfigError(
         f"embedding model {name!r} is neither the packaged all-MiniLM-L6-v2 nor a local model folder "
@@ -70,7 +70,7 @@ def read_model_info(name: str = "all-MiniLM-L6-v2", backend: str = "torch") -> M
     max_tokens = _json(folder / "sentence_bert_config.json").get("max_seq_length") or \
         _json(folder / "config.json").get("max_position_embeddings", 512)
     if backend not in BACKENDS:
-        from rag_health.settings import ConfigError
+        from rag_health.errors import ConfigError
 
         raise ConfigError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
     fingerprint = cached_fingerprint(folder, shown, int(dim))
@@ -110,11 +110,6 @@ def embed_counted(embedder: Embedder, texts: Sequence[str]) -> tuple[np.ndarray,
     return embedder.embed(texts), embedder.count_tokens(texts)
 
 
-class ModelLoadError(ConfigError):
-    """The embedding model cannot be loaded (a truncated export, missing weights): the run's error, never one
-    document's. A configuration error: the CLI exits 2, a flow ends Failed with the message."""
-
-
 class LazyEmbedder:
     """Stands in for an embedder until something is embedded or tokenised; its identity (info) is known without
     loading the model (read_model_info), so an index can be opened and checked with no model in memory."""
@@ -137,7 +132,7 @@ class LazyEmbedder:
                 raise ModelLoadError(f"the embedding model {self.info.name} ({self.info.backend}) could not be "
                                      f"loaded: {type(exc).__name__}: {exc}") from exc
             if self._model.info.fingerprint != self.info.fingerprint:  # the folder changed under us
-                from rag_health.store import ModelMismatchError
+                from rag_health.errors import ModelMismatchError
 
                 raise ModelMismatchError(f"model {self.info.name}: its files changed since they were fingerprinted "
                                          f"({self.info.fingerprint}, now {self._model.info.fingerprint})")
@@ -239,6 +234,11 @@ def cache_root() -> Path:
 def fingerprint_cache() -> Path:
     """Where fingerprints are remembered."""
     return cache_root() / "fingerprints.json"
+
+
+def model_cache_for(settings: Any) -> Path:
+    """The model cache of these settings: model_cache_dir, else the user cache, else `<state dir>/models`."""
+    return model_cache(settings.model_cache_dir, fallback=Path(settings.state_dir) / "models")
 
 
 def model_cache(cache_dir: str = "", fallback: Path | None = None) -> Path:
@@ -496,11 +496,11 @@ def load_embedder(name: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_siz
     if backend == "torch":
         return SentenceTransformerEmbedder(folder, shown, device, batch_size)
     if backend not in BACKENDS:
-        from rag_health.settings import ConfigError
+        from rag_health.errors import ConfigError
 
         raise ConfigError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if device != "cpu":
-        from rag_health.settings import ConfigError
+        from rag_health.errors import ConfigError
 
         raise ConfigError(f"the {backend} backend runs on the CPU only (embed_device is {device!r}): use "
                           f"embed_device=cpu, or embed_backend=torch with a new collection for {device}")

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
-from rag_health.archive import RunArchive, checked_run_id, dumps
-from rag_health.settings import ConfigError
+from rag_health.archive import RunArchive, checked_run_id, dumps, run_created
+from rag_health.errors import ConfigError
 from rag_health.views import one_line
 
 
@@ -19,17 +18,13 @@ def _readable(archive: RunArchive) -> RunArchive:
 
 def created(run_id: str) -> str:
     """A run id starts with its UTC start time (20261129T170004Z-79e2fa); '' for ids made otherwise."""
-    try:
-        stamp = datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return ""
-    return stamp.isoformat(timespec="seconds")
+    return run_created(run_id)
 
 
 def runs_list(archive: RunArchive, limit: int = 50) -> dict[str, Any]:
     """The newest `limit` runs with a stored result: id, created, verdict and each stage's status."""
     if limit < 1:
-        from rag_health.settings import ConfigError
+        from rag_health.errors import ConfigError
 
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     ids = _readable(archive).run_ids()

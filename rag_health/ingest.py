@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from enum import Enum
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -38,9 +39,9 @@ from rag_health.documents import (
     is_supported,
 )
 from rag_health.embedding import Embedder, embed_counted
-from rag_health.settings import ConfigError
+from rag_health.errors import ConfigError, ModelMismatchError
 from rag_health.sources import DocumentSource, SourceEntry, check_size, unlisted_reason
-from rag_health.store import ChunkIndex, LedgerEntry, ModelMismatchError
+from rag_health.store import ChunkIndex, LedgerEntry
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,39 @@ class MassChange:
     def to_json(self) -> dict[str, Any]:
         return {"removed_ids": list(self.removed), "replaced_ids": list(self.replaced), "indexed": self.indexed,
                 "fraction": self.fraction, "threshold": self.threshold, "listed": self.listed}
+
+
+class OnMassChange(str, Enum):
+    """What a run does with a change it holds back (more than max_delete_fraction removed or replaced): ask a
+    person (a flow pauses), hold (keep the index and warn), or proceed. Translated from a flow parameter or the
+    CLI's --allow-mass-delete here, once."""
+
+    ASK = "ask"
+    HOLD = "hold"
+    PROCEED = "proceed"
+
+    @classmethod
+    def of(cls, value: str | OnMassChange | None, default: OnMassChange | None = None) -> OnMassChange:
+        if value in (None, ""):
+            return default or cls.HOLD
+        try:
+            return cls(value)
+        except ValueError:
+            from rag_health.errors import ConfigError
+
+            raise ConfigError(f"on_mass_change: {value!r} is none of ask, hold, proceed") from None
+
+    @classmethod
+    def for_terminal(cls, allow_mass_delete: bool) -> OnMassChange:
+        """The CLI: nobody can approve at a terminal later, so hold unless allowed now."""
+        return cls.PROCEED if allow_mass_delete else cls.HOLD
+
+    def approval(self, approved: Iterable[str] | None = ()) -> Approval | None:
+        """The approval a run starts with: everything when it proceeds, else the ids a person approved (if any)."""
+        if self is OnMassChange.PROCEED:
+            return Approval.allow_all()
+        ids = list(approved or ())
+        return Approval.of(ids) if ids else None
 
 
 @dataclass(frozen=True)

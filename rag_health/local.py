@@ -11,13 +11,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from rag_health import suite
+from rag_health import runner
+from rag_health.archive import new_run_id
+from rag_health.errors import ConfigError
 from rag_health.locks import collection_lock
 from rag_health.progress import terminal_progress
-from rag_health.registry import SUITE, stages
+from rag_health.registry import SuiteOptions, stages
 from rag_health.results import to_json
 from rag_health.runtime import Runtime, build_runtime
-from rag_health.settings import ConfigError, Settings
+from rag_health.settings import Settings
 
 
 def prefect_configured(environ: dict[str, str] | None = None) -> bool:
@@ -37,20 +39,14 @@ def prefect_configured(environ: dict[str, str] | None = None) -> bool:
 
 
 def _stage_inputs(name: str, inputs: dict[str, Any], run_id: str | None) -> dict[str, Any]:
-    """The command's inputs as the stage's core function takes them (the flows do the same, flows/stages.py)."""
+    """A command's inputs as the stage's function takes them: what was not given left out; a stage that stores
+    what it finds under a run (drift) is given a new run id when it has none."""
     inputs = {k: v for k, v in inputs.items() if v is not None}
-    if name == "ingest":
-        from rag_health.ingest import Approval
-
-        mode = inputs.pop("on_mass_change", "hold")
-        if int(inputs.pop("shards", 1) or 1) > 1:
-            raise ConfigError("ingest in shards runs its shards as Prefect flow runs: set PREFECT_API_URL (make up) "
-                              "or drop --shards")
-        inputs["approved"] = Approval.allow_all() if mode == "proceed" else None
-    if name in ("quality", "probes") and run_id:
-        inputs["run_id"] = run_id
-    if name == "drift":
-        inputs["run_id"] = run_id or suite.new_run_id()
+    if name == "ingest" and int(inputs.pop("shards", 1) or 1) > 1:
+        raise ConfigError("ingest in shards runs its shards as Prefect flow runs: set PREFECT_API_URL (make up) "
+                          "or drop --shards")
+    if stages()[name].takes_run_id and (run_id or name == "drift"):
+        inputs["run_id"] = run_id or new_run_id()
     return inputs
 
 
@@ -58,41 +54,24 @@ def run_stage(settings: Settings, name: str, inputs: dict[str, Any], run_id: str
     """One stage's command: its typed result. A stage that writes holds the collection lock as its run."""
     stage = stages()[name]
     rt = build_runtime(settings)
-    rt.progress = terminal_progress(name) if stage.reports_progress else None
-    owner = run_id or f"{name}-{suite.new_run_id()}"
+    owner = run_id or f"{name}-{new_run_id()}"
     with collection_lock(rt, owner) if stage.writes else nullcontext():
-        return stage.run(rt, **_stage_inputs(name, inputs, run_id))
+        return _execute(rt, name, _stage_inputs(name, inputs, run_id))
 
 
 def run_suite(settings: Settings, *, on_mass_change: str = "hold", promote_baseline: bool = False) -> dict[str, Any]:
-    """`rag-health run`: every stage in order against one runtime, under one collection lock; the run saved to the
-    archive (result, front page, history) as the suite flow saves it. Returns the run's JSON."""
-    run_id = suite.new_run_id()
+    """`rag-health run`: the suite (rag_health.runner) against one runtime, under one collection lock, each stage
+    called in this process; the run saved to the archive as the suite flow saves it. Returns the run's JSON."""
+    run_id = new_run_id()
     rt = build_runtime(settings)
-    outputs: dict[str, Any] = {}
-    timings: dict[str, float] = {}
+    options = SuiteOptions(on_mass_change=on_mass_change, promote_baseline=promote_baseline)
     with collection_lock(rt, run_id):
-        for name in SUITE:
-            inputs: dict[str, Any] = {}
-            if name == "ingest":
-                inputs = {"on_mass_change": on_mass_change}
-            elif name == "probes":
-                from rag_health.probes import probe_rows
-
-                inputs = {"extra_sets": {"alerts": probe_rows(getattr(outputs["coverage"], "probes", ()))}}
-            elif name == "drift":
-                inputs = {"promote_baseline": promote_baseline, "final": False,
-                          "verdict": suite.overall_verdict(suite.statuses(outputs))}
-            rt.progress = terminal_progress(name) if stages()[name].reports_progress else None
-            outputs[name], timings[name] = _timed(rt, name, _stage_inputs(name, inputs, run_id))
-        saved = suite.save(rt, suite.assemble(run_id, rt, outputs, timings),
-                           front_page=lambda shown: suite.render_front_page(rt, {**shown, "flow_run_id": ""}))
-    return to_json(saved)
+        done = runner.run_suite(rt, run_id, lambda name, inputs: _execute(rt, name, inputs), options)
+    return to_json(done.saved)
 
 
-def _timed(rt: Runtime, name: str, inputs: dict[str, Any]) -> tuple[Any, float]:
-    import time
-
-    start = time.perf_counter()
-    result = stages()[name].run(rt, **inputs)
-    return result, time.perf_counter() - start
+def _execute(rt: Runtime, name: str, inputs: dict[str, Any]) -> Any:
+    """A stage called in this process, a progress bar on the terminal for a stage that reports progress."""
+    stage = stages()[name]
+    rt.progress = terminal_progress(name) if stage.reports_progress else None
+    return stage.run(rt, **inputs)

@@ -30,7 +30,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag_health.artifacts import S3ArtifactStore, s3_error_code
+from rag_health.artifacts import S3ArtifactStore
+from rag_health.errors import S3_MISSING, S3_PRECONDITION, LockBusy, LockLost, LockUnavailable, s3_error_code
 from rag_health.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,30 +44,6 @@ MAX_POLL_S = 2.0  # longest pause between two tries while waiting
 RENEW_RETRY_S = 2.0  # a lease renewal that failed is tried again this soon
 MAX_LOCK_NAME = 180  # longer names are shortened with a digest: a file name holds at most 255 bytes
 CLOCK_GRACE_S = 1.0  # the server's Date header has whole seconds: a lease counts as expired only this much later
-_PRECONDITION = ("PreconditionFailed", "412")
-_MISSING = ("404", "NoSuchKey", "NotFound")
-
-
-class LockBusy(RuntimeError):
-    """Another run holds the collection lock and did not let go within the wait. The CLI prints the message as its
-    one-line error; it says who holds the lock, where, since when, and what to do."""
-
-    expected = True  # a flow run ends Failed with this message, without a traceback
-
-    def __init__(self, message: str, holder: Lease | None, waited_s: float):
-        super().__init__(message)
-        self.holder = holder
-        self.waited_s = waited_s
-
-
-class LockUnavailable(LockBusy):
-    """The shared lease in the bucket could not be reached (S3 down, timing out) within the outage wait: nobody can
-    tell who holds the collection, so the run does not start. Like LockBusy, a try-again-later (CLI exit 75)."""
-
-
-class LockLost(RuntimeError):
-    """The heartbeat found this run's lease taken over (it went unrenewed past its TTL, e.g. the process was
-    suspended): another run may be writing. Raised by HeldLock.ensure()."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +231,7 @@ class _BucketLocks:
         try:
             response = self.client.get_object(Bucket=self.store.bucket, Key=self._key(name))
         except Exception as exc:
-            if s3_error_code(exc) in _MISSING:
+            if s3_error_code(exc) in S3_MISSING:
                 return None, None, False
             raise
         body = response["Body"].read()
@@ -266,7 +243,7 @@ class _BucketLocks:
         try:
             return _BucketHandle(self._put(name, lease, IfNoneMatch="*"), lease), lease
         except Exception as exc:
-            if s3_error_code(exc) not in _PRECONDITION:
+            if s3_error_code(exc) not in S3_PRECONDITION:
                 raise
         current, etag, expired = self._read(name)
         if current is None and etag is None:  # released between our write and our read: try again at once
@@ -280,7 +257,7 @@ class _BucketLocks:
         try:
             self.client.delete_object(Bucket=self.store.bucket, Key=self._key(name), IfMatch=etag)
         except Exception as exc:
-            if s3_error_code(exc) not in _PRECONDITION + _MISSING:
+            if s3_error_code(exc) not in S3_PRECONDITION + S3_MISSING:
                 raise
         return self.try_acquire_once(name, lease)
 
@@ -288,7 +265,7 @@ class _BucketLocks:
         try:
             return _BucketHandle(self._put(name, lease, IfNoneMatch="*"), lease), lease
         except Exception as exc:
-            if s3_error_code(exc) not in _PRECONDITION:
+            if s3_error_code(exc) not in S3_PRECONDITION:
                 raise
         return None, self._read(name)[0]
 
@@ -305,7 +282,7 @@ class _BucketLocks:
         try:
             handle.etag = self._put(held.name, renewed, IfMatch=etag or handle.etag)
         except Exception as exc:
-            if s3_error_code(exc) in _PRECONDITION:
+            if s3_error_code(exc) in S3_PRECONDITION:
                 raise LockLost(held.where) from None
             raise
         handle.lease = held.lease = renewed
@@ -347,7 +324,7 @@ class _BucketLocks:
         try:
             self.client.delete_object(Bucket=self.store.bucket, Key=self._key(held.name), IfMatch=handle.etag)
         except Exception as exc:
-            if s3_error_code(exc) not in _PRECONDITION + _MISSING:
+            if s3_error_code(exc) not in S3_PRECONDITION + S3_MISSING:
                 raise
 
     def holder(self, name: str) -> Lease | None:
@@ -508,9 +485,7 @@ class LockSpace:
     def _unreachable(self, exc: Exception, label: str, name: str, failing_since: float | None) -> float:
         """The lease store failed: a passing failure (rag_health.errors.transient) is tried again for outage_wait
         seconds, then LockUnavailable; anything else (access denied, a missing bucket) is a configuration error."""
-        from rag_health.artifacts import s3_reason
-        from rag_health.errors import transient
-        from rag_health.settings import ConfigError
+        from rag_health.errors import ConfigError, s3_reason, transient
 
         if not transient(exc):
             raise ConfigError(f"collection {label!r}: the lock {self.where(name)} cannot be used: "

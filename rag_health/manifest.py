@@ -11,16 +11,12 @@ from typing import Any
 import yaml
 
 from rag_health import safe_yaml
-from rag_health.settings import ConfigError
+from rag_health.errors import ManifestError
 
 # Fields a manifest entry may carry for documents without front-matter (PDF, DOCX, HTML, plain text).
 _METADATA_KEYS = {"title", "last_reviewed", "effective_date", "superseded_by", "jurisdiction", "product"}
 _ENTRY_KEYS = {"id", "glob", "owner", "review_every_days", "required", "classification"} | _METADATA_KEYS
 _DEFAULT_KEYS = {"review_every_days", "required", "owner", "classification"}
-
-
-class ManifestError(ConfigError):
-    """An invalid manifest: names the file, the line and the reason."""
 
 
 @dataclass(frozen=True)

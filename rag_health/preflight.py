@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rag_health import registry
+from rag_health.errors import ConfigError
 from rag_health.runtime import Runtime
-from rag_health.settings import ConfigError
 
 
 def check(rt: Runtime, needs: Iterable[str], chunkings: Sequence[str] | None = None) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from checks import heading_paths
+
 STOPWORDS = frozenset("""a an and are as at be by for from has have how if in into is it its of on or that the their
 then this to was were what when where which who will with within without not no all any each every per via
 your our you we they them than there these those can could should would may must do does done use using also
@@ -114,8 +116,8 @@ def _collect(chunks: Iterable[tuple[str, int, str, str, str]]) -> _Corpus:
         words = {w.lower() for w in content_words(text)} - seen_words[doc_id]
         seen_words[doc_id] |= words
         doc_freq.update(words)
-        heading = section.split(" > ")[-1] if section else ""
-        if heading and " > " in section:
+        heading = heading_paths.last(section)
+        if heading and heading_paths.nested(section):
             found[doc_id].append((index, -1, "section", (heading,)))
         for m in _STEP.finditer(text):
             first = re.split(r"(?<=[.!?])\s", _MARKUP.sub("", m.group(1)).strip(), maxsplit=1)[0]

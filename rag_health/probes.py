@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from checks import heading_paths
 from checks.retrieval import ProbeRanks
 from rag_health.embedding import Embedder
-from rag_health.settings import ConfigError
+from rag_health.errors import ConfigError
 from rag_health.store import ChunkIndex
 
 QUERY_BATCH = 256
@@ -315,7 +316,7 @@ def _rank(index: ChunkIndex, vectors, depth: int, where: dict | None = None,
         for rank, (cid, doc_id, distance) in enumerate(zip(ids, docs, distances), start=1):
             if j < len(sections) and sections[j]:
                 meta = meta_of.get(cid) or {}
-                names = str(meta.get("headings") or meta.get("section", "")).replace(" > ", " | ")
+                names = heading_paths.shown(str(meta.get("headings") or meta.get("section", "")))
                 section_hits.setdefault(f"{doc_id}\x00{names}", rank)
             similarity.setdefault(doc_id, round(1.0 - float(distance), 6))  # cosine space
         out.append(_Ranking(list(dict.fromkeys(docs)), section_hits, similarity))

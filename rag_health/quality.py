@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from checks.chunk_quality import (
+    CHUNK_COLUMNS,
     BoilerplateCounter,
     chunk_quality,
     long_word_share,
@@ -31,6 +32,11 @@ from rag_health.drift import sample_key
 from rag_health.embedding import Embedder
 from rag_health.results import CheckSummary, QualityResult
 from rag_health.store import ChunkIndex, ChunkRecord
+
+# The worst_chunks rows: the chunk table's identifying columns (checks.chunk_quality.CHUNK_COLUMNS) and what shows
+# why a chunk scored low.
+WORST_CHUNK_COLUMNS = (*CHUNK_COLUMNS[:3], "score", "n_tokens", "n_words", "section", "split_blocks",
+                       "starts_mid_sentence", "ends_mid_sentence")
 
 NEIGHBOURS = 10  # nearest chunks fetched per chunk (besides itself)
 OUTLIER_NEIGHBOURS = 5  # a chunk's "neighbour similarity" is its mean cosine to this many nearest chunks
@@ -199,8 +205,7 @@ def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[
         embeddings=CheckSummary.of(vector_result),
         required_metadata=tuple(required),
         worst_chunks=tuple(json.loads(t.sort_values(["score", "n_tokens"], ascending=[True, False]).head(20)[
-            ["chunk_id", "doc_id", "chunk_index", "score", "n_tokens", "n_words", "section", "split_blocks",
-             "starts_mid_sentence", "ends_mid_sentence"]].to_json(orient="records"))),
+            list(WORST_CHUNK_COLUMNS)].to_json(orient="records"))),
         all_findings=tuple(items),
     )
     return result, _snapshot(index, embedder, scan, score, aniso, s), t
@@ -208,8 +213,7 @@ def evaluate(index: ChunkIndex, embedder: Embedder, settings, *, baseline: dict[
 
 def _empty_result(embedder: Embedder, required: list[str]) -> QualityResult:
     """An empty index: both checks say so (and fail) on their empty tables."""
-    empty = chunk_quality(pd.DataFrame(columns=["chunk_id", "doc_id", "chunk_index", "n_chars", "n_tokens",
-                                                "ends_mid_sentence"]), embedder.info.max_tokens)
+    empty = chunk_quality(pd.DataFrame(columns=list(CHUNK_COLUMNS)), embedder.info.max_tokens)
     no_vectors = embedding_quality(pd.DataFrame(), embedder.info.dimension)
     return QualityResult(
         status=worst(empty.status, no_vectors.status), score=0.0, tokens_lost=0, documents=(), findings=(),

@@ -78,6 +78,14 @@ INDEX, ARCHIVE = "index", "archive"  # the Chroma collection (server reachable),
 
 
 @dataclass(frozen=True)
+class SuiteOptions:
+    """What a whole run was asked to do, beyond the settings: its stages read what they need of it."""
+
+    on_mass_change: str = "hold"  # an ingest.OnMassChange value
+    promote_baseline: bool = False
+
+
+@dataclass(frozen=True)
 class Stage:
     """name: the CLI command, the key of its result in a run's JSON and the flow's suffix.
     run(runtime, **inputs): the core function; its result is `result_type` (or results.Skipped).
@@ -98,6 +106,9 @@ class Stage:
     new_run_id: bool = False  # its own command starts a run id (so what it stores can be a later baseline)
     reports_progress: bool = False  # it calls rt.progress as it goes (a bar on a terminal, an artifact in Prefect)
     writes: bool = False  # writes the collection or the run archive: runs under the collection lock
+    takes_run_id: bool = False  # in a suite, it is given the run's id (what it stores belongs to that run)
+    # In a suite: what it takes from the stages before it (their results by name) and from the run's options.
+    from_earlier: Callable[[dict[str, Any], SuiteOptions], dict[str, Any]] | None = None
 
 
 def stages() -> dict[str, Stage]:

@@ -11,9 +11,10 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from checks.drift import EMBEDDING_DRIFT_THRESHOLD, embedding_drifted
+from rag_health.archive import run_created
 from rag_health.views import one_line
 
-DRIFT_SCORE_LIMIT = 0.55  # embedding drift: classifier ROC AUC above this is drift (checks/drift.py)
 MAX_REASONS = 6  # sentences per severity in the banner (at least one per stage); the sections hold the rest
 MAX_ROWS = 100  # rows per table on the front page; the run's JSON and CSVs hold all of them
 HISTORY_TREND_RUNS = 30
@@ -323,7 +324,7 @@ def drift_summary(result: dict[str, Any]) -> str:
     drifted = [name for name, c in columns.items() if c.get("drifted")]
     if isinstance(score, (int, float)):
         said = (f"embedding drift score {score:.3f} (a classifier's ROC AUC telling the two samples apart; above "
-                f"{DRIFT_SCORE_LIMIT} is drift), so " + ("the embeddings have drifted" if score > DRIFT_SCORE_LIMIT
+                f"{EMBEDDING_DRIFT_THRESHOLD} is drift), so " + ("the embeddings have drifted" if embedding_drifted(score)
                                                          else "no embedding drift"))
     else:
         said = "no embedding drift score (too few chunks to tell the samples apart)"
@@ -358,11 +359,7 @@ def created_at(result: dict[str, Any]) -> str:
     """When the run was made: its `created_at` when given, else read from the run id (YYYYMMDDTHHMMSSZ-...)."""
     if result.get("created_at"):
         return str(result["created_at"])
-    try:
-        stamp = datetime.strptime(str(result.get("run_id", ""))[:16], "%Y%m%dT%H%M%SZ")
-    except ValueError:
-        return ""
-    return stamp.replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
+    return run_created(str(result.get("run_id", "")))
 
 
 def history_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -442,11 +439,11 @@ def _trends(entries: list[dict[str, Any]], sets: list[str]) -> str:
     charts = [trend_chart("hit@5 per set", hit),
               trend_chart("quality score", {"quality": [e.get("quality_score") for e in recent]}),
               trend_chart("embedding drift score", {"drift": [e.get("drift_score") for e in recent]},
-                          limit=DRIFT_SCORE_LIMIT)]
+                          limit=EMBEDDING_DRIFT_THRESHOLD)]
     shown = "".join(charts)
     return (f"<section id='trends'><h2>The last {len(recent)} run(s)</h2><div class='trends'>{shown}</div>"
             f"<p class='muted'>Oldest left, newest right; the dashed line is the drift limit "
-            f"({DRIFT_SCORE_LIMIT}).</p></section>")
+            f"({EMBEDDING_DRIFT_THRESHOLD}).</p></section>")
 
 
 def _when(stamp: Any) -> str:

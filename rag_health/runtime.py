@@ -24,7 +24,7 @@ from rag_health.embedding import (
     LazyEmbedder,
     ModelInfo,
     load_embedder,
-    model_cache,
+    model_cache_for,
     read_model_info,
     resolve_backend,
 )
@@ -75,7 +75,7 @@ class Runtime:
         s = self.settings
         return LazyEmbedder(self.model_info, lambda: load_embedder(
             s.embed_model, s.embed_device, s.embed_batch_size, self.backend,
-            str(model_cache(s.model_cache_dir, fallback=Path(s.state_dir) / "models"))))
+            str(model_cache_for(s))))
 
     @cached_property
     def model_info(self) -> ModelInfo:

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rag_health.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATASET = REPO_ROOT / "datasets"
 SAMPLE_DOCS = SAMPLE_DATASET / "docs"
@@ -44,10 +46,6 @@ ENV_ONLY = frozenset({"chroma_auth_token", "chroma_basic_auth", "allowed_roots"}
 SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/run", "/var/run", "/var/lib", "/var/log",
                   "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/snap")
 PRIVATE_HOME_FOLDERS = (".ssh", ".aws", ".gnupg", ".kube", ".docker", ".config", ".netrc", ".pgpass")
-
-
-class ConfigError(ValueError):
-    """Bad usage or configuration: the CLI turns it into exit code 2."""
 
 
 class Settings(BaseSettings):

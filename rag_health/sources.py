@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rag_health.artifacts import s3_error_code, s3_reason
 from rag_health.documents import DEFAULT_LIMITS, Limits, Rejected, over_limit
-from rag_health.settings import ConfigError
+from rag_health.errors import ConfigError, s3_error_code, s3_reason
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,10 @@ import numpy as np
 
 from rag_health.deadlines import CallTimeout
 from rag_health.embedding import ModelInfo
-from rag_health.settings import ConfigError
+from rag_health.errors import ChromaUnreachable, ConfigError, ModelMismatchError, StoreWriteError
 
 PAGE = 2000
 MAX_QUERY_HITS = 20000  # query vectors x results per Chroma call (SQLite's variable limit is 32,766)
-
-
-class ModelMismatchError(RuntimeError):
-    """The collection was built with another embedding model; writing to it would mix vector spaces."""
 
 
 @dataclass
@@ -173,7 +169,7 @@ class ChromaCalls:
         return call
 
     def _explained(self, exc: Exception) -> Exception:
-        from rag_health.deadlines import CallTimeout
+        from rag_health.errors import CallTimeout
 
         if isinstance(exc, (CallTimeout, ConfigError, ModelMismatchError)) or self._where in str(exc):
             return exc
@@ -214,19 +210,6 @@ def _is_transport(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return isinstance(exc, ConnectionError)
     return isinstance(exc, (httpx.TransportError, ConnectionError))
-
-
-class ChromaUnreachable(ConnectionError):
-    """The Chroma server stopped answering mid-run (refused, reset): transient, and the message names it."""
-
-    expected = True  # a flow run ends Failed with this message, without a traceback
-
-
-class StoreWriteError(RuntimeError):
-    """Embedded Chroma could not write its files (a full disk, most often): the message names the folder and the
-    free space."""
-
-    expected = True
 
 
 def check_server(host: str, port: int, timeout: float, ssl: bool = False) -> None:

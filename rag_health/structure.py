@@ -12,6 +12,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from checks import heading_paths
+
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _STEP = re.compile(r"^\s{0,3}(\d{1,3})[.)]\s+\S")
@@ -158,7 +160,7 @@ def analyse_chunks(text: str, chunks: Sequence[str], embed_texts: Sequence[str],
         k = bisect_right(starts, span[0])
         path = list(after[k - 1]) if k else []
         inside_from, inside_to = bisect_left(starts, span[0]), bisect_left(starts, span[1])
-        section = " > ".join(h.text for h in path)
+        section = heading_paths.join(h.text for h in path)
         lost = False
         if path:
             own = path[-1]

@@ -4,9 +4,7 @@ and the result file in the run archive."""
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from checks.result import severity, worst
@@ -16,10 +14,6 @@ from rag_health.report_pages import history_entry
 from rag_health.results import RunResult, failing_sentences, to_json
 from rag_health.runtime import Runtime
 from rag_health.views import LISTED_IDS, Artifact, Link, Markdown, Table, md, one_line
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def overall_verdict(stage_statuses: Mapping[str, str]) -> str:
@@ -266,7 +260,7 @@ def render_front_page(rt: Runtime, result: dict[str, Any]) -> str:
     relative to reports/<run id>/ so the page opens from disk, from the bucket and behind a base URL alike."""
     import os
 
-    from rag_health.archive import Unreachable
+    from rag_health.errors import Unreachable
     from rag_health.report_pages import front_page
 
     run_id = result["run_id"]

@@ -9,9 +9,10 @@ from checks.drift import drift_check
 from checks.result import worst
 from rag_health import registry
 from rag_health.archive import REPORT_INDEX_HTML, report_key, run_key
+from rag_health.errors import ConfigError
 from rag_health.results import DriftResult, Skipped
 from rag_health.runtime import Runtime
-from rag_health.settings import ConfigError
+from rag_health.suite import overall_verdict, statuses
 from rag_health.views import Artifact, Link
 
 
@@ -101,6 +102,9 @@ def artifacts(result: DriftResult | Skipped) -> list[Artifact]:
 STAGE = registry.Stage(
     name="drift", run=run, result_type=DriftResult, artifacts=artifacts, task_name="drift-report",
     help="build the drift report against the baseline", example="rag-health drift --promote-baseline",
-    needs=frozenset({registry.INDEX, registry.ARCHIVE}), writes=True,
+    needs=frozenset({registry.INDEX, registry.ARCHIVE}), writes=True, takes_run_id=True,
     options=(registry.promote_baseline(),),
+    # The verdict so far goes into the report index; the suite moves the pointers itself, after the run's result.
+    from_earlier=lambda earlier, options: {"promote_baseline": options.promote_baseline, "final": False,
+                                           "verdict": overall_verdict(statuses(earlier))},
 )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from rag_health import registry
-from rag_health.ingest import Approval, IngestResult, ingest, parse_shard
+from rag_health.ingest import Approval, IngestResult, OnMassChange, ingest, parse_shard
 from rag_health.runtime import Runtime
 from rag_health.views import LISTED_IDS, Artifact, Markdown, id_list, md
 
 
 def run(rt: Runtime, only: list[str] | None = None, approved: Approval | None = None,
-        shard: tuple[int, int] | str | None = None) -> IngestResult:
-    """approved: a human's go-ahead for a mass change; shard: (i, n) or "i/n", only that shard's documents."""
+        shard: tuple[int, int] | str | None = None, on_mass_change: str | None = None) -> IngestResult:
+    """approved: a human's go-ahead for a mass change (else the one on_mass_change gives: everything when it
+    proceeds); shard: (i, n) or "i/n", only that shard's documents."""
     s = rt.settings
+    if approved is None:
+        approved = OnMassChange.of(on_mass_change).approval()
     if isinstance(shard, str):
         shard = parse_shard(shard)
     try:
@@ -51,4 +54,5 @@ STAGE = registry.Stage(
                                                                     "repeatable", repeat=True, setting=False),
              registry.allow_mass_delete()),
     needs=frozenset({registry.SOURCE, registry.INDEX}), writes=True, reports_progress=True,
+    from_earlier=lambda earlier, options: {"on_mass_change": options.on_mass_change},
 )

@@ -9,7 +9,7 @@ from checks.pii import redact
 from checks.retrieval import probe_check, regressions
 from rag_health import registry
 from rag_health.probe_generation import GenerationSettings, generate_probes
-from rag_health.probes import ProbeSet, load_probe_set, probe_set_from_rows, run_probes, unique_set_names
+from rag_health.probes import ProbeSet, load_probe_set, probe_rows, probe_set_from_rows, run_probes, unique_set_names
 from rag_health.results import ProbesResult, Skipped
 from rag_health.runtime import Runtime
 from rag_health.settings import Settings
@@ -140,5 +140,7 @@ STAGE = registry.Stage(
     options=(registry.docs(), registry.probes(),
              registry.fail_under("fail when a probe set's metric is below MIN, e.g. 'hit@5=0.9'; repeatable")),
     needs=frozenset({registry.SOURCE, registry.PROBES, registry.THRESHOLDS, registry.INDEX, registry.ARCHIVE}),
-    new_run_id=True, writes=True,
+    new_run_id=True, writes=True, takes_run_id=True,
+    from_earlier=lambda earlier, options: {"extra_sets": {"alerts": probe_rows(getattr(earlier.get("coverage"),
+                                                                                       "probes", ()))}},
 )

@@ -57,6 +57,6 @@ STAGE = registry.Stage(
     name="quality", run=run, result_type=QualityResult, artifacts=artifacts, task_name="score-quality",
     help="score chunk and embedding quality",
     example="rag-health quality --require-metadata classification --json",
-    needs=frozenset({registry.INDEX, registry.ARCHIVE}), writes=True,
+    needs=frozenset({registry.INDEX, registry.ARCHIVE}), writes=True, takes_run_id=True,
     options=(registry.docs(), registry.require_metadata()),
 )

@@ -236,7 +236,7 @@ def test_chunking_specs():
     assert parse_spec("512") == ("sentence", 512, 64)
     import pytest
 
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     for bad in ("words:100", "sentence:x", "sentence:100:100", "markdown"):
         with pytest.raises(ConfigError, match="bad chunking configuration"):

@@ -13,7 +13,7 @@ from rag_health.alert_rules import (
     resolve_alerts,
     strip_templating,
 )
-from rag_health.settings import ConfigError
+from rag_health.errors import ConfigError
 
 PLAIN = """
 groups:

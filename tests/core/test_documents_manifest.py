@@ -3,7 +3,8 @@
 import pytest
 
 from rag_health.documents import DocumentError, parse_document
-from rag_health.manifest import ManifestError, load_manifest
+from rag_health.errors import ManifestError
+from rag_health.manifest import load_manifest
 
 
 def test_front_matter_and_title():

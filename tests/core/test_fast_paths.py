@@ -41,7 +41,7 @@ def test_auto_backend_keeps_an_existing_collections_backend_and_gives_a_new_one_
     assert embedding.resolve_backend("auto", None, device="cuda") == "torch"
     assert embedding.resolve_backend("auto", {"model_fingerprint": torch_fp}, device="cuda:0") == "torch"
     assert embedding.resolve_backend("auto", {"model_backend": "onnx"}, device="cuda") == "onnx"
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     with pytest.raises(ConfigError, match="runs on the CPU only.*embed_device=cpu"):
         embedding.load_embedder(backend="onnx", device="cuda")
@@ -61,9 +61,9 @@ def test_an_unwritable_user_cache_falls_back_to_the_state_directory(tmp_path, mo
 def test_an_upgrade_keeps_a_torch_collection_on_torch(small_corpus, tmp_path):
     """A collection built with torch (the default before ONNX was) stays on torch under "auto": no mismatch, and
     nothing re-embedded; an explicit other backend is refused by the fingerprint guard."""
+    from rag_health.errors import ModelMismatchError
     from rag_health.runtime import build_runtime
     from rag_health.settings import load_settings
-    from rag_health.store import ModelMismatchError
 
     state = str(tmp_path / "state")
     old = build_runtime(load_settings(docs=str(small_corpus), state_dir=state, embed_backend="torch"),
@@ -170,9 +170,9 @@ def test_ingest_reports_progress_to_the_end(small_corpus, make_runtime):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend,min_cosine", [("onnx", 0.99999), ("onnx-int8", 0.95)])
 def test_onnx_backends_embed_like_torch_and_never_share_a_collection(backend, min_cosine, tmp_path, small_corpus):
+    from rag_health.errors import ModelMismatchError
     from rag_health.runtime import build_runtime
     from rag_health.settings import load_settings
-    from rag_health.store import ModelMismatchError
 
     torch_model = embedding.load_embedder(backend="torch")
     texts = ["Page the streaming team first, then check the consumer lag.", "chargeback " * 300, "KYC"]

@@ -15,8 +15,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from rag_health.artifacts import S3ArtifactStore, s3_error_code, s3_reason
-from rag_health.settings import ConfigError
+from rag_health.artifacts import S3ArtifactStore
+from rag_health.errors import ConfigError, s3_error_code, s3_reason
 from tests.support.seaweed import free_port
 from tests.support.stages import stage
 from tests.support.stall_proxy import SilentServer, StallProxy

@@ -125,9 +125,9 @@ def test_a_model_that_cannot_load_is_the_runs_error_and_notes_nothing(small_corp
     """When the export cannot be repaired either, the run stops with one configuration error naming the file (CLI
     exit 2); no document is noted unreadable, so a repaired cache finds every document to read."""
     from rag_health import embedding
-    from rag_health.embedding import ModelLoadError
+    from rag_health.errors import ConfigError, ModelLoadError
     from rag_health.runtime import build_runtime
-    from rag_health.settings import ConfigError, load_settings
+    from rag_health.settings import load_settings
 
     cache, target = _cache_with_truncated_export(tmp_path)
     truncated = target.read_bytes()
@@ -264,7 +264,7 @@ def test_an_s3_endpoint_that_trickles_is_cut_off_by_the_call_bound(small_corpus,
     and the run hung in its pre-flight listing. Every S3 call now has a wall-clock bound (s3_call_timeout)."""
     import time
 
-    from rag_health.deadlines import CallTimeout
+    from rag_health.errors import CallTimeout
     from rag_health.runtime import build_runtime
     from rag_health.settings import load_settings
     from tests.support.stall_proxy import StallProxy
@@ -294,7 +294,7 @@ def test_a_chroma_server_that_stops_answering_mid_ingest_is_cut_off(small_corpus
     import os
     import signal
 
-    from rag_health.deadlines import CallTimeout
+    from rag_health.errors import CallTimeout
 
     proc, port = chroma_server
     rt = make_runtime(small_corpus, chroma_mode="http", chroma_port=port, chroma_call_timeout=5)
@@ -313,8 +313,7 @@ def test_a_chroma_server_that_stops_answering_mid_ingest_is_cut_off(small_corpus
 def test_a_chroma_server_that_went_away_is_named(small_corpus, make_runtime, chroma_server):
     """Regression: a Chroma server gone mid-run surfaced as "[Errno 111] Connection refused", naming neither the
     server nor the setting. Now a transient connection error naming host and port."""
-    from rag_health.errors import transient
-    from rag_health.store import ChromaUnreachable
+    from rag_health.errors import ChromaUnreachable, transient
 
     proc, port = chroma_server
     rt = make_runtime(small_corpus, chroma_mode="http", chroma_port=port)
@@ -332,7 +331,8 @@ def test_a_chroma_server_behind_auth(kind, small_corpus, make_runtime, chroma_se
     """A Chroma server that wants a token (Authorization: Bearer, or X-Chroma-Token) or basic auth: the
     credentials come from the environment only, through chromadb's own client auth providers; they never appear
     in a dump of the settings, so no flow parameter carries them; without them the error says which variable."""
-    from rag_health.settings import ConfigError, load_settings
+    from rag_health.errors import ConfigError
+    from rag_health.settings import load_settings
     from tests.support.chroma_server import AuthProxy
 
     _, port = chroma_server
@@ -342,7 +342,7 @@ def test_a_chroma_server_behind_auth(kind, small_corpus, make_runtime, chroma_se
                       basic=basic if kind == "basic" else None)
     try:
         with pytest.raises(ConfigError, match="RAG_HEALTH_CHROMA_AUTH_TOKEN or RAG_HEALTH_CHROMA_BASIC_AUTH"):
-            make_runtime(small_corpus, chroma_mode="http", chroma_port=proxy.port, collection=f"no-{kind}").index
+            _ = make_runtime(small_corpus, chroma_mode="http", chroma_port=proxy.port, collection=f"no-{kind}").index
         if kind == "basic":
             monkeypatch.setenv("RAG_HEALTH_CHROMA_BASIC_AUTH", basic)
         else:
@@ -362,7 +362,7 @@ def test_a_chroma_server_behind_auth(kind, small_corpus, make_runtime, chroma_se
 def test_credentials_and_allowed_roots_are_never_flow_parameters(monkeypatch):
     """Whoever may start a deployment must not widen what the worker reads or where its credentials go."""
     from flows.resources import settings_from
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     for key, value in (("allowed_roots", ["/"]), ("chroma_auth_token", "x"), ("chroma_basic_auth", "a:b"),
                        ("allowed_roots", []), ("chroma_auth_token", ""), ("allowed_roots", None)):
@@ -382,7 +382,8 @@ def test_document_and_state_roots_are_allowed_explicitly(tmp_path, monkeypatch):
     """Regression: `--docs /etc` indexed /etc/shadow, and the flows accept docs and state_dir from whoever starts
     a deployment. Without RAG_HEALTH_ALLOWED_ROOTS the system folders and a home's private folders are refused;
     with it, only what is under those roots (symlinks resolved)."""
-    from rag_health.settings import ConfigError, load_settings
+    from rag_health.errors import ConfigError
+    from rag_health.settings import load_settings
 
     for bad in ("/etc", "/", "/proc/self", str(__import__("pathlib").Path.home() / ".ssh")):
         with pytest.raises(ConfigError, match=r"docs \(RAG_HEALTH_DOCS\): "):
@@ -402,7 +403,8 @@ def test_document_and_state_roots_are_allowed_explicitly(tmp_path, monkeypatch):
 
 def test_prefix_and_base_url_are_validated():
     """Regression: RAG_HEALTH_S3_PREFIX=../.. and RAG_HEALTH_REPORT_BASE_URL=javascript:... were taken as they are."""
-    from rag_health.settings import ConfigError, load_settings
+    from rag_health.errors import ConfigError
+    from rag_health.settings import load_settings
 
     for prefix in ("../..", "a/../b", "a/./b", "a\\b", "a\nb"):
         with pytest.raises(ConfigError, match="s3_prefix"):

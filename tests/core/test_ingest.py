@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from rag_health.errors import ModelMismatchError
 from rag_health.sources import OUTSIDE_ROOT
-from rag_health.store import ChunkIndex, ModelMismatchError
+from rag_health.store import ChunkIndex
 from tests.conftest import write_doc
 from tests.support.stages import stage
 

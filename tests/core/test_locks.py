@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from rag_health.locks import Lease, LockBusy, LockLost, collection_lock, lock_holder, lock_name
+from rag_health.errors import ConfigError, LockBusy, LockLost
+from rag_health.locks import Lease, collection_lock, lock_holder, lock_name
 from rag_health.runtime import Runtime
-from rag_health.settings import ConfigError, load_settings
+from rag_health.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 HANG = 60.0  # upper bound on anything that should take a second

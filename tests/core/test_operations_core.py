@@ -10,11 +10,10 @@ import pytest
 
 from checks.result import CheckResult
 from rag_health import registry
-from rag_health.archive import Unreachable
-from rag_health.errors import transient
+from rag_health.errors import ConfigError, Unreachable, transient
 from rag_health.ingest import IngestError, IngestResult, MassChange
 from rag_health.results import CheckSummary, FreshnessResult, QualityResult, to_json
-from rag_health.settings import ConfigError, Settings
+from rag_health.settings import Settings
 from rag_health.shards import held_result, merge
 from rag_health.suite import event_payload, failure_message, verdict_artifacts
 from rag_health.views import Link, Markdown, Table

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from rag_health import local
-from rag_health.locks import LockUnavailable, _BucketLocks, _FileLocks
+from rag_health.errors import LockUnavailable
+from rag_health.locks import _BucketLocks, _FileLocks
 from rag_health.runtime import Runtime
 from rag_health.settings import load_settings
 from tests.conftest import REPO
@@ -111,21 +112,21 @@ def test_bucket_stopped_mid_suite_then_back(mode, tmp_path, small_corpus, weed, 
     for key, value in weed.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    timed = local._timed
+    timed = local._execute
 
     def stop_after_ingest(rt, name, inputs):
         if name == "freshness" and weed.process.poll() is None:
             weed.stop()
         return timed(rt, name, inputs)
 
-    monkeypatch.setattr(local, "_timed", stop_after_ingest)
+    monkeypatch.setattr(local, "_execute", stop_after_ingest)
     first = local.run_suite(settings)
     assert weed.process.poll() is not None, "the bucket was meant to stop during the run"
     assert set(first["stages"].values()) <= {"pass", "warn", "skip"} and first["verdict"] == "warn"
     assert first["ingest"]["added"] == len(list(small_corpus.rglob("*.*")))
     assert first["report"]["outbox"] and any(f.startswith("publish: warn") for f in first["findings"])
 
-    monkeypatch.setattr(local, "_timed", timed)
+    monkeypatch.setattr(local, "_execute", timed)
     restarted = start_seaweed(tmp_path / "weed")  # same data, new ports
     try:
         for key, value in restarted.env().items():
@@ -147,7 +148,8 @@ def test_an_unreachable_lease_is_tried_again_then_unavailable(tmp_path, weed, mo
     """The lease store failing with a passing error (connection refused) is tried again within the outage wait,
     then LockUnavailable (a LockBusy: exit 75) naming the lease and the cause."""
     from rag_health.artifacts import s3_client
-    from rag_health.locks import LockBusy, collection_lock
+    from rag_health.errors import LockBusy
+    from rag_health.locks import collection_lock
 
     weed.stop()
     for key, value in weed.env().items():

@@ -161,8 +161,8 @@ def test_probe_files_as_people_write_them(tmp_path):
     query (stable while it is), rejected lines make one finding per file, and a file from which nothing loads
     is a configuration error."""
     from checks.retrieval import probe_check
+    from rag_health.errors import ConfigError
     from rag_health.probes import derived_id
-    from rag_health.settings import ConfigError
 
     path = tmp_path / "people.jsonl"
     lines = [{"criterion": "A1.1", "query": "Capacity planning", "relevant": ["a.md"]},

@@ -29,9 +29,10 @@ from rag_health.archive import (
     run_key,
 )
 from rag_health.artifacts import LocalArtifactStore, S3ArtifactStore
+from rag_health.errors import ConfigError
 from rag_health.registry import stages
 from rag_health.runtime import build_runtime
-from rag_health.settings import ConfigError, load_settings
+from rag_health.settings import load_settings
 from rag_health.stages.drift import artifacts
 from tests.support.seaweed import start_seaweed
 
@@ -245,7 +246,8 @@ def test_health_verdict_artifact_links_the_published_pages_only():
 def test_the_front_page_renders_while_the_history_is_unreachable(small_corpus, make_runtime):
     """Review: the front page read the baseline's result and the run list straight from the store, so a bucket
     that went down mid-run crashed the run instead of sending its files to the outbox."""
-    from rag_health.archive import RunArchive, Unreachable
+    from rag_health.archive import RunArchive
+    from rag_health.errors import Unreachable
     from rag_health.suite import render_front_page
 
     class Down:

@@ -261,7 +261,7 @@ def test_compare_chunking_never_touches_the_live_collection(small_corpus, make_r
 
 
 def test_compare_chunking_rejects_bad_configurations(small_corpus, make_runtime):
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     rt = make_runtime(small_corpus)
     with pytest.raises(ConfigError, match="bad chunking configuration 'words:100'"):

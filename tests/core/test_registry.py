@@ -79,7 +79,7 @@ def test_every_need_is_checked_before_any_work(need, small_corpus, tmp_path, mak
     """Each need of a stage has a pre-flight check that stops bad configuration with a ConfigError (exit 2)
     naming what is wrong, before the model is loaded or anything is read."""
     from rag_health import preflight
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     for key, value in seaweed.env().items():  # the archive check talks to a real S3 without that bucket
         monkeypatch.setenv(key, value)

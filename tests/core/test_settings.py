@@ -2,7 +2,8 @@
 
 import pytest
 
-from rag_health.settings import SAMPLE_FILTER_PROBES, SAMPLE_MANIFEST, SAMPLE_PROBES, ConfigError, load_settings
+from rag_health.errors import ConfigError
+from rag_health.settings import SAMPLE_FILTER_PROBES, SAMPLE_MANIFEST, SAMPLE_PROBES, load_settings
 
 
 def test_environment_and_overrides(monkeypatch, tmp_path):

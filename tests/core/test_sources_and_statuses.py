@@ -65,7 +65,7 @@ def test_s3_source_matches_the_folder_and_skips_unchanged_objects(mixed_corpus, 
 
 
 def test_missing_bucket_is_a_configuration_error(seaweed):
-    from rag_health.settings import ConfigError
+    from rag_health.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no-such-bucket"):
         S3Source(seaweed.client(), "no-such-bucket", "x")

@@ -4,7 +4,7 @@ document-derived text as text, on one line."""
 import pytest
 
 from rag_health.archive import checked_run_id
-from rag_health.settings import ConfigError
+from rag_health.errors import ConfigError
 from rag_health.suite import summary, verdict_artifacts
 from rag_health.views import md, one_line
 

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from flows import automations
-from rag_health.settings import ConfigError, Settings
+from rag_health.errors import ConfigError
+from rag_health.settings import Settings
 from tests.support.prefect_server import start_server
 from tests.support.seaweed import free_port
 
