@@ -210,7 +210,7 @@ def _dispatch(args: argparse.Namespace) -> Any:
     command's result (a stage's typed result, or the run's JSON)."""
     from flows.resources import runtime_for, settings_from
     from rag_health import preflight, registry
-    from rag_health.archive import new_run_id
+    from rag_health.run_ids import new_run_id
 
     stage = registry.stages().get(args.command)
     options = stage.options if stage else registry.suite_options() if args.command == "run" else ()

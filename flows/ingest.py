@@ -25,10 +25,11 @@ from pydantic import Field
 
 from flows import publish
 from flows.resources import keep, registered, runtime_for, settings_from
-from rag_health.archive import new_run_id
+from flows.stage_run import collection_of, ended_in_error, quiet_expected_errors, run
 from rag_health.errors import ConfigError
 from rag_health.ingest import Approval, IngestResult, MassChange, OnMassChange, plan_changes
 from rag_health.results import to_json
+from rag_health.run_ids import new_run_id
 from rag_health.settings import Settings
 from rag_health.suite import event_payload
 from rag_health.views import LISTED_IDS, Markdown, id_list, md
@@ -117,7 +118,7 @@ def ingest(params: dict[str, Any], overrides: dict[str, Any] | None, run_key: st
            only: list[str] | tuple[str, ...] | None, mode: Mode, approved: list[str] | tuple[str, ...] | None,
            shards: int, shard: str | None):
     """The ingest flow's body (flows.stages.ingest_flow)."""
-    from flows.stages import collection_of, ended_in_error, quiet_expected_errors, run
+
 
     quiet_expected_errors()
     try:

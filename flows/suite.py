@@ -12,11 +12,12 @@ from prefect.states import Completed, Failed
 from flows import publish
 from flows.concurrency import guard
 from flows.resources import NO_OVERRIDES, keep, register, release, run_name, settings_from, unwrap
-from flows.stages import FLOWS, collection_of, ended_in_error, quiet_expected_errors
+from flows.stage_run import collection_of, ended_in_error, quiet_expected_errors
+from flows.stages import FLOWS
 from rag_health import runner, suite
-from rag_health.archive import new_run_id
 from rag_health.registry import SuiteOptions
 from rag_health.results import to_json
+from rag_health.run_ids import new_run_id
 
 
 @flow(name="rag-health-suite", flow_run_name=run_name("suite"))

@@ -23,7 +23,6 @@ import io
 import json
 import math
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -58,22 +57,6 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 T = TypeVar("T")
 
 
-RUN_TIME_FORMAT = "%Y%m%dT%H%M%SZ"  # a run id starts with its UTC start time: 20261129T170004Z-79e2fa
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime(RUN_TIME_FORMAT) + "-" + secrets.token_hex(3)
-
-
-def run_created(run_id: str) -> str:
-    """When a run started, read from its id (ISO 8601, seconds); '' for ids made otherwise."""
-    try:
-        stamp = datetime.strptime(str(run_id)[:16], RUN_TIME_FORMAT).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return ""
-    return stamp.isoformat(timespec="seconds")
-
-
 def checked_run_id(run_id: str) -> str:
     """Run ids become keys and paths: one safe path segment only (never `..`, a slash or a control character)."""
     if not RUN_ID.fullmatch(run_id) or ".." in run_id:
@@ -90,12 +73,32 @@ def _shard_name(shard: str) -> str:
     return f"ingest-shard-{int(i)}-of-{int(n)}.json"
 
 
+RESULT, CHUNK_TABLE, FINDINGS_TABLE = "result.json", "chunks.csv", "quality-findings.csv"  # files of runs/<id>/
+FRONT_PAGE, DRIFT_PAGE = "index.html", "drift-report.html"  # pages of reports/<id>/
+
+
+def result_key(run_id: str) -> str:
+    return run_key(run_id, RESULT)
+
+
+def front_page_links(run_id: str) -> dict[str, str]:
+    """The front page's links to the run's other files, relative to reports/<run id>/index.html, so they work
+    wherever the archive is served from (a bucket, a base URL, the state directory)."""
+    return {"evidently": DRIFT_PAGE, "history": f"../{FRONT_PAGE}",
+            "chunks_csv": f"../../{run_key(run_id, CHUNK_TABLE)}",
+            "findings_csv": f"../../{run_key(run_id, FINDINGS_TABLE)}"}
+
+
+def previous_front_page_link(run_id: str) -> str:
+    return f"../{checked_run_id(run_id)}/{FRONT_PAGE}"
+
+
 def report_key(run_id: str) -> str:
-    return f"reports/{checked_run_id(run_id)}/drift-report.html"
+    return f"reports/{checked_run_id(run_id)}/{DRIFT_PAGE}"
 
 
 def front_page_key(run_id: str) -> str:
-    return f"reports/{checked_run_id(run_id)}/index.html"
+    return f"reports/{checked_run_id(run_id)}/{FRONT_PAGE}"
 
 
 def entry_key(run_id: str) -> str:
@@ -241,14 +244,22 @@ class RunArchive:
         """The run's JSON result, the audit record: never replaced once written. Returns the local path."""
         data = dumps(result, indent=1).encode()
         try:
-            return self._write(run_id, run_key(run_id, "result.json"), data, copy=True, create_only=True)[1] or ""
+            return self._write(run_id, result_key(run_id), data, copy=True, create_only=True)[1] or ""
         except AlreadyExists:
-            raise ConfigError(f"{run_key(run_id, 'result.json')} already exists in the run archive: a run's "
+            raise ConfigError(f"{result_key(run_id)} already exists in the run archive: a run's "
                               "result is never overwritten") from None
 
     def save_table(self, run_id: str, name: str, frame: pd.DataFrame) -> str:
-        """A per-run CSV (chunks.csv, quality-findings.csv); returns the local path."""
+        """A per-run CSV; returns the local path. Callers use save_chunk_table / save_findings_table."""
         return self._write(run_id, run_key(run_id, name), safe_csv(frame).encode(), copy=True)[1] or ""
+
+    def save_chunk_table(self, run_id: str, frame: pd.DataFrame) -> str:
+        """Every chunk of the run with its figures and score (runs/<id>/chunks.csv); returns the local path."""
+        return self.save_table(run_id, CHUNK_TABLE, frame)
+
+    def save_findings_table(self, run_id: str, frame: pd.DataFrame) -> str:
+        """Every quality finding of the run (runs/<id>/quality-findings.csv); returns the local path."""
+        return self.save_table(run_id, FINDINGS_TABLE, frame)
 
     def save_page(self, run_id: str, key: str, html_text: str) -> str:
         """A page of the run under reports/<run id>/ (the front page): history and local copy; the local path."""
@@ -488,13 +499,13 @@ class RunArchive:
 
     def run_ids(self) -> list[str]:
         """Every run with a stored result, newest first."""
-        return self._run_keys("result.json")
+        return self._run_keys(RESULT)
 
     def snapshot_runs(self) -> list[str]:
         """Every run with a stored drift snapshot (a baseline candidate), newest first."""
         return self._run_keys("snapshot.parquet")
 
     def result(self, run_id: str) -> dict[str, Any] | None:
-        key = run_key(run_id, "result.json")
+        key = result_key(run_id)
         data = self._call(f"get {key}", lambda: self.store.get(key))
         return json.loads(data) if data else None

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rag_health.archive import RunArchive, checked_run_id, dumps, run_created
+from rag_health.archive import RunArchive, checked_run_id, dumps
 from rag_health.errors import ConfigError
+from rag_health.run_ids import run_created
 from rag_health.views import one_line
 
 

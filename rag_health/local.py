@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from rag_health import runner
-from rag_health.archive import new_run_id
 from rag_health.errors import ConfigError
 from rag_health.locks import collection_lock
 from rag_health.progress import terminal_progress
 from rag_health.registry import SuiteOptions, stages
 from rag_health.results import to_json
+from rag_health.run_ids import new_run_id
 from rag_health.runtime import Runtime, build_runtime
 from rag_health.settings import Settings
 

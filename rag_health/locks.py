@@ -28,16 +28,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rag_health.artifacts import S3ArtifactStore
 from rag_health.errors import S3_MISSING, S3_PRECONDITION, LockBusy, LockLost, LockUnavailable, s3_error_code
 from rag_health.settings import Settings
 
-if TYPE_CHECKING:
-    from rag_health.runtime import Runtime
-
 log = logging.getLogger(__name__)
+
+
+class HasLocks(Protocol):
+    """What collection_lock needs of a run's runtime (rag_health.runtime.Runtime): its settings and lock space."""
+
+    settings: Settings
+
+    @property
+    def locks(self) -> LockSpace: ...
 
 LOCKS_PREFIX = "locks/"  # under the archive prefix in the bucket, under the state directory otherwise
 MAX_POLL_S = 2.0  # longest pause between two tries while waiting
@@ -523,7 +529,7 @@ def lock_name(settings: Settings) -> str:
 
 
 @contextmanager
-def collection_lock(rt: Runtime, owner: str, *, wait_seconds: float | None = None) -> Iterator[HeldLock]:
+def collection_lock(rt: HasLocks, owner: str, *, wait_seconds: float | None = None) -> Iterator[HeldLock]:
     """Hold the run's collection for writing: `with collection_lock(rt, run_id): ...`. The owner is the rag-health
     run id: the suite's, which its stage subflows receive as run_id and so re-enter; an ad-hoc stage's own
     new_run_id(). wait_seconds defaults to the lock_wait_seconds setting; LockBusy after it. A stage writing for
@@ -534,6 +540,6 @@ def collection_lock(rt: Runtime, owner: str, *, wait_seconds: float | None = Non
         yield held
 
 
-def lock_holder(rt: Runtime) -> Lease | None:
+def lock_holder(rt: HasLocks) -> Lease | None:
     """Who holds the run's collection lock now (None: free), for status lines and messages."""
     return rt.locks.holder(lock_name(rt.settings))

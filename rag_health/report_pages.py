@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from checks.drift import EMBEDDING_DRIFT_THRESHOLD, embedding_drifted
-from rag_health.archive import run_created
+from rag_health.run_ids import run_created
 from rag_health.views import one_line
 
 MAX_REASONS = 6  # sentences per severity in the banner (at least one per stage); the sections hold the rest

@@ -9,7 +9,7 @@ from typing import Any
 
 from checks.result import severity, worst
 from checks.result import warning as warned
-from rag_health.archive import front_page_key, run_key
+from rag_health.archive import FRONT_PAGE, front_page_key, front_page_links, previous_front_page_link, result_key
 from rag_health.report_pages import history_entry
 from rag_health.results import RunResult, failing_sentences, to_json
 from rag_health.runtime import Runtime
@@ -63,10 +63,10 @@ def save(rt: Runtime, result: RunResult, front_page: Callable[[dict[str, Any]], 
     if front_page is not None:
         archive.save_page(run_id, front_page_key(run_id), front_page(shown))
         report["index_html"] = archive.link(front_page_key(run_id), run_id)
-    page = {"page": "index.html"} if front_page is not None else {}
+    page = {"page": FRONT_PAGE} if front_page is not None else {}
     archive.amend_entry(run_id, {**{k: v for k, v in history_entry(shown).items() if k != "created_at"}, **page})
     if archive.remote:
-        report["outbox"] = archive.waiting(run_id, (run_key(run_id, "result.json"), *archive.pointer_keys(run_id)))
+        report["outbox"] = archive.waiting(run_id, (result_key(run_id), *archive.pointer_keys(run_id)))
     result = _with_outbox(dataclasses.replace(result, report=report or result.report), report.get("outbox"))
     path = archive.save_result(run_id, to_json(result))
     archive.commit(run_id)
@@ -270,10 +270,9 @@ def render_front_page(rt: Runtime, result: dict[str, Any]) -> str:
         runs = [r for r in rt.archive.run_ids() if r != run_id]
     except Unreachable:
         baseline, runs = None, []
-    links = {"evidently": "drift-report.html", "history": "../index.html",
-             "chunks_csv": f"../../runs/{run_id}/chunks.csv", "findings_csv": f"../../runs/{run_id}/quality-findings.csv"}
+    links = front_page_links(run_id)
     if runs:
-        links["previous"] = f"../{runs[0]}/index.html"
+        links["previous"] = previous_front_page_link(runs[0])
     ui, flow_run = os.environ.get("PREFECT_UI_URL"), result.get("flow_run_id")
     if ui and flow_run:
         links["prefect"] = f"{ui.rstrip('/')}/runs/flow-run/{flow_run}"

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from checks.drift import drift_check
 from checks.result import worst
 from rag_health import registry
-from rag_health.archive import REPORT_INDEX_HTML, report_key, run_key
+from rag_health.archive import DRIFT_PAGE, REPORT_INDEX_HTML, report_key, result_key
 from rag_health.errors import ConfigError
 from rag_health.results import DriftResult, Skipped
 from rag_health.runtime import Runtime
@@ -45,14 +45,14 @@ def run(rt: Runtime, run_id: str, promote_baseline: bool = False, verdict: str =
         retrieval=(archive.probe_ranks(baseline_run), archive.probe_ranks(run_id)))
     entry = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "baseline_run": baseline_run,
              "verdict": verdict, "embedding_drift_score": figures.get("embedding_drift_score"),
-             "drift_score": figures.get("embedding_drift_score"), "page": "drift-report.html"}
+             "drift_score": figures.get("embedding_drift_score"), "page": DRIFT_PAGE}
     uri, local_path = archive.publish_report(run_id, html_text, entry, commit=False)
     archive.defer_pointers(run_id, baseline=promoted)
     if final:
         archive.commit(run_id)
     check = drift_check(figures, baseline_run=baseline_run if baseline_run != run_id else None,
                         max_drifted_share=rt.settings.drift_threshold)
-    still = () if final else (run_key(run_id, "result.json"), *archive.pointer_keys(run_id))
+    still = () if final else (result_key(run_id), *archive.pointer_keys(run_id))
     outbox = archive.waiting(run_id, still)
     status, findings = _publish_status(check.status, check.findings, outbox, unavailable)
     return DriftResult(

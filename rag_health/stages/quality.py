@@ -26,8 +26,8 @@ def run(rt: Runtime, run_id: str | None = None) -> QualityResult:
         archive.save_quality_sample(run_id, snapshot)
         findings = pd.DataFrame([f.row() for f in result.all_findings],
                                 columns=["doc_id", "chunk_id", "kind", "detail", "penalty"])
-        files = {"chunk_table": archive.save_table(run_id, "chunks.csv", chunk_table),
-                 "findings_csv": archive.save_table(run_id, "quality-findings.csv", findings)}
+        files = {"chunk_table": archive.save_chunk_table(run_id, chunk_table),
+                 "findings_csv": archive.save_findings_table(run_id, findings)}
     return dataclasses.replace(result, baseline_run=baseline_run if baseline else None, **files)
 
 

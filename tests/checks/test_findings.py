@@ -26,6 +26,20 @@ def test_every_threshold_key_is_checked_and_names_kinds():
     assert {key for _, key, _ in SHARES} <= keys
 
 
+def test_every_threshold_key_gates_a_check():
+    """The other direction (issue 20): a kind given a threshold but no share check passed every test and never
+    gated. Every threshold key is read by a chunk share check or by the embedding check's outlier expectation."""
+    import inspect
+
+    from checks import chunk_quality as chunk_check
+    from checks import embedding_quality
+
+    gated = {key for _, key, _ in SHARES}
+    expectations = inspect.getsource(chunk_check._expectations) + inspect.getsource(embedding_quality)
+    read_by_name = {k for k in threshold_keys() if f'limits.get("{k}"' in expectations or f'limits["{k}"]' in expectations}
+    assert threshold_keys() <= gated | read_by_name, threshold_keys() - gated - read_by_name
+
+
 def chunks(n: int, **columns) -> pd.DataFrame:
     base = {"chunk_id": [f"c{i}" for i in range(n)], "doc_id": ["d"] * n, "chunk_index": list(range(n)),
             "n_chars": [200] * n, "n_tokens": [50] * n, "ends_mid_sentence": [False] * n, "n_words": [40] * n}

@@ -599,7 +599,7 @@ def test_a_traceback_in_the_worker_log_is_redacted():
     refund-4111111111111111.md went raw to the worker's log and the Prefect API."""
     import logging
 
-    from flows.stages import _FILTER
+    from flows.stage_run import _FILTER
 
     logger = logging.getLogger("rag-health-test.task_runs")  # the filter as on Prefect's task run logger
     written = io.StringIO()
