@@ -13,11 +13,6 @@ def join(headings: Iterable[str]) -> str:
     return SEPARATOR.join(headings)
 
 
-def parts(section: str) -> list[str]:
-    """The headings of a path, outermost first ([] for no section)."""
-    return section.split(SEPARATOR) if section else []
-
-
 def last(section: str) -> str:
     """The innermost heading of a path ("" for no section)."""
     return section.rsplit(SEPARATOR, 1)[-1] if section else ""

@@ -17,11 +17,6 @@ def _readable(archive: RunArchive) -> RunArchive:
     return archive
 
 
-def created(run_id: str) -> str:
-    """A run id starts with its UTC start time (20261129T170004Z-79e2fa); '' for ids made otherwise."""
-    return run_created(run_id)
-
-
 def runs_list(archive: RunArchive, limit: int = 50) -> dict[str, Any]:
     """The newest `limit` runs with a stored result: id, created, verdict and each stage's status."""
     if limit < 1:
@@ -32,7 +27,7 @@ def runs_list(archive: RunArchive, limit: int = 50) -> dict[str, Any]:
     rows = []
     for run_id in ids[:limit]:
         result = archive.result(run_id) or {}
-        rows.append({"run_id": run_id, "created": created(run_id), "verdict": result.get("verdict", ""),
+        rows.append({"run_id": run_id, "created": run_created(run_id), "verdict": result.get("verdict", ""),
                      "stages": result.get("stages", {})})
     return {"runs": rows, "total": len(ids), "archive": archive.uri("")}
 
@@ -48,7 +43,7 @@ def baseline_list(archive: RunArchive) -> dict[str, Any]:
     """The baseline pointer, the latest run and every run that could become the baseline (it has a snapshot)."""
     pointer = _readable(archive).baseline_pointer()
     latest = archive.latest_run()
-    candidates = [{"run_id": r, "created": created(r), "baseline": bool(pointer) and pointer["run_id"] == r,
+    candidates = [{"run_id": r, "created": run_created(r), "baseline": bool(pointer) and pointer["run_id"] == r,
                    "latest": r == latest} for r in archive.snapshot_runs()]
     return {"baseline": pointer, "latest_run": latest, "candidates": candidates, "archive": archive.uri("")}
 
